@@ -1,0 +1,1 @@
+"""Polar's database layer: SQLAlchemy models, async engine, upsert helper and migrations."""

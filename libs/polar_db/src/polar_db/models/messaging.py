@@ -1,0 +1,47 @@
+"""Transactional outbox and consumer idempotency records (see polar_kit.outbox/consumer)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy import Identity, Index, LargeBinary
+from sqlalchemy.orm import Mapped, mapped_column
+
+from polar_db.models.base import Base, bigint
+
+
+class OutboxEvent(Base):
+    __tablename__ = "outbox_events"
+    # The relay claims unpublished rows in seq order; the partial index stays small
+    # because published rows drop out of it.
+    __table_args__ = (
+        Index(
+            "ix_outbox_events_unpublished_seq",
+            "seq",
+            postgresql_where=sa.text("published_at IS NULL"),
+        ),
+    )
+
+    # The event id: CloudEvents ce-id and the JetStream Nats-Msg-Id (dedupe key).
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    # Insertion order. Rows may commit out of seq order, so the relay tracks
+    # published_at per row rather than a high-water mark.
+    seq: Mapped[bigint] = mapped_column(Identity(always=False))
+    subject: Mapped[str]
+    type: Mapped[str]
+    source: Mapped[str]
+    payload: Mapped[bytes] = mapped_column(LargeBinary)  # serialized protobuf
+    created_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())
+    published_at: Mapped[datetime | None]
+
+
+class ProcessedMessage(Base):
+    """Marks a message as handled by a consumer; inserted in the handler's transaction."""
+
+    __tablename__ = "processed_messages"
+
+    consumer: Mapped[str] = mapped_column(primary_key=True)
+    message_id: Mapped[str] = mapped_column(primary_key=True)
+    processed_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())

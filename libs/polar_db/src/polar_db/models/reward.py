@@ -1,0 +1,33 @@
+"""Rewards pledged on issues."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import CheckConstraint, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from polar_db.models.base import Base, IdMixin, RewardState, TimestampMixin, bigint, str_enum
+
+
+class Reward(IdMixin, TimestampMixin, Base):
+    __tablename__ = "rewards"
+    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+
+    issue_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("issues.id", ondelete="CASCADE"), index=True
+    )
+    repository_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), index=True
+    )
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    # Minor units (cents): integers, never floats.
+    amount: Mapped[bigint]
+    currency: Mapped[str] = mapped_column(String(3))
+    state: Mapped[RewardState] = mapped_column(str_enum(RewardState), default=RewardState.created)
+    backer_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    email: Mapped[str | None]

@@ -1,0 +1,48 @@
+"""Users, their OAuth accounts and their organization memberships."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import ForeignKey, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from polar_db.models.base import Base, IdMixin, Platform, SoftDeleteMixin, TimestampMixin, str_enum
+
+
+class User(IdMixin, TimestampMixin, SoftDeleteMixin, Base):
+    __tablename__ = "users"
+
+    username: Mapped[str] = mapped_column(unique=True)
+    email: Mapped[str | None] = mapped_column(unique=True)
+    email_verified: Mapped[bool] = mapped_column(default=False)
+    avatar_url: Mapped[str | None]
+    profile: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class OAuthAccount(IdMixin, TimestampMixin, Base):
+    __tablename__ = "oauth_accounts"
+    __table_args__ = (UniqueConstraint("platform", "account_id"),)
+
+    platform: Mapped[Platform] = mapped_column(str_enum(Platform))
+    access_token: Mapped[str]
+    expires_at: Mapped[int | None]
+    refresh_token: Mapped[str | None]
+    account_id: Mapped[str]
+    account_email: Mapped[str]
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+
+
+class UserOrganization(TimestampMixin, Base):
+    __tablename__ = "user_organizations"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The PK (user_id, organization_id) serves lookups by user; this index serves "members of".
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

@@ -1,0 +1,1 @@
+"""Dev and test tooling: embedded infra, cluster runner, pytest plugin, fake GitHub."""

@@ -1,0 +1,43 @@
+"""The embedded servers, used when POLAR_DATABASE_URL / POLAR_NATS_URL are not set."""
+
+import asyncpg
+import nats
+import pytest
+from polar_dev.infra import DATABASE_URL_ENV, NATS_URL_ENV, infra
+
+
+async def test_embedded_postgres_and_nats(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
+    monkeypatch.delenv(NATS_URL_ENV, raising=False)
+    with infra(ephemeral=True) as servers:
+        assert servers.embedded_postgres
+        assert servers.embedded_nats
+        assert servers.data_dir is not None
+
+        connection = await asyncpg.connect(servers.database_url)
+        try:
+            assert await connection.fetchval("SELECT current_user") == "postgres"
+        finally:
+            await connection.close()
+
+        client = await nats.connect(servers.nats_url)
+        try:
+            js = client.jetstream()
+            await js.add_stream(name="EMBEDDED", subjects=["embedded.>"])
+            ack = await js.publish("embedded.x", b"1")
+            assert ack.stream == "EMBEDDED"
+        finally:
+            await client.close()
+    assert not servers.data_dir.exists()
+
+
+def test_given_urls_are_used_as_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(DATABASE_URL_ENV, "postgresql://u@db.example:5432/x")
+    monkeypatch.setenv(NATS_URL_ENV, "nats://nats.example:4222")
+    with infra() as servers:
+        assert servers.env() == {
+            DATABASE_URL_ENV: "postgresql://u@db.example:5432/x",
+            NATS_URL_ENV: "nats://nats.example:4222",
+        }
+        assert not servers.embedded_postgres
+        assert servers.data_dir is None

@@ -1,0 +1,187 @@
+"""Server interceptors. Each one runs every RPC inside an async context manager (`scope`).
+
+Order at the server, outermost first: request id, metrics, errors, unit of work. The error
+mapper sits inside metrics so the recorded code is the one the caller sees, and outside the
+unit of work so a failed commit is mapped too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeAlias
+
+import grpc
+import grpc.aio
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from polar_kit.errors import DomainError
+from polar_kit.grpc.context import request_id_var, session_var
+from polar_kit.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS
+
+log = structlog.get_logger(__name__)
+
+REQUEST_ID_KEY = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+# grpc.aio.ServicerContext; grpc ships no type hints (ignore_missing_imports makes it Any).
+Context: TypeAlias = Any
+
+
+class ScopeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps the handler of every RPC so that it runs inside `self.scope(method, context)`."""
+
+    def scope(self, method: str, context: Context) -> AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        return _wrap(handler, details.method, self.scope)
+
+
+Scope = Callable[[str, Context], AbstractAsyncContextManager[None]]
+
+
+def _wrap(handler: Any, method: str, scope: Scope) -> grpc.RpcMethodHandler:
+    async def unary(request: Any, context: Context) -> Any:
+        async with scope(method, context):
+            result = behavior(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+    async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
+        async with scope(method, context):
+            async for response in behavior(request, context):
+                yield response
+
+    if handler.response_streaming:
+        behavior = handler.unary_stream or handler.stream_stream
+        factory = (
+            grpc.stream_stream_rpc_method_handler
+            if handler.request_streaming
+            else grpc.unary_stream_rpc_method_handler
+        )
+        wrapped: Any = streaming
+    else:
+        behavior = handler.unary_unary or handler.stream_unary
+        factory = (
+            grpc.stream_unary_rpc_method_handler
+            if handler.request_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        wrapped = unary
+    new: grpc.RpcMethodHandler = factory(
+        wrapped,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+    return new
+
+
+def _incoming_request_id(context: Context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and _VALID_REQUEST_ID.match(value):
+            return value
+    return None
+
+
+class RequestIdInterceptor(ScopeInterceptor):
+    """Takes `x-request-id` from the caller (or makes one), binds it to logs, echoes it back."""
+
+    @asynccontextmanager
+    async def scope(self, method: str, context: Context) -> AsyncIterator[None]:
+        request_id = _incoming_request_id(context) or uuid.uuid4().hex
+        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+        token = request_id_var.set(request_id)
+        try:
+            with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=method):
+                yield
+        finally:
+            request_id_var.reset(token)
+
+
+def _code_name(code: Any) -> str:
+    if code is None:
+        return "OK"
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    for status in grpc.StatusCode:  # the aio context may report the raw integer
+        if status.value[0] == code:
+            return str(status.name)
+    return "UNKNOWN"
+
+
+class MetricsInterceptor(ScopeInterceptor):
+    @asynccontextmanager
+    async def scope(self, method: str, context: Context) -> AsyncIterator[None]:
+        _, service, name = [*method.split("/"), "", ""][:3]
+        start = time.perf_counter()
+        code = "OK"
+        try:
+            yield
+            code = _code_name(context.code())
+        except grpc.aio.AbortError:
+            code = _code_name(context.code())
+            raise
+        except BaseException:
+            # Cancelled by the client or the server shutting down.
+            code = "CANCELLED"
+            raise
+        finally:
+            GRPC_HANDLED.labels(service, name, code).inc()
+            GRPC_HANDLING_SECONDS.labels(service, name).observe(time.perf_counter() - start)
+
+
+class ErrorInterceptor(ScopeInterceptor):
+    """DomainError -> its status code; anything unexpected -> INTERNAL without leaking details."""
+
+    @asynccontextmanager
+    async def scope(self, method: str, context: Context) -> AsyncIterator[None]:
+        try:
+            yield
+        except grpc.aio.AbortError:
+            raise  # the handler already chose a status
+        except DomainError as exc:
+            log.info("rpc failed", code=exc.code.name, error=exc.message)
+            await context.abort(exc.code, exc.message, _trailers(context))
+        except Exception:
+            log.exception("unhandled error in rpc")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error", _trailers(context))
+
+
+def _trailers(context: Context) -> Any:
+    # abort() replaces trailing metadata; keep what was set (the request id).
+    return tuple(context.trailing_metadata() or ())
+
+
+class UnitOfWorkInterceptor(ScopeInterceptor):
+    """One AsyncSession per RPC (see current_session()); commit on success, rollback on error."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+
+    @asynccontextmanager
+    async def scope(self, method: str, context: Context) -> AsyncIterator[None]:
+        if method.startswith("/grpc."):  # health, reflection: no database
+            yield
+            return
+        async with self._sessionmaker() as session:
+            token = session_var.set(session)
+            try:
+                yield
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+            finally:
+                session_var.reset(token)

@@ -1,0 +1,184 @@
+"""Transactional outbox: events are written with the state change and relayed to JetStream.
+
+record_event() inserts a row in the caller's transaction, so the event exists if and only if
+the change committed. OutboxRelay publishes unpublished rows and marks them. It claims rows
+by `published_at IS NULL` (not a high-water mark: a row with a lower seq may commit after a
+higher one) with FOR UPDATE SKIP LOCKED, so every replica can run a relay without two of
+them publishing the same row. A relay that dies after publishing but before marking leaves
+the rows unpublished; the next run publishes them again with the same Nats-Msg-Id and
+JetStream's duplicate window drops the copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import structlog
+from google.protobuf.message import Message
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from polar_db.engine import asyncpg_dsn
+from polar_db.models import OutboxEvent
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from polar_kit.metrics import OUTBOX_ERRORS, OUTBOX_PUBLISHED
+from polar_kit.nats import publish, subject_for
+from polar_kit.settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "polar_outbox"
+CONTENT_TYPE = "application/protobuf"
+
+
+async def record_event(
+    session: AsyncSession, subject: str, message: Message, *, source: str
+) -> uuid.UUID:
+    """Add `message` to the outbox in the session's transaction; returns the event id.
+
+    `subject` is logical (`polar.organization.v1.created`); the relay adds the NATS prefix.
+    `source` is the CloudEvents source, e.g. `/polar/organization`.
+    """
+    event = OutboxEvent(
+        id=uuid.uuid4(),
+        subject=subject,
+        type=message.DESCRIPTOR.full_name,
+        source=source,
+        payload=message.SerializeToString(),
+    )
+    session.add(event)
+    # Delivered at commit (and dropped on rollback): wakes relays without waiting for a poll.
+    await session.execute(select(func.pg_notify(CHANNEL, "")))
+    return event.id
+
+
+def cloudevent_headers(event: OutboxEvent) -> dict[str, str]:
+    """CloudEvents NATS protocol binding, binary mode: attributes as `ce-` headers."""
+    return {
+        "ce-specversion": "1.0",
+        "ce-id": str(event.id),
+        "ce-type": event.type,
+        "ce-source": event.source,
+        "ce-time": event.created_at.isoformat(),
+        "content-type": CONTENT_TYPE,
+    }
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        js: JetStreamContext,
+        settings: ServiceSettings,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._js = js
+        self._settings = settings
+        self._batch_size = settings.outbox_batch_size
+        self._wake = asyncio.Event()
+
+    async def run_once(self) -> int:
+        """Publish one batch of unpublished events; returns how many were published."""
+        async with self._sessionmaker() as session, session.begin():
+            events = (
+                await session.scalars(
+                    select(OutboxEvent)
+                    .where(OutboxEvent.published_at.is_(None))
+                    .order_by(OutboxEvent.seq)
+                    .limit(self._batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not events:
+                return 0
+            results = await asyncio.gather(
+                *(self._publish(e) for e in events), return_exceptions=True
+            )
+            published = [
+                e.id for e, r in zip(events, results, strict=True) if isinstance(r, PubAck)
+            ]
+            for event, result in zip(events, results, strict=True):
+                if not isinstance(result, PubAck):
+                    OUTBOX_ERRORS.inc()
+                    log.warning("outbox publish failed", event_id=str(event.id), error=repr(result))
+            await self._mark(session, published)
+        OUTBOX_PUBLISHED.inc(len(published))
+        if len(published) < len(events):
+            raise RuntimeError(f"{len(events) - len(published)} outbox events not published")
+        return len(published)
+
+    async def _publish(self, event: OutboxEvent) -> PubAck:
+        return await publish(
+            self._js,
+            subject_for(self._settings, event.subject),
+            event.payload,
+            msg_id=str(event.id),
+            headers=cloudevent_headers(event),
+        )
+
+    async def _mark(self, session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
+        if ids:
+            await session.execute(
+                update(OutboxEvent).where(OutboxEvent.id.in_(ids)).values(published_at=func.now())
+            )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until `stop` is set; the batch in hand is finished first."""
+        listener = asyncio.create_task(self._listen(stop), name="outbox-listen")
+        failures = 0
+        try:
+            while not stop.is_set():
+                # Cleared before draining: a NOTIFY arriving meanwhile triggers another round.
+                self._wake.clear()
+                try:
+                    while await self.run_once() >= self._batch_size and not stop.is_set():
+                        pass
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    log.exception("outbox relay round failed", failures=failures)
+                timeout = self._settings.outbox_poll_seconds * min(2**failures, 30)
+                await _wait_any(self._wake, stop, timeout=timeout)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """LISTEN on a dedicated connection, re-established when lost. Polling covers gaps."""
+        dsn = asyncpg_dsn(self._settings.database_url)
+        while not stop.is_set():
+            conn: Any = None
+            try:
+                conn = await asyncpg.connect(dsn)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(CHANNEL, lambda *_a: self._wake.set())
+                self._wake.set()  # NOTIFYs may have been missed while disconnected
+                while not (stop.is_set() or lost.is_set()):
+                    await _wait_any(lost, stop, timeout=30)
+                    if not (stop.is_set() or lost.is_set()):
+                        # A dead TCP connection goes unnoticed until we use it.
+                        await conn.fetchval("SELECT 1", timeout=10)
+            except Exception as exc:
+                log.warning("outbox LISTEN connection lost, retrying", error=repr(exc))
+                await _wait_any(stop, timeout=2)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=2)
+
+
+async def _wait_any(*events: asyncio.Event, timeout: float) -> None:  # noqa: ASYNC109
+    tasks = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()

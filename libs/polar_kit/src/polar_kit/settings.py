@@ -1,0 +1,70 @@
+"""Configuration shared by every service, read from `POLAR_*` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Services subclass this and add their own fields (port, secrets...)."""
+
+    model_config = SettingsConfigDict(env_prefix="POLAR_", extra="ignore")
+
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/polar",
+        description="PostgreSQL URL (postgresql://, postgres:// or postgresql+asyncpg://).",
+    )
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222",
+        description="NATS server URL(s), comma-separated for a cluster.",
+    )
+    nats_prefix: str = Field(
+        "",
+        description=(
+            "Prepended to every NATS subject and (upper-cased) stream name, so several "
+            "deployments or test runs can share one NATS server, e.g. `t3f9a.`."
+        ),
+    )
+    nats_replicas: int = Field(
+        1, ge=1, le=5, description="JetStream replicas for the streams (3 on a NATS cluster)."
+    )
+    nats_duplicate_window_seconds: float = Field(
+        3600,
+        gt=0,
+        description=(
+            "JetStream duplicate window: a message re-published with the same Nats-Msg-Id "
+            "within it is dropped (outbox relay restarts, gateway retries)."
+        ),
+    )
+    log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
+    log_json: bool = Field(True, description="JSON log lines; false for human-readable logs.")
+    github_api_url: str = Field(
+        "https://api.github.com", description="Base URL of the GitHub REST API."
+    )
+    shutdown_grace_seconds: float = Field(
+        10, ge=0, description="On SIGTERM, how long in-flight RPCs get to finish."
+    )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 = off."
+    )
+    consumer_max_attempts: int = Field(
+        5, ge=1, description="Deliveries of a message before a consumer parks it."
+    )
+    consumer_ack_wait_seconds: float = Field(
+        30, gt=0, description="JetStream redelivers a message not acked within this time."
+    )
+    consumer_retry_base_seconds: float = Field(
+        1, gt=0, description="First retry delay of a failed message; doubles per attempt."
+    )
+    consumer_retry_max_seconds: float = Field(
+        60, gt=0, description="Upper bound of the retry delay of a failed message."
+    )
+    outbox_poll_seconds: float = Field(
+        1,
+        gt=0,
+        description="The outbox relay polls this often when no LISTEN/NOTIFY wake-up arrives.",
+    )
+    outbox_batch_size: int = Field(
+        100, ge=1, description="Outbox rows the relay claims and publishes per transaction."
+    )

@@ -1,0 +1,38 @@
+"""Helpers for tests of services built on polar_kit (real NATS, no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from polar_kit.nats import StreamSpec
+from polar_kit.settings import ServiceSettings
+
+
+async def count_messages(
+    js: JetStreamContext, settings: ServiceSettings, stream: StreamSpec, subject: str
+) -> int:
+    """Messages stored on `stream` under the (logical) `subject` filter."""
+    sub = await js.pull_subscribe(
+        settings.nats_prefix + subject,
+        stream=stream.stream_name(settings.nats_prefix),
+        config=ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=5),
+    )
+    try:
+        info = await sub.consumer_info()
+        return int(info.num_pending)
+    finally:
+        await sub.unsubscribe()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10) -> None:
+    """Wait until `check()` is true, polling; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,1 @@
+"""The organization service: users, their GitHub accounts, organizations and memberships."""

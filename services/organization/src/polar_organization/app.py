@@ -1,0 +1,43 @@
+"""Wiring shared by __main__ and the tests: the gRPC service and the consumers."""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+from polar.organization.v1 import organization_service_pb2, organization_service_pb2_grpc
+from polar_kit.consumer import Consumer
+from polar_kit.grpc import ServiceSpec
+from polar_kit.nats import WEBHOOKS
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from .consumers import INSTALLATION_SUBJECTS, on_installation
+from .github import GitHubClient
+from .servicer import OrganizationServicer
+from .settings import OrganizationSettings
+
+SERVICE_NAME = organization_service_pb2.DESCRIPTOR.services_by_name["OrganizationService"].full_name
+
+
+def service_spec(settings: OrganizationSettings) -> ServiceSpec:
+    return ServiceSpec(
+        name=SERVICE_NAME,
+        add_to_server=organization_service_pb2_grpc.add_OrganizationServiceServicer_to_server,
+        servicer=OrganizationServicer(GitHubClient(settings.github_api_url)),
+    )
+
+
+def consumers(
+    settings: OrganizationSettings,
+    js: JetStreamContext,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> list[Consumer]:
+    return [
+        Consumer(
+            "organization-installations",
+            WEBHOOKS,
+            INSTALLATION_SUBJECTS,
+            on_installation,
+            sessionmaker=sessionmaker,
+            js=js,
+            settings=settings,
+        )
+    ]
