@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -9,14 +11,13 @@ from contextlib import asynccontextmanager
 import pytest
 from nats.js import JetStreamContext
 from polar_db.models import ProcessedMessage
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from polar_kit import parked
 from polar_kit.consumer import Consumer, Delivery, Handler, Reject, Retry
 from polar_kit.nats import WEBHOOKS, publish, subject_for
 from polar_kit.settings import ServiceSettings
 from polar_kit.testing import eventually
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.usefixtures("clean_db")]
 
@@ -65,13 +66,18 @@ async def running(
 
 
 async def send(
-    js: JetStreamContext, settings: ServiceSettings, subject: str, body: bytes, **headers: str
+    js: JetStreamContext,
+    settings: ServiceSettings,
+    subject: str,
+    body: bytes,
+    msg_id: str | None = None,
+    **headers: str,
 ) -> None:
     await publish(
         js,
         subject_for(settings, subject),
         body,
-        msg_id=uuid.uuid4().hex,
+        msg_id=msg_id or uuid.uuid4().hex,
         headers={k.replace("_", "-"): v for k, v in headers.items()},
     )
 
@@ -109,7 +115,7 @@ async def test_retry_redelivers_after_the_delay(
     handler.fail = Retry("installation not known yet", delay=0.6)
     subject = f"github.webhook.{token}.created"
     async with running(token, handler, [subject], sessionmaker, js, kit_settings):
-        await send(js, kit_settings, subject, b"x", X_GitHub_Delivery="gh-1")
+        await send(js, kit_settings, subject, b"x")
         await handler.count(1)
         handler.fail = None
         await handler.count(2)
@@ -127,7 +133,7 @@ async def test_exhausted_attempts_park_the_message(
     handler.fail = RuntimeError("bug")
     subject = f"github.webhook.{token}.created"
     async with running(token, handler, [subject], sessionmaker, js, kit_settings):
-        await send(js, kit_settings, subject, b"payload", X_GitHub_Delivery="gh-2", X_Foo="bar")
+        await send(js, kit_settings, subject, b"payload", "gh-2", X_Foo="bar")
 
         async def is_parked() -> bool:
             return len(await parked.list_parked(js, kit_settings, token)) == 1
@@ -157,8 +163,8 @@ async def test_reject_parks_at_once_and_replay_delivers_again(
     handler.fail = Reject("malformed payload")
     subject = f"github.webhook.{token}.created"
     async with running(token, handler, [subject], sessionmaker, js, kit_settings):
-        await send(js, kit_settings, subject, b"a", X_GitHub_Delivery="gh-a")
-        await send(js, kit_settings, subject, b"b", X_GitHub_Delivery="gh-b")
+        await send(js, kit_settings, subject, b"a", "gh-a")
+        await send(js, kit_settings, subject, b"b", "gh-b")
 
         async def both_parked() -> bool:
             return len(await parked.list_parked(js, kit_settings, token)) == 2
@@ -173,16 +179,22 @@ async def test_reject_parks_at_once_and_replay_delivers_again(
         handler.fail = None
         await parked.replay(js, kit_settings, first.seq)
         await handler.count(3)
+        env = {
+            **os.environ,
+            "POLAR_NATS_URL": kit_settings.nats_url,
+            "POLAR_NATS_PREFIX": kit_settings.nats_prefix,
+        }
+        listing = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "polar_kit.parked", "list", "--consumer", token,
+            env=env, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await listing.communicate()
+        assert listing.returncode == 0
+        assert f"{second.seq}\t" in out.decode()
+        assert "id=gh-b" in out.decode()
         monkeypatch.setenv("POLAR_NATS_URL", kit_settings.nats_url)
         monkeypatch.setenv("POLAR_NATS_PREFIX", kit_settings.nats_prefix)
-        with pytest.raises(SystemExit) as exit_list:
-            parked.main(["list", "--consumer", token])
-        assert exit_list.value.code == 0
-        listed = capsys.readouterr().out
-        assert f"{second.seq}\t" in listed
-        assert "gh-b" in listed
-        with pytest.raises(SystemExit):
-            parked.main(["replay", "--all", "--consumer", token])
+        assert await parked.cli(["replay", "--all", "--consumer", token]) == 0
         assert "replayed 1 message(s)" in capsys.readouterr().out
         await handler.count(4)
 
@@ -205,7 +217,7 @@ async def test_replay_of_a_handled_message_is_skipped(
         running(f"{token}-ok", ok, [subject], sessionmaker, js, kit_settings),
         running(f"{token}-bad", failing, [subject], sessionmaker, js, kit_settings),
     ):
-        await send(js, kit_settings, subject, b"x", X_GitHub_Delivery="gh-x")
+        await send(js, kit_settings, subject, b"x", "gh-x")
 
         async def parked_once() -> bool:
             return len(await parked.list_parked(js, kit_settings, f"{token}-bad")) == 1
@@ -237,3 +249,17 @@ async def test_several_filter_subjects(
         f"github.webhook.{token}.issues.opened",
         f"github.webhook.{token}.repository.created",
     ]
+
+
+async def test_messages_sent_while_down_arrive_after_restart(
+    sessionmaker: Sessionmaker, js: JetStreamContext, kit_settings: ServiceSettings, token: str
+) -> None:
+    handler = Recorder()
+    subject = f"github.webhook.{token}.created"
+    async with running(token, handler, [subject], sessionmaker, js, kit_settings):
+        await send(js, kit_settings, subject, b"1")
+        await handler.count(1)
+    await send(js, kit_settings, subject, b"2")  # nobody is consuming
+    async with running(token, handler, [subject], sessionmaker, js, kit_settings):
+        await handler.count(2)
+    assert [d.data for _, d in handler.deliveries] == [b"1", b"2"]

@@ -3,12 +3,15 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 from polar.organization.v1 import organization_service_pb2 as pb
 from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceStub
+
+if TYPE_CHECKING:
+    from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceAsyncStub
 from polar_kit.grpc import RunningServer, start_server
 from polar_organization.app import service_spec
 from polar_organization.github import Installation
@@ -24,7 +27,7 @@ def settings(settings_env: dict[str, str]) -> OrganizationSettings:
     env = {k.removeprefix("POLAR_").lower(): v for k, v in settings_env.items()}
     # Short retries so tests see a message parked in seconds, not minutes.
     env |= {"consumer_max_attempts": "3", "consumer_retry_base_seconds": "0.2"}
-    return OrganizationSettings(**env)
+    return OrganizationSettings.model_validate(env)
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +52,7 @@ async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
 
 
 @pytest.fixture(scope="session")
-def stub(channel: grpc.aio.Channel) -> OrganizationServiceStub:
+def stub(channel: grpc.aio.Channel) -> OrganizationServiceAsyncStub:
     return OrganizationServiceStub(channel)
 
 
@@ -82,7 +85,7 @@ async def make_org(sessionmaker: async_sessionmaker[AsyncSession]) -> Any:
 
 
 @pytest.fixture
-async def make_user(stub: OrganizationServiceStub) -> Any:
+async def make_user(stub: OrganizationServiceAsyncStub) -> Any:
     async def make(**overrides: Any) -> pb.UpsertUserFromGitHubResponse:
         n = next(_ids)
         fields: dict[str, Any] = {

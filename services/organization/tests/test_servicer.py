@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 import pytest
@@ -11,11 +11,13 @@ import sqlalchemy as sa
 from polar.common.v1.common_pb2 import PLATFORM_GITHUB
 from polar.organization.v1 import organization_pb2
 from polar.organization.v1 import organization_service_pb2 as pb
-from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceStub
+
+if TYPE_CHECKING:
+    from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceAsyncStub
 from polar_db.models import OutboxEvent, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-Stub = OrganizationServiceStub
+Stub: TypeAlias = "OrganizationServiceAsyncStub"
 
 
 async def expect_code(call: Any, code: grpc.StatusCode) -> str:

@@ -49,7 +49,11 @@ class Infra:
 
 
 def port_is_free(port: int) -> bool:
+    """Nothing listens on `port` of 127.0.0.1 (connections left in TIME_WAIT don't count)."""
+    if port_answers(port, timeout=0.2):
+        return False
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:

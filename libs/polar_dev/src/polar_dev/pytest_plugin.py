@@ -59,27 +59,36 @@ def polar_infra() -> Iterator[Infra]:
         yield servers
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def database_url(polar_infra: Infra) -> AsyncIterator[str]:
-    from polar_db.migrate import upgrade
-
-    name = f"polar_test_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(plain_dsn(polar_infra.database_url))
+async def _admin(server_url: str, statement: str) -> None:
+    connection = await asyncpg.connect(plain_dsn(server_url))
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await connection.execute(statement)
     finally:
-        await admin.close()
-    url = plain_dsn(polar_infra.database_url, name)
+        await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def temporary_database(server_url: str, *, migrate: bool = True) -> AsyncIterator[str]:
+    """A new `polar_test_<hex>` database on the server of `server_url` (migrated to head
+    unless `migrate=False`), dropped on exit; yields its URL."""
+    name = f"polar_test_{secrets.token_hex(6)}"
+    await _admin(server_url, f'CREATE DATABASE "{name}"')
     try:
-        # In a thread: alembic's env may run its own event loop.
-        await asyncio.to_thread(upgrade, url)
+        url = plain_dsn(server_url, name)
+        if migrate:
+            from polar_db.migrate import upgrade
+
+            # In a thread: alembic's env runs its own event loop.
+            await asyncio.to_thread(upgrade, url)
         yield url
     finally:
-        admin = await asyncpg.connect(plain_dsn(polar_infra.database_url))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def database_url(polar_infra: Infra) -> AsyncIterator[str]:
+    async with temporary_database(polar_infra.database_url) as url:
+        yield url
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -133,43 +133,42 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; the message in hand is finished first."""
-        sub: JetStreamContext.PullSubscription | None = None
         with structlog.contextvars.bound_contextvars(consumer=self.name):
+            sub: JetStreamContext.PullSubscription | None = None
             try:
-                await self._consume(stop)
-            finally:
-                if self._sub is not None:
-                    with contextlib.suppress(Exception):
-                        await self._sub.unsubscribe()
-                    self._sub = None
-
-    async def _consume(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-                try:
-                    if sub is None:
-                        sub = await self.setup()
-                    msgs = await sub.fetch(self._batch_size, timeout=self._fetch_timeout)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue
-                except Exception as exc:
-                    log.warning("consumer fetch failed, retrying", error=repr(exc))
-                    if isinstance(exc, nats.js.errors.NotFoundError):
-                        sub = None  # consumer or stream deleted: declare it again
-                    await asyncio.sleep(1)
-                    continue
-                for i, msg in enumerate(msgs):
-                    if stop.is_set():
-                        # Hand the rest back now rather than after ack_wait.
-                        for rest in msgs[i:]:
-                            with contextlib.suppress(Exception):
-                                await rest.nak()
-                        break
+                while not stop.is_set():
                     try:
-                        await self.process(msg)
+                        if sub is None:
+                            sub = await self.setup()
+                        msgs = await sub.fetch(self._batch_size, timeout=self._fetch_timeout)
+                    except (TimeoutError, nats.errors.TimeoutError):
+                        continue  # nothing to do
                     except Exception as exc:
-                        # NATS trouble while acking/parking: JetStream redelivers after
-                        # ack_wait and the idempotency mark keeps it from applying twice.
-                        log.warning("message not settled", error=repr(exc))
+                        log.warning("consumer fetch failed, retrying", error=repr(exc))
+                        if isinstance(exc, nats.js.errors.NotFoundError):
+                            sub = None  # consumer or stream deleted: declare it again
+                        await asyncio.sleep(1)
+                        continue
+                    await self._process_batch(msgs, stop)
+            finally:
+                if sub is not None:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+
+    async def _process_batch(self, msgs: Sequence[Msg], stop: asyncio.Event) -> None:
+        for i, msg in enumerate(msgs):
+            if stop.is_set():
+                # Hand the rest back now rather than after ack_wait.
+                for rest in msgs[i:]:
+                    with contextlib.suppress(Exception):
+                        await rest.nak()
+                return
+            try:
+                await self.process(msg)
+            except Exception as exc:
+                # NATS trouble while acking/parking: JetStream redelivers after ack_wait
+                # and the idempotency mark keeps it from applying twice.
+                log.warning("message not settled", error=repr(exc))
 
     async def process(self, msg: Msg) -> str:
         """Handle one message; returns the outcome (acked, duplicate, retried, parked, skipped)."""

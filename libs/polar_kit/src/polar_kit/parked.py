@@ -108,7 +108,7 @@ async def replay_all(
     return len(parked)
 
 
-async def _main(argv: Sequence[str] | None = None) -> int:
+async def cli(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m polar_kit.parked", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="show parked messages")
@@ -142,7 +142,7 @@ async def _main(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    sys.exit(asyncio.run(_main(argv)))
+    sys.exit(asyncio.run(cli(argv)))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ async def count_messages(
     )
     try:
         info = await sub.consumer_info()
-        return int(info.num_pending)
+        return int(info.num_pending or 0)
     finally:
         await sub.unsubscribe()
 

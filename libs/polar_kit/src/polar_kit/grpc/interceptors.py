@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 import grpc.aio
@@ -29,11 +29,14 @@ log = structlog.get_logger(__name__)
 REQUEST_ID_KEY = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
-# grpc.aio.ServicerContext; grpc ships no type hints (ignore_missing_imports makes it Any).
-Context: TypeAlias = Any
+# Strings: the stubs make these generic, the runtime classes are not subscriptable.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
 
 
-class ScopeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ScopeInterceptor(grpc.aio.ServerInterceptor):
     """Wraps the handler of every RPC so that it runs inside `self.scope(method, context)`."""
 
     def scope(self, method: str, context: Context) -> AbstractAsyncContextManager[None]:
@@ -41,9 +44,11 @@ class ScopeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
         handler = await continuation(details)
         if handler is None:
             return None
@@ -53,7 +58,10 @@ class ScopeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 Scope = Callable[[str, Context], AbstractAsyncContextManager[None]]
 
 
-def _wrap(handler: Any, method: str, scope: Scope) -> grpc.RpcMethodHandler:
+def _wrap(handler: Handler, method: str, scope: Scope) -> Handler:
+    # The stubs describe sync handlers; on grpc.aio they are coroutines / async generators.
+    behavior: Any
+
     async def unary(request: Any, context: Context) -> Any:
         async with scope(method, context):
             result = behavior(request, context)
@@ -80,12 +88,11 @@ def _wrap(handler: Any, method: str, scope: Scope) -> grpc.RpcMethodHandler:
             else grpc.unary_unary_rpc_method_handler
         )
         wrapped = unary
-    new: grpc.RpcMethodHandler = factory(
+    return factory(
         wrapped,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
-    return new
 
 
 def _incoming_request_id(context: Context) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -130,7 +131,11 @@ async def run_until_signal(
         for sig in signals:
             loop.remove_signal_handler(sig)
         if nc is not None and not nc.is_closed:
-            await nc.drain()
+            # Flushes what was published; bounded so a NATS outage cannot hang the exit.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.drain(), 5)
+            if not nc.is_closed:
+                await nc.close()
         if engine is not None:
             await engine.dispose()
     failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]

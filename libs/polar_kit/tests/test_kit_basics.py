@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import pytest
+from nats.js import JetStreamContext
+from polar_kit.nats import EVENTS, ensure_streams, stream_prefix, strip_prefix, subject_matches
+from polar_kit.settings import ServiceSettings
+
+
+def test_settings_read_polar_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLAR_NATS_PREFIX", "t1.")
+    monkeypatch.setenv("POLAR_CONSUMER_MAX_ATTEMPTS", "7")
+    settings = ServiceSettings()
+    assert settings.nats_prefix == "t1."
+    assert settings.consumer_max_attempts == 7
+    assert all(f.description for f in ServiceSettings.model_fields.values())
+
+
+def test_prefixes() -> None:
+    settings = ServiceSettings(nats_prefix="t3f9a.")
+    assert stream_prefix("t3f9a.") == "T3F9A_"
+    assert EVENTS.stream_name("t3f9a.") == "T3F9A_POLAR_EVENTS"
+    assert EVENTS.config(settings).subjects == ["t3f9a.polar.>"]
+    assert strip_prefix(settings, "t3f9a.polar.x") == "polar.x"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject", "matches"),
+    [
+        ("a.b", "a.b", True),
+        ("a.*", "a.b", True),
+        ("a.*", "a.b.c", False),
+        ("a.>", "a.b.c", True),
+        ("a.>", "a", False),
+        ("a.*.c", "a.b.c", True),
+        ("a.b", "a.c", False),
+    ],
+)
+def test_subject_matches(pattern: str, subject: str, matches: bool) -> None:
+    assert subject_matches(pattern, subject) is matches
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_ensure_streams_is_idempotent(
+    js: JetStreamContext, kit_settings: ServiceSettings
+) -> None:
+    await ensure_streams(js, kit_settings)
+    await ensure_streams(js, kit_settings)
+    info = await js.stream_info(EVENTS.stream_name(kit_settings.nats_prefix))
+    assert info.config.duplicate_window == kit_settings.nats_duplicate_window_seconds
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_logs_are_json_with_context() -> None:
+    script = """
+import structlog
+from polar_kit.logging import configure_logging
+configure_logging("INFO", json=True)
+with structlog.contextvars.bound_contextvars(request_id="r1"):
+    structlog.get_logger("x").info("hello", n=1)
+    import logging; logging.getLogger("lib").warning("from stdlib")
+"""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    first, second = (json.loads(line) for line in out.decode().splitlines())
+    assert first["event"] == "hello"
+    assert first["request_id"] == "r1"
+    assert first["level"] == "info"
+    assert first["n"] == 1
+    assert "timestamp" in first
+    assert second["event"] == "from stdlib"
+    assert second["request_id"] == "r1"

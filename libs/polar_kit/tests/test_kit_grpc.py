@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+import pytest_asyncio
+from google.protobuf.wrappers_pb2 import StringValue
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from polar_db.models import ProcessedMessage
+from polar_kit.errors import NotFound
+from polar_kit.grpc import (
+    REQUEST_ID_KEY,
+    RunningServer,
+    ServiceSpec,
+    current_request_id,
+    current_session,
+    run_until_signal,
+    start_server,
+)
+from polar_kit.settings import ServiceSettings
+from prometheus_client import REGISTRY
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SERVICE = "polar.test.v1.TestService"
+
+
+class EchoServicer:
+    """A servicer like the generated ones would call, over StringValue messages."""
+
+    async def Echo(self, request: StringValue, context: Any) -> StringValue:
+        await current_session().execute(text("SELECT 1"))
+        return StringValue(value=current_request_id() or "")
+
+    async def Write(self, request: StringValue, context: Any) -> StringValue:
+        current_session().add(ProcessedMessage(consumer="grpc-test", message_id=request.value))
+        await current_session().flush()
+        if request.value.startswith("fail"):
+            raise NotFound(f"thing {request.value} not found")
+        return request
+
+    async def Boom(self, request: StringValue, context: Any) -> StringValue:
+        raise RuntimeError("secret detail")
+
+
+def add_to_server(servicer: EchoServicer, server: grpc.aio.Server) -> None:
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, name),
+            request_deserializer=StringValue.FromString,
+            response_serializer=StringValue.SerializeToString,
+        )
+        for name in ("Echo", "Write", "Boom")
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def server(
+    sessionmaker: async_sessionmaker[AsyncSession], kit_settings: ServiceSettings
+) -> AsyncIterator[RunningServer]:
+    running = await start_server(
+        port=0,
+        services=[ServiceSpec(SERVICE, add_to_server, EchoServicer())],
+        sessionmaker=sessionmaker,
+        settings=kit_settings,
+        host="127.0.0.1",
+    )
+    yield running
+    await running.stop(0)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        yield ch
+
+
+def call(channel: grpc.aio.Channel, method: str) -> Any:
+    return channel.unary_unary(
+        f"/{SERVICE}/{method}",
+        request_serializer=StringValue.SerializeToString,
+        response_deserializer=StringValue.FromString,
+    )
+
+
+def trailing_request_id(metadata: Any) -> str | None:
+    return dict(metadata or ()).get(REQUEST_ID_KEY)
+
+
+async def test_request_id_is_taken_from_the_caller_and_echoed(channel: grpc.aio.Channel) -> None:
+    rpc = call(channel, "Echo")(StringValue(), metadata=((REQUEST_ID_KEY, "req-123"),))
+    assert (await rpc).value == "req-123"
+    assert trailing_request_id(await rpc.trailing_metadata()) == "req-123"
+
+
+async def test_request_id_is_generated_when_missing(channel: grpc.aio.Channel) -> None:
+    rpc = call(channel, "Echo")(StringValue())
+    generated = (await rpc).value
+    assert len(generated) == 32
+    assert trailing_request_id(await rpc.trailing_metadata()) == generated
+
+
+async def test_domain_error_maps_to_its_code_and_rolls_back(
+    channel: grpc.aio.Channel, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    def handled() -> float:
+        value = REGISTRY.get_sample_value(
+            "grpc_server_handled_total",
+            {"grpc_service": SERVICE, "grpc_method": "Write", "grpc_code": "NOT_FOUND"},
+        )
+        return value or 0.0
+
+    before = handled()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(channel, "Write")(
+            StringValue(value="fail-1"), metadata=((REQUEST_ID_KEY, "req-nf"),)
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.details() == "thing fail-1 not found"
+    assert trailing_request_id(caught.value.trailing_metadata()) == "req-nf"
+    assert handled() == before + 1
+
+    assert (await call(channel, "Write")(StringValue(value="ok-1"))).value == "ok-1"
+    async with sessionmaker() as session:
+        written = set(
+            await session.scalars(
+                select(ProcessedMessage.message_id).where(ProcessedMessage.consumer == "grpc-test")
+            )
+        )
+    assert "ok-1" in written  # committed
+    assert "fail-1" not in written  # rolled back
+
+
+async def test_unexpected_error_is_internal_without_details(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(channel, "Boom")(StringValue())
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert caught.value.details() == "internal error"
+    assert trailing_request_id(caught.value.trailing_metadata())
+
+
+async def test_health_serving_then_not_serving_on_shutdown(
+    channel: grpc.aio.Channel, server: RunningServer
+) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    for name in ("", SERVICE):
+        response = await stub.Check(health_pb2.HealthCheckRequest(service=name))
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+    await server.health.enter_graceful_shutdown()
+    response = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE))
+    assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_reflection_lists_the_services(channel: grpc.aio.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    async for response in stub.ServerReflectionInfo(iter([request])):
+        names = {s.name for s in response.list_services_response.service}
+        break
+    assert names >= {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+
+
+class SlowWorker:
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.finished = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.started.set()
+        await stop.wait()
+        await asyncio.sleep(0.1)  # finishing the message in hand
+        self.finished = True
+
+
+async def test_sigterm_stops_workers_and_server(
+    sessionmaker: async_sessionmaker[AsyncSession], kit_settings: ServiceSettings
+) -> None:
+    running = await start_server(
+        port=0,
+        services=[ServiceSpec(SERVICE, add_to_server, EchoServicer())],
+        sessionmaker=sessionmaker,
+        settings=kit_settings,
+        host="127.0.0.1",
+    )
+    worker = SlowWorker()
+    main = asyncio.create_task(run_until_signal(running, workers=[worker], grace=1))
+    await worker.started.wait()
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(main, 10)
+    assert worker.finished
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(ch, "Echo")(StringValue(), timeout=1)
+    assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+async def test_a_crashed_worker_shuts_down_and_is_reported() -> None:
+    class Crashing:
+        async def run(self, stop: asyncio.Event) -> None:
+            raise ValueError("boom")
+
+    with pytest.raises(RuntimeError, match="worker Crashing failed"):
+        await asyncio.wait_for(run_until_signal(None, workers=[Crashing()]), 5)
