@@ -13,10 +13,10 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from polar_db.models import OutboxEvent
 from polar_kit.nats import EVENTS
-from polar_kit.outbox import OutboxRelay, record_event
+from polar_kit.outbox import LISTENER, OutboxRelay, record_event
 from polar_kit.settings import ServiceSettings
 from polar_kit.testing import count_messages, eventually
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.usefixtures("clean_db")]
@@ -179,8 +179,13 @@ async def test_rows_committed_out_of_seq_order_are_not_skipped(
     assert await count_messages(js, kit_settings, EVENTS, subject) == 2
 
 
+@pytest.mark.parametrize("lose_connection", [False, True])
 async def test_relay_wakes_on_notify(
-    sessionmaker: Sessionmaker, nc: Client, js: JetStreamContext, kit_settings: ServiceSettings
+    sessionmaker: Sessionmaker,
+    nc: Client,
+    js: JetStreamContext,
+    kit_settings: ServiceSettings,
+    lose_connection: bool,
 ) -> None:
     subject = f"polar.test.v1.{uuid.uuid4().hex[:8]}"
     # Polling every minute: only NOTIFY can make this test pass in time.
@@ -196,6 +201,19 @@ async def test_relay_wakes_on_notify(
     task = asyncio.create_task(relay.run(stop))
     try:
         await asyncio.sleep(0.5)  # the LISTEN connection is up and the first round done
+        if lose_connection:
+            async with sessionmaker() as session:
+                killed = (
+                    await session.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE application_name = :name AND datname = current_database()"
+                        ),
+                        {"name": LISTENER},
+                    )
+                ).all()
+            assert len(killed) == 1
+            await asyncio.sleep(0.5)  # reconnected
         await record(sessionmaker, subject)
 
         async def got_it() -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -107,12 +108,21 @@ class EmbeddedPostgres:
         self.port = port
         self.durable = durable
         self.log = pgdata / "server.log"
-        self.user = PG_SYSTEM_USER if os.geteuid() == 0 else None
-        self._as_user: dict[str, Any] = {}  # subprocess options that drop root
 
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@{HOST}:{self.port}/postgres"
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@{HOST}:{self.port}/{database}"
+
+    @functools.cached_property
+    def _as_user(self) -> dict[str, Any]:
+        """subprocess options running the server tools as an unprivileged user when we are root."""
+        if os.geteuid() != 0:
+            return {}
+        try:
+            entry = pwd.getpwnam(PG_SYSTEM_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "-s", "/bin/false", PG_SYSTEM_USER], check=True)
+            entry = pwd.getpwnam(PG_SYSTEM_USER)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
     @staticmethod
     def bin_dir() -> Path:
@@ -122,7 +132,9 @@ class EmbeddedPostgres:
             raise RuntimeError("PostgreSQL binaries not found: install the pgserver package")
         return Path(spec.origin).parent / "pginstall" / "bin"
 
-    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, *args: str, check: bool = True, as_server: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         # Output goes to a file, not a pipe: `pg_ctl start` leaves the server holding its stdout,
         # and reading a pipe would then wait for the server to exit.
         with open(os.devnull, "w") as devnull:
@@ -132,20 +144,14 @@ class EmbeddedPostgres:
                 stdout=devnull,
                 stderr=subprocess.STDOUT if check else devnull,
                 text=True,
-                cwd=self.pgdata,
-                **self._as_user,
+                cwd=self.pgdata.parent,
+                **(self._as_user if as_server else {}),
                 env={**os.environ, "LC_ALL": "C"},
             )
 
     def _prepare_for_system_user(self) -> None:
-        """As root: make sure the system user exists and can reach the binaries and `pgdata`."""
-        assert self.user is not None
-        try:
-            entry = pwd.getpwnam(self.user)
-        except KeyError:
-            subprocess.run(["useradd", "--system", "-s", "/bin/false", self.user], check=True)
-            entry = pwd.getpwnam(self.user)
-        self._as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        """As root: let the system user reach the binaries and own `pgdata`."""
+        uid, gid = self._as_user["user"], self._as_user["group"]
         for target in (self.pgdata, self.bin_dir()):
             for parent in target.parents:  # traverse (o+x) every folder above
                 mode = parent.stat().st_mode
@@ -157,12 +163,12 @@ class EmbeddedPostgres:
             wanted = mode | 0o044 | (0o011 if path.is_dir() or mode & 0o100 else 0)
             if wanted != mode:
                 path.chmod(wanted)
-        if self.pgdata.stat().st_uid != entry.pw_uid:
-            os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+        if self.pgdata.stat().st_uid != uid:
+            os.chown(self.pgdata, uid, gid)
 
     def start(self) -> None:
         self.pgdata.mkdir(parents=True, exist_ok=True)
-        if self.user is not None:
+        if self._as_user:
             self._prepare_for_system_user()
         if not (self.pgdata / "PG_VERSION").exists():
             self._run(
@@ -203,7 +209,31 @@ class EmbeddedPostgres:
             raise RuntimeError(f"PostgreSQL did not start; {self.log}:\n{_tail(self.log)}") from err
 
     def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop", check=False)
+        if (self.pgdata / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop", check=False)
+
+    def ensure_database(self, name: str) -> str:
+        """Creates database `name` unless it exists; returns its URL."""
+        psql = str(self.bin_dir() / "psql")
+        exists = subprocess.run(
+            [psql, self.url(), "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        if not exists:
+            self._run(
+                "createdb",
+                "-h",
+                HOST,
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                name,
+                as_server=False,
+            )
+        return self.url(name)
 
 
 def nats_server_binary() -> Path:
@@ -237,7 +267,7 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://{HOST}:{self.port}"
 
-    def _stop_leftover(self) -> None:
+    def stop_leftover(self) -> None:
         # We hold the folder's lock: a server still running on this store is a killed run's.
         try:
             pid = int(self.pidfile.read_text().strip())
@@ -258,7 +288,7 @@ class EmbeddedNats:
 
     def start(self, timeout: float = 30) -> None:
         self.store.mkdir(parents=True, exist_ok=True)
-        self._stop_leftover()
+        self.stop_leftover()
         self._log_file = self.log.open("ab")
         self._process = subprocess.Popen(
             [
@@ -296,6 +326,21 @@ class EmbeddedNats:
             self._log_file.close()
 
 
+def sweep_stale_test_dirs(base: Path) -> None:
+    """Stops the servers of, and deletes, test folders whose run was killed (lock released)."""
+    for folder in base.glob("test-*"):
+        if time.time() - folder.stat().st_mtime < 60:
+            continue  # maybe a run that has created the folder but not locked it yet
+        try:
+            with _exclusive(folder):
+                EmbeddedNats(folder / "nats", 0).stop_leftover()
+                if (folder / "postgres" / "PG_VERSION").exists():
+                    EmbeddedPostgres(folder / "postgres", 0).stop()
+                shutil.rmtree(folder, ignore_errors=True)
+        except RuntimeError:
+            continue  # a live run holds it
+
+
 @contextlib.contextmanager
 def infra(*, ephemeral: bool = False, data_dir: Path | None = None) -> Iterator[Infra]:
     """PostgreSQL + NATS URLs for the duration of the block.
@@ -315,7 +360,8 @@ def infra(*, ephemeral: bool = False, data_dir: Path | None = None) -> Iterator[
         if ephemeral:
             base = data_dir or dev_dir()
             base.mkdir(parents=True, exist_ok=True)
-            root = base / f"test-{os.getpid()}-{secrets.token_hex(3)}"
+            sweep_stale_test_dirs(base)
+            root = base / f"test-{secrets.token_hex(4)}"
             stack.callback(shutil.rmtree, root, ignore_errors=True)
         else:
             root = data_dir or dev_dir()
@@ -326,7 +372,7 @@ def infra(*, ephemeral: bool = False, data_dir: Path | None = None) -> Iterator[
             )
             stack.callback(pg.stop)
             pg.start()
-            database_url = pg.url
+            database_url = pg.url() if ephemeral else pg.ensure_database("polar")
         if embed_nats:
             nats = EmbeddedNats(root / "nats", free_port(None if ephemeral else 4222))
             stack.callback(nats.stop)

@@ -34,6 +34,7 @@ from polar_kit.settings import ServiceSettings
 log = structlog.get_logger(__name__)
 
 CHANNEL = "polar_outbox"
+LISTENER = "polar-outbox-listen"  # application_name of the LISTEN connection
 CONTENT_TYPE = "application/protobuf"
 
 
@@ -156,7 +157,7 @@ class OutboxRelay:
         while not stop.is_set():
             conn: Any = None
             try:
-                conn = await asyncpg.connect(dsn)
+                conn = await asyncpg.connect(dsn, server_settings={"application_name": LISTENER})
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, lambda *_a: self._wake.set())

@@ -24,13 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpolar/common/v1/common.proto\x12\x0fpolar.common.v1*9\n\x08Platform\x12\x18\n\x14PLATFORM_UNSPECIFIED\x10\x00\x12\x13\n\x0fPLATFORM_GITHUB\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpolar/common/v1/common.proto\x12\x0fpolar.common.v1\".\n\x05Money\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x13\n\x0bminor_units\x18\x02 \x01(\x03\">\n\rGitHubAccount\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05login\x18\x02 \x01(\t\x12\x12\n\navatar_url\x18\x03 \x01(\t\"0\n\x05Label\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x63olor\x18\x03 \x01(\t*9\n\x08Platform\x12\x18\n\x14PLATFORM_UNSPECIFIED\x10\x00\x12\x13\n\x0fPLATFORM_GITHUB\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'polar.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PLATFORM']._serialized_start=49
-  _globals['_PLATFORM']._serialized_end=106
+  _globals['_PLATFORM']._serialized_start=211
+  _globals['_PLATFORM']._serialized_end=268
+  _globals['_MONEY']._serialized_start=49
+  _globals['_MONEY']._serialized_end=95
+  _globals['_GITHUBACCOUNT']._serialized_start=97
+  _globals['_GITHUBACCOUNT']._serialized_end=159
+  _globals['_LABEL']._serialized_start=161
+  _globals['_LABEL']._serialized_end=209
 # @@protoc_insertion_point(module_scope)

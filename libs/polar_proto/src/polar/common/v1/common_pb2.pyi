@@ -4,15 +4,16 @@ isort:skip_file
 """
 
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
 
-if sys.version_info >= (3, 10):
-    from typing import TypeAlias as _TypeAlias
+if sys.version_info >= (3, 11):
+    from typing import TypeAlias as _TypeAlias, Never as _Never
 else:
-    from typing_extensions import TypeAlias as _TypeAlias
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -31,3 +32,82 @@ class Platform(_Platform, metaclass=_PlatformEnumTypeWrapper):
 PLATFORM_UNSPECIFIED: Platform.ValueType  # 0
 PLATFORM_GITHUB: Platform.ValueType  # 1
 Global___Platform: _TypeAlias = Platform  # noqa: Y015
+
+@_typing.final
+class Money(_message.Message):
+    """An amount of money in the currency's minor units (cents for USD): exact, never a float."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    MINOR_UNITS_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    """ISO 4217 code, upper case, e.g. "USD"."""
+    minor_units: _builtins.int
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        minor_units: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "minor_units", b"minor_units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Money: _TypeAlias = Money  # noqa: Y015
+
+@_typing.final
+class GitHubAccount(_message.Message):
+    """A GitHub account as it appears on issues and pull requests (author, assignee...)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    LOGIN_FIELD_NUMBER: _builtins.int
+    AVATAR_URL_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    login: _builtins.str
+    avatar_url: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        login: _builtins.str = ...,
+        avatar_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avatar_url", b"avatar_url", "id", b"id", "login", b"login"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GitHubAccount: _TypeAlias = GitHubAccount  # noqa: Y015
+
+@_typing.final
+class Label(_message.Message):
+    """A GitHub label."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    COLOR_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    name: _builtins.str
+    color: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        name: _builtins.str = ...,
+        color: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["color", b"color", "id", b"id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Label: _TypeAlias = Label  # noqa: Y015
