@@ -1,0 +1,147 @@
+"""The organization service as an OS process, the way `make dev` and deployments run it:
+webhook in on JetStream, state out over gRPC, domain events out on NATS, clean SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from polar.organization.v1 import events_pb2
+from polar.organization.v1 import organization_service_pb2 as pb
+from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceStub
+from polar_kit.testing import eventually
+
+SERVICE = "polar.organization.v1.OrganizationService"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def organization_process(
+    settings_env: dict[str, str],
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    port = free_port()
+    env = os.environ | settings_env | {"POLAR_ORGANIZATION_GRPC_PORT": str(port)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "polar_organization",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        async def serving() -> bool:
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE))
+            except grpc.aio.AioRpcError:
+                return False
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+        await eventually(serving, within=30)
+    yield process, port
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+async def test_webhook_to_rpc_to_event_and_graceful_stop(
+    organization_process: tuple[asyncio.subprocess.Process, int],
+    js: JetStreamContext,
+    nc: NATS,
+    nats_prefix: str,
+    github_fixtures: Path,
+) -> None:
+    process, port = organization_process
+    received: list[Msg] = []
+    sub = await nc.subscribe(f"{nats_prefix}polar.organization.v1.created", cb=_append(received))
+
+    payload = json.loads(
+        (github_fixtures / "webhooks/installation/created.payload.json").read_text()
+    )
+    installation_id = 880_000_000 + uuid.uuid4().int % 1_000_000
+    payload["installation"]["id"] = installation_id
+    payload["installation"]["account"]["id"] = installation_id
+    payload["installation"]["account"]["login"] = f"proc-{installation_id}"
+    delivery = str(uuid.uuid4())
+    await js.publish(
+        f"{nats_prefix}github.webhook.installation.created",
+        json.dumps(payload).encode(),
+        headers={"Nats-Msg-Id": delivery, "X-GitHub-Delivery": delivery},
+    )
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = OrganizationServiceStub(channel)
+
+        async def mirrored() -> bool:
+            try:
+                await stub.LookupOrganization(
+                    pb.LookupOrganizationRequest(installation_id=installation_id)
+                )
+            except grpc.aio.AioRpcError as e:
+                assert e.code() == grpc.StatusCode.NOT_FOUND
+                return False
+            return True
+
+        await eventually(mirrored, within=20)
+        # The request id a caller sends comes back, so logs on both sides can be joined.
+        call = stub.GetUser(
+            pb.GetUserRequest(id=str(uuid.uuid4())), metadata=(("x-request-id", "req-123"),)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert ("x-request-id", "req-123") in tuple(info.value.trailing_metadata() or ())
+
+    # The outbox relay of the process publishes the event with CloudEvents headers.
+    async def published() -> bool:
+        return any(
+            events_pb2.OrganizationCreated.FromString(m.data).organization.installation_id
+            == installation_id
+            for m in received
+        )
+
+    await eventually(published, within=20)
+    event = next(
+        m
+        for m in received
+        if events_pb2.OrganizationCreated.FromString(m.data).organization.installation_id
+        == installation_id
+    )
+    assert event.headers is not None
+    assert event.headers["ce-type"] == "polar.organization.v1.OrganizationCreated"
+    assert event.headers["ce-source"] == "/polar/organization"
+    assert event.headers["Nats-Msg-Id"] == event.headers["ce-id"]
+    await sub.unsubscribe()
+
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    assert process.stdout is not None
+    logs = (await process.stdout.read()).decode()
+    assert '"event": "stopped"' in logs
+
+
+def _append(into: list[Msg]) -> Callable[[Msg], Awaitable[None]]:
+    async def cb(msg: Msg) -> None:
+        into.append(msg)
+
+    return cb
