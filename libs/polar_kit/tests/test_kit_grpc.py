@@ -51,6 +51,9 @@ class EchoServicer:
     async def Boom(self, request: StringValue, context: Any) -> StringValue:
         raise RuntimeError("secret detail")
 
+    async def Outage(self, request: StringValue, context: Any) -> StringValue:
+        raise ConnectionRefusedError("database is restarting")
+
 
 def add_to_server(servicer: EchoServicer, server: grpc.aio.Server) -> None:
     handlers = {
@@ -59,7 +62,7 @@ def add_to_server(servicer: EchoServicer, server: grpc.aio.Server) -> None:
             request_deserializer=StringValue.FromString,
             response_serializer=StringValue.SerializeToString,
         )
-        for name in ("Echo", "Write", "Boom")
+        for name in ("Echo", "Write", "Boom", "Outage")
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
@@ -147,6 +150,23 @@ async def test_unexpected_error_is_internal_without_details(channel: grpc.aio.Ch
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert caught.value.details() == "internal error"
     assert trailing_request_id(caught.value.trailing_metadata())
+
+
+async def test_an_outage_is_unavailable_so_callers_retry(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(channel, "Outage")(StringValue())
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_read_only_methods_come_from_the_contract() -> None:
+    import polar.organization.v1.organization_service_pb2  # noqa: F401  (registers the descriptors)
+    from polar_kit.grpc.interceptors import _is_readonly
+
+    service = "/polar.organization.v1.OrganizationService"
+    assert _is_readonly(f"{service}/GetOrganization")
+    assert _is_readonly(f"{service}/CheckMembership")
+    assert not _is_readonly(f"{service}/InstallOrganization")
+    assert not _is_readonly(f"/{SERVICE}/Write")  # not in any .proto: a transaction
 
 
 async def test_health_serving_then_not_serving_on_shutdown(

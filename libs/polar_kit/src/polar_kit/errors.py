@@ -39,3 +39,12 @@ class PermissionDenied(DomainError):
 
 class Unauthenticated(DomainError):
     code = grpc.StatusCode.UNAUTHENTICATED
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database or network outage: not the caller's or the message's fault; retry later."""
+    from sqlalchemy import exc as sa_exc  # local: keeps this module free of heavy imports
+
+    return isinstance(
+        exc, OSError | TimeoutError | sa_exc.OperationalError | sa_exc.InterfaceError
+    ) or bool(getattr(exc, "connection_invalidated", False))

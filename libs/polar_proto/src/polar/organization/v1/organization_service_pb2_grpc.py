@@ -27,6 +27,7 @@ if _version_not_supported:
 
 class OrganizationServiceStub:
     """Users, their GitHub accounts, organizations and memberships.
+    Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
     """
 
     def __init__(self, channel):
@@ -104,6 +105,7 @@ class OrganizationServiceStub:
 
 class OrganizationServiceServicer:
     """Users, their GitHub accounts, organizations and memberships.
+    Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
     """
 
     def GetOrganization(self, request, context):
@@ -266,6 +268,7 @@ def add_OrganizationServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class OrganizationService:
     """Users, their GitHub accounts, organizations and memberships.
+    Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
     """
 
     @staticmethod

@@ -27,7 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class OrganizationServiceStub:
-    """Users, their GitHub accounts, organizations and memberships."""
+    """Users, their GitHub accounts, organizations and memberships.
+    Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -54,7 +56,9 @@ class OrganizationServiceStub:
 
 @_typing.type_check_only
 class OrganizationServiceAsyncStub(OrganizationServiceStub):
-    """Users, their GitHub accounts, organizations and memberships."""
+    """Users, their GitHub accounts, organizations and memberships.
+    Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetOrganization: _aio.UnaryUnaryMultiCallable[_organization_service_pb2.GetOrganizationRequest, _organization_service_pb2.GetOrganizationResponse]  # type: ignore[assignment]
@@ -77,7 +81,9 @@ class OrganizationServiceAsyncStub(OrganizationServiceStub):
     GetUser: _aio.UnaryUnaryMultiCallable[_organization_service_pb2.GetUserRequest, _organization_service_pb2.GetUserResponse]  # type: ignore[assignment]
 
 class OrganizationServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Users, their GitHub accounts, organizations and memberships."""
+    """Users, their GitHub accounts, organizations and memberships.
+    Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
+    """
 
     @_abc_1.abstractmethod
     def GetOrganization(

@@ -27,6 +27,7 @@ if _version_not_supported:
 
 class RepositoryServiceStub:
     """Repositories, issues, pull requests and rewards, and their sync from GitHub.
+    Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
     """
 
     def __init__(self, channel):
@@ -99,6 +100,7 @@ class RepositoryServiceStub:
 
 class RepositoryServiceServicer:
     """Repositories, issues, pull requests and rewards, and their sync from GitHub.
+    Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
     """
 
     def GetRepository(self, request, context):
@@ -248,6 +250,7 @@ def add_RepositoryServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class RepositoryService:
     """Repositories, issues, pull requests and rewards, and their sync from GitHub.
+    Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
     """
 
     @staticmethod

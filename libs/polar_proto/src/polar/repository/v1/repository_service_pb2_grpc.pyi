@@ -27,7 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RepositoryServiceStub:
-    """Repositories, issues, pull requests and rewards, and their sync from GitHub."""
+    """Repositories, issues, pull requests and rewards, and their sync from GitHub.
+    Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -51,7 +53,9 @@ class RepositoryServiceStub:
 
 @_typing.type_check_only
 class RepositoryServiceAsyncStub(RepositoryServiceStub):
-    """Repositories, issues, pull requests and rewards, and their sync from GitHub."""
+    """Repositories, issues, pull requests and rewards, and their sync from GitHub.
+    Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetRepository: _aio.UnaryUnaryMultiCallable[_repository_service_pb2.GetRepositoryRequest, _repository_service_pb2.GetRepositoryResponse]  # type: ignore[assignment]
@@ -71,7 +75,9 @@ class RepositoryServiceAsyncStub(RepositoryServiceStub):
     ListRewards: _aio.UnaryUnaryMultiCallable[_repository_service_pb2.ListRewardsRequest, _repository_service_pb2.ListRewardsResponse]  # type: ignore[assignment]
 
 class RepositoryServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Repositories, issues, pull requests and rewards, and their sync from GitHub."""
+    """Repositories, issues, pull requests and rewards, and their sync from GitHub.
+    Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
+    """
 
     @_abc_1.abstractmethod
     def GetRepository(
