@@ -9,8 +9,6 @@ from typing import Any
 
 import grpc
 import httpx
-from githubkit import GitHub
-from githubkit.exception import RequestFailed
 from polar_kit.errors import DomainError, FailedPrecondition
 
 
@@ -76,6 +74,11 @@ class GitHubClient:
         self.timeout = timeout
 
     async def user_installations(self, token: str) -> AsyncIterator[Installation]:
+        # Imported on first use: githubkit costs ~15 MB of memory, and only InstallOrganization
+        # needs it, so an idle service stays small.
+        from githubkit import GitHub
+        from githubkit.exception import RequestFailed
+
         async with GitHub(token, base_url=self.base_url, timeout=self.timeout) as gh:
             page = 1
             while True:
