@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from polar_db.models import OutboxEvent
 from polar_kit.nats import EVENTS
-from polar_kit.outbox import LISTENER, OutboxRelay, record_event
+from polar_kit.outbox import LISTENER, OutboxRelay, record_event, record_events
 from polar_kit.settings import ServiceSettings
 from polar_kit.testing import count_messages, eventually
 from sqlalchemy import func, select, text
@@ -36,6 +36,25 @@ async def unpublished(sessionmaker: Sessionmaker) -> int:
     async with sessionmaker() as session:
         query = select(func.count()).where(OutboxEvent.published_at.is_(None))
         return int(await session.scalar(query) or 0)
+
+
+async def test_record_events_in_bulk_keeps_order_and_the_transaction(
+    sessionmaker: Sessionmaker,
+) -> None:
+    batch = [("polar.test.v1.created", StringValue(value=f"b{i}")) for i in range(5)]
+    async with sessionmaker() as session:
+        await record_events(session, batch, source="/test")
+        await session.rollback()
+    async with sessionmaker() as session, session.begin():
+        ids = await record_events(session, batch, source="/test")
+        assert await record_events(session, [], source="/test") == []
+    async with sessionmaker() as session:
+        rows = (await session.scalars(select(OutboxEvent).where(OutboxEvent.id.in_(ids)))).all()
+        total = await session.scalar(select(func.count()).select_from(OutboxEvent))
+    assert total == 5  # the rolled-back batch left nothing
+    by_seq = sorted(rows, key=lambda r: r.seq)
+    assert [r.id for r in by_seq] == ids
+    assert [StringValue.FromString(r.payload).value for r in by_seq] == [f"b{i}" for i in range(5)]
 
 
 async def test_record_event_is_part_of_the_transaction(sessionmaker: Sessionmaker) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -24,8 +24,10 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from polar_db.engine import asyncpg_dsn
 from polar_db.models import OutboxEvent
-from sqlalchemy import func, select, update
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from polar_kit.metrics import OUTBOX_ERRORS, OUTBOX_PUBLISHED
 from polar_kit.nats import publish, subject_for
@@ -44,7 +46,8 @@ async def record_event(
     """Add `message` to the outbox in the session's transaction; returns the event id.
 
     `subject` is logical (`polar.organization.v1.created`); the relay adds the NATS prefix.
-    `source` is the CloudEvents source, e.g. `/polar/organization`.
+    `source` is the CloudEvents source, e.g. `/polar/organization`. No round trip here: the
+    row is inserted with the session's next flush, batched with the other pending rows.
     """
     event = OutboxEvent(
         id=uuid.uuid4(),
@@ -54,9 +57,46 @@ async def record_event(
         payload=message.SerializeToString(),
     )
     session.add(event)
-    # Delivered at commit (and dropped on rollback): wakes relays without waiting for a poll.
-    await session.execute(select(func.pg_notify(CHANNEL, "")))
+    session.info[_NOTIFY] = True
     return event.id
+
+
+async def record_events(
+    session: AsyncSession, events: Iterable[tuple[str, Message]], *, source: str
+) -> list[uuid.UUID]:
+    """Many events in one multi-row INSERT (batch upserts, webhook batches, syncs); returns
+    their ids in order, which is also their publish (seq) order."""
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "subject": subject,
+            "type": message.DESCRIPTOR.full_name,
+            "source": source,
+            "payload": message.SerializeToString(),
+        }
+        for subject, message in events
+    ]
+    if rows:
+        await session.execute(insert(OutboxEvent), rows)
+        session.info[_NOTIFY] = True
+    return [row["id"] for row in rows]
+
+
+# One NOTIFY per transaction that recorded events, sent just before its COMMIT (so it is
+# delivered on commit, dropped on rollback). NOTIFY takes a server-wide lock at commit, so
+# sending it once per transaction rather than once per event matters under load.
+_NOTIFY = "polar_outbox_notify"
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _notify_relays(session: Session) -> None:
+    if session.info.pop(_NOTIFY, False):
+        session.execute(select(func.pg_notify(CHANNEL, "")))
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _forget_notify(session: Session, previous_transaction: object) -> None:
+    session.info.pop(_NOTIFY, None)
 
 
 def cloudevent_headers(event: OutboxEvent) -> dict[str, str]:
