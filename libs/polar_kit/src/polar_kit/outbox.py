@@ -66,20 +66,23 @@ async def record_events(
 ) -> list[uuid.UUID]:
     """Many events in one multi-row INSERT (batch upserts, webhook batches, syncs); returns
     their ids in order, which is also their publish (seq) order."""
-    rows = [
-        {
-            "id": uuid.uuid4(),
-            "subject": subject,
-            "type": message.DESCRIPTOR.full_name,
-            "source": source,
-            "payload": message.SerializeToString(),
-        }
-        for subject, message in events
-    ]
+    ids = []
+    rows = []
+    for subject, message in events:
+        ids.append(uuid.uuid4())
+        rows.append(
+            {
+                "id": ids[-1],
+                "subject": subject,
+                "type": message.DESCRIPTOR.full_name,
+                "source": source,
+                "payload": message.SerializeToString(),
+            }
+        )
     if rows:
         await session.execute(insert(OutboxEvent), rows)
         session.info[_NOTIFY] = True
-    return [row["id"] for row in rows]
+    return ids
 
 
 # One NOTIFY per transaction that recorded events, sent just before its COMMIT (so it is
