@@ -44,7 +44,7 @@ sync: $(UV)
 dev: sync
 	$(RUN) python -m polar_dev.cluster $(DEV_ARGS)
 
-test: sync gen-check lint typecheck buf-lint pytest
+test: sync gen-check lint typecheck buf-lint pytest deploy-check
 
 pytest: sync
 	$(RUN) python -m polar_dev.test $(PYTEST_ARGS)
@@ -82,3 +82,15 @@ buf-lint:
 	else \
 		echo "buf-lint: SKIPPED, npm not found (install Node.js to lint protos/ with buf $(BUF_VERSION))"; \
 	fi
+
+# Benchmarks of the organization service (bench/README.md); BENCH_ARGS='--only unary' etc.
+.PHONY: bench
+bench: sync
+	$(RUN) python -m bench.organization $(BENCH_ARGS)
+
+# docker-compose.yml, .env.example, Dockerfile and deploy/ checked without Docker or a cluster:
+# compose-spec and Kubernetes schemas, kustomize rendering (kubectl's), hadolint, a simulated
+# image build, and settings/ports/probes/NetworkPolicies against the code (scripts/validate_deploy.py).
+.PHONY: deploy-check
+deploy-check: sync
+	$(RUN) python scripts/validate_deploy.py $(DEPLOY_CHECK_ARGS)

@@ -35,18 +35,15 @@ def free_port() -> int:
 
 @pytest.fixture
 async def organization_process(
-    settings_env: dict[str, str],
+    settings_env: dict[str, str], tmp_path: Path
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
     port = free_port()
     env = os.environ | settings_env | {"POLAR_ORGANIZATION_GRPC_PORT": str(port)}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "polar_organization",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    # Logs go to a file: an unread pipe fills up and then blocks the process.
+    with (tmp_path / "organization.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "polar_organization", env=env, stdout=log, stderr=log
+        )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
 
@@ -70,6 +67,7 @@ async def test_webhook_to_rpc_to_event_and_graceful_stop(
     nc: NATS,
     nats_prefix: str,
     github_fixtures: Path,
+    tmp_path: Path,
 ) -> None:
     process, port = organization_process
     received: list[Msg] = []
@@ -136,9 +134,7 @@ async def test_webhook_to_rpc_to_event_and_graceful_stop(
 
     process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(process.wait(), timeout=30) == 0
-    assert process.stdout is not None
-    logs = (await process.stdout.read()).decode()
-    assert '"event": "stopped"' in logs
+    assert '"event": "stopped"' in (tmp_path / "organization.log").read_text()
 
 
 def _append(into: list[Msg]) -> Callable[[Msg], Awaitable[None]]:

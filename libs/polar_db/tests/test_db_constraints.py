@@ -1,4 +1,5 @@
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -71,9 +72,16 @@ async def test_repository_name_unique_per_organization(
     await _add(session, Repository(**repository_row(other_org.id, name=repo.name)))
     await _violates(
         session,
-        "uq_repositories_organization_id_name",
+        "ix_repositories_live_organization_id_name",
         Repository(**repository_row(org.id, name=repo.name)),
     )
+
+
+async def test_repository_tombstone_frees_its_name(
+    session: AsyncSession, org: Organization, repo: Repository
+) -> None:
+    repo.deleted_at = datetime.now(UTC)
+    await _add(session, repo, Repository(**repository_row(org.id, name=repo.name)))
 
 
 async def test_issue_number_unique_per_repository(

@@ -158,7 +158,7 @@ async def test_an_outage_is_unavailable_so_callers_retry(channel: grpc.aio.Chann
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def test_read_only_methods_come_from_the_contract() -> None:
+async def test_read_only_methods_come_from_the_contract() -> None:
     import polar.organization.v1.organization_service_pb2  # noqa: F401  (registers the descriptors)
     from polar_kit.grpc.interceptors import _is_readonly
 

@@ -72,7 +72,11 @@ async def upsert_many(
         unique[key] = row
 
     table = cast(Table, model.__table__)
-    stmt = pg_insert(model).values(list(unique.values()))
+    # The rows go as executemany parameters, not .values([...]): SQLAlchemy then compiles a
+    # one-row statement once (cached) and its "insertmanyvalues" batches the rows into
+    # multi-row VALUES itself, instead of compiling a new statement with a bind parameter
+    # per cell for every call (which dominated the cost: ~2 s per 1,000 issue rows).
+    stmt = pg_insert(model)
     if update is None:
         update = [k for k in rows[0] if k not in conflict and not table.c[k].primary_key]
     set_: dict[str, Any] = {c: stmt.excluded[c] for c in update}
@@ -89,6 +93,8 @@ async def upsert_many(
     # xmax is 0 on a freshly inserted row version and set (the locking xid) on an update.
     created = literal_column("xmax = 0", Boolean).label("created")
     result = await session.execute(
-        stmt.returning(model, created), execution_options={"populate_existing": True}
+        stmt.returning(model, created),
+        list(unique.values()),
+        execution_options={"populate_existing": True, "render_nulls": True},
     )
     return [Upserted(row, is_created) for row, is_created in result]

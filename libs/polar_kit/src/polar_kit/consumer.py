@@ -5,6 +5,14 @@ processed_messages and runs the handler; commit, then ack. A redelivery of a han
 finds its row and is only acked, so the effect happens once. Failures are retried with
 backoff up to `consumer_max_attempts` deliveries, then the message is parked on the PARKED
 stream for an operator (see polar_kit.parked) instead of being retried forever or dropped.
+
+Batch mode (`batch_handler=`): one transaction per fetch instead of per message. The marks of
+the whole fetch go in with one INSERT .. ON CONFLICT DO NOTHING RETURNING (what comes back
+is new; the rest are duplicates), the handler gets the new deliveries at once and answers
+which ones it did not apply (Retry / Reject), their marks are deleted, and everything
+commits once before each message is acked, retried or parked. If the handler raises, the
+batch rolls back and its messages are handled one by one, so a poison message is isolated
+and parked as in single mode while the others still go through.
 """
 
 from __future__ import annotations
@@ -13,9 +21,11 @@ import asyncio
 import contextlib
 import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 import nats.errors
 import nats.js.errors
@@ -24,6 +34,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from polar_db.models import ProcessedMessage
+from sqlalchemy import Table, delete
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -38,6 +49,7 @@ log = structlog.get_logger(__name__)
 # replay from the parked stream (which needs a fresh Nats-Msg-Id to pass JetStream dedupe).
 MESSAGE_ID_HEADERS = ("Polar-Message-Id", "Nats-Msg-Id", "ce-id", "X-GitHub-Delivery")
 PARKED_PREFIX = "Polar-Parked-"
+_PROCESSED = cast(Table, ProcessedMessage.__table__)
 
 
 class Retry(Exception):
@@ -68,6 +80,20 @@ class Delivery:
 
 
 Handler = Callable[[AsyncSession, Delivery], Awaitable[None]]
+# Takes the deliveries of one fetch (new ones only, stream order) and returns, by message id,
+# those it did not apply and why. It must not have written anything for those.
+BatchHandler = Callable[[AsyncSession, list[Delivery]], Awaitable[Mapping[str, Retry | Reject]]]
+
+
+def one_by_one(batch_handler: BatchHandler) -> Handler:
+    """A single-message handler from a batch handler (the fallback of batch mode)."""
+
+    async def handle(session: AsyncSession, delivery: Delivery) -> None:
+        failure = (await batch_handler(session, [delivery])).get(delivery.message_id)
+        if failure is not None:
+            raise failure
+
+    return handle
 
 
 def message_id_of(headers: Mapping[str, str], stream: str, seq: int) -> str:
@@ -87,25 +113,34 @@ class Consumer:
         name: str,
         stream: StreamSpec,
         filter_subjects: Sequence[str],
-        handler: Handler,
+        handler: Handler | None = None,
         *,
+        batch_handler: BatchHandler | None = None,
         sessionmaker: async_sessionmaker[AsyncSession],
         js: JetStreamContext,
         settings: ServiceSettings,
-        batch_size: int = 10,
+        batch_size: int | None = None,
         fetch_timeout: float = 1.0,
     ) -> None:
+        """Give `handler` (one transaction per message) or `batch_handler` (one per fetch)."""
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             raise ValueError(f"consumer name {name!r}: use letters, digits, - and _")
+        if batch_handler is not None and handler is None:
+            handler = one_by_one(batch_handler)  # the fallback when a batch fails
+        elif handler is None or batch_handler is not None:
+            raise ValueError("give exactly one of handler and batch_handler")
         self.name = name
         self._stream = stream.stream_name(settings.nats_prefix)
         self._filters = [subject_for(settings, s) for s in filter_subjects]
+        self._wanted_subjects: dict[str, bool] = {}
+        self._batch_handler = batch_handler
         self._handler = handler
         self._sessionmaker = sessionmaker
         self._js = js
         self._settings = settings
         self._max_attempts = settings.consumer_max_attempts
-        self._batch_size = batch_size
+        # Batch mode amortizes a transaction over the fetch: the bigger, the cheaper.
+        self._batch_size = batch_size or (256 if batch_handler else 10)
         self._fetch_timeout = fetch_timeout
 
     async def setup(self) -> JetStreamContext.PullSubscription:
@@ -156,6 +191,12 @@ class Consumer:
                         await sub.unsubscribe()
 
     async def _process_batch(self, msgs: Sequence[Msg], stop: asyncio.Event) -> None:
+        if self._batch_handler is not None:
+            try:
+                await self.process_many(msgs)
+            except Exception as exc:
+                log.warning("batch not settled", error=repr(exc))
+            return
         for i, msg in enumerate(msgs):
             if stop.is_set():
                 # Hand the rest back now rather than after ack_wait.
@@ -170,11 +211,10 @@ class Consumer:
                 # and the idempotency mark keeps it from applying twice.
                 log.warning("message not settled", error=repr(exc))
 
-    async def process(self, msg: Msg) -> str:
-        """Handle one message; returns the outcome (acked, duplicate, retried, parked, skipped)."""
+    def _delivery(self, msg: Msg) -> Delivery:
         meta = msg.metadata
         headers = dict(msg.headers or {})
-        delivery = Delivery(
+        return Delivery(
             subject=strip_prefix(self._settings, msg.subject),
             data=msg.data,
             headers=headers,
@@ -182,6 +222,10 @@ class Consumer:
             num_delivered=meta.num_delivered,
             stream_sequence=meta.sequence.stream,
         )
+
+    async def process(self, msg: Msg) -> str:
+        """Handle one message; returns the outcome (acked, duplicate, retried, parked, skipped)."""
+        delivery = self._delivery(msg)
         start = time.perf_counter()
         with structlog.contextvars.bound_contextvars(
             subject=delivery.subject, message_id=delivery.message_id
@@ -191,36 +235,161 @@ class Consumer:
         CONSUMER_HANDLING_SECONDS.labels(self.name).observe(time.perf_counter() - start)
         return outcome
 
+    def _wanted(self, subject: str) -> bool:
+        # Memoized: a consumer sees few distinct subjects, and thousands of messages a second.
+        wanted = self._wanted_subjects.get(subject)
+        if wanted is None:
+            wanted = any(subject_matches(f, subject) for f in self._filters)
+            if len(self._wanted_subjects) < 10_000:
+                self._wanted_subjects[subject] = wanted
+        return wanted
+
     async def _process(self, msg: Msg, delivery: Delivery) -> str:
-        if not any(subject_matches(f, msg.subject) for f in self._filters):
+        if not self._wanted(msg.subject):
             await msg.ack()
             return "skipped"
         try:
-            async with _keep_alive(msg, self._settings.consumer_ack_wait_seconds):
+            async with _keep_alive(msg, ack_wait=self._ack_wait):
                 handled = await self._handle(delivery)
-        except Reject as exc:
+        except Exception as exc:
+            return await self._settle_failure(msg, delivery, exc)
+        await msg.ack()
+        return "acked" if handled else "duplicate"
+
+    async def _settle_failure(self, msg: Msg, delivery: Delivery, exc: Exception) -> str:
+        """Park (rejected, or attempts exhausted) or nak with backoff; returns the outcome."""
+        if isinstance(exc, Reject):
             log.warning("message rejected", reason=exc.reason)
             await self._park(msg, delivery, f"rejected: {exc.reason}")
             return "parked"
+        error = exc.reason if isinstance(exc, Retry) else repr(exc)
+        # Database/network outages are not the message's fault: retry, never park.
+        if delivery.num_delivered >= self._max_attempts and not _is_transient(exc):
+            log.error("message failed, attempts exhausted", error=error, exc_info=exc)
+            await self._park(msg, delivery, error)
+            return "parked"
+        delay = self._retry_delay(delivery, exc)
+        log.warning(
+            "message failed, will retry",
+            error=error,
+            attempt=delivery.num_delivered,
+            delay=delay,
+            exc_info=not isinstance(exc, Retry),
+        )
+        await msg.nak(delay=delay)
+        return "retried"
+
+    def _retry_delay(self, delivery: Delivery, exc: Exception) -> float:
+        return exc.delay if isinstance(exc, Retry) and exc.delay else self._backoff(delivery)
+
+    async def process_many(self, msgs: Sequence[Msg]) -> list[str]:
+        """Batch mode: handle a fetch in one transaction; returns each message's outcome."""
+        if self._batch_handler is None:
+            return [await self.process(msg) for msg in msgs]
+        start = time.perf_counter()
+        outcomes: list[str] = ["skipped"] * len(msgs)
+        todo: list[tuple[int, Msg, Delivery]] = []
+        for i, msg in enumerate(msgs):
+            if self._wanted(msg.subject):
+                todo.append((i, msg, self._delivery(msg)))
+            else:
+                await msg.ack()
+        # The first copy of each message id is handled; later copies in the same fetch
+        # (a redelivery racing the original) share its fate.
+        firsts: dict[str, tuple[int, Msg, Delivery]] = {}
+        for item in todo:
+            firsts.setdefault(item[2].message_id, item)
+        try:
+            async with _keep_alive(*(m for _, m, _ in todo), ack_wait=self._ack_wait):
+                fresh, failures = await self._handle_many([d for _, _, d in firsts.values()])
         except Exception as exc:
-            error = exc.reason if isinstance(exc, Retry) else repr(exc)
-            # Database/network outages are not the message's fault: retry, never park.
-            if delivery.num_delivered >= self._max_attempts and not _is_transient(exc):
-                log.error("message failed, attempts exhausted", error=error, exc_info=exc)
-                await self._park(msg, delivery, error)
-                return "parked"
-            delay = exc.delay if isinstance(exc, Retry) and exc.delay else self._backoff(delivery)
-            log.warning(
-                "message failed, will retry",
-                error=error,
-                attempt=delivery.num_delivered,
-                delay=delay,
-                exc_info=not isinstance(exc, Retry),
+            if len(todo) == 1:  # alone already: settle it as single mode would
+                i, msg, delivery = todo[0]
+                with structlog.contextvars.bound_contextvars(
+                    subject=delivery.subject, message_id=delivery.message_id
+                ):
+                    outcomes[i] = await self._settle_failure(msg, delivery, exc)
+                self._observe(outcomes, start)
+                return outcomes
+            log.warning("batch failed, handling its messages one by one", error=repr(exc))
+            for i, msg, delivery in todo:
+                with structlog.contextvars.bound_contextvars(
+                    subject=delivery.subject, message_id=delivery.message_id
+                ):
+                    outcomes[i] = await self._process(msg, delivery)
+            self._observe(outcomes, start)
+            return outcomes
+        for i, msg, delivery in todo:
+            first = firsts[delivery.message_id][2]
+            failure = failures.get(first.message_id)
+            if first.message_id not in fresh:
+                await msg.ack()
+                outcomes[i] = "duplicate"
+            elif delivery is not first:
+                # A copy: redeliver it with the original if that is retried, else done.
+                if isinstance(failure, Retry):
+                    await msg.nak(delay=self._retry_delay(first, failure))
+                    outcomes[i] = "retried"
+                else:
+                    await msg.ack()
+                    outcomes[i] = "duplicate"
+            elif failure is not None:
+                with structlog.contextvars.bound_contextvars(
+                    subject=delivery.subject, message_id=delivery.message_id
+                ):
+                    outcomes[i] = await self._settle_failure(msg, delivery, failure)
+            else:
+                await msg.ack()
+                outcomes[i] = "acked"
+        self._observe(outcomes, start)
+        return outcomes
+
+    async def _handle_many(
+        self, deliveries: list[Delivery]
+    ) -> tuple[set[str], Mapping[str, Retry | Reject]]:
+        """Marks, batch handler and unmarking of failures in one transaction.
+
+        Returns the ids that were new and the handler's failures among them."""
+        assert self._batch_handler is not None
+        if not deliveries:
+            return set(), {}
+        async with self._sessionmaker() as session, session.begin():
+            # Sorted: concurrent batches overlapping in ids take the row locks in the same
+            # order, so they wait for each other instead of deadlocking.
+            ids = sorted(d.message_id for d in deliveries)
+            # An executemany: its one-row statement is compiled once and cached, then sent as
+            # multi-row VALUES in parameter order.
+            marked = await session.execute(
+                insert(_PROCESSED).on_conflict_do_nothing().returning(_PROCESSED.c.message_id),
+                [{"consumer": self.name, "message_id": i} for i in ids],
             )
-            await msg.nak(delay=delay)
-            return "retried"
-        await msg.ack()
-        return "acked" if handled else "duplicate"
+            fresh = set(marked.scalars())
+            new = [d for d in deliveries if d.message_id in fresh]
+            failures: dict[str, Retry | Reject] = {}
+            if new:
+                answer = await self._batch_handler(session, new)
+                failures = {k: v for k, v in answer.items() if k in fresh}
+            if failures:
+                await session.execute(
+                    delete(ProcessedMessage).where(
+                        ProcessedMessage.consumer == self.name,
+                        ProcessedMessage.message_id.in_(list(failures)),
+                    )
+                )
+        return fresh, failures
+
+    def _observe(self, outcomes: list[str], start: float) -> None:
+        # The transaction is shared: each message is charged its share of the batch's time.
+        share = (time.perf_counter() - start) / max(len(outcomes), 1)
+        for outcome, count in Counter(outcomes).items():
+            CONSUMER_MESSAGES.labels(self.name, outcome).inc(count)
+        histogram = CONSUMER_HANDLING_SECONDS.labels(self.name)
+        for _ in outcomes:
+            histogram.observe(share)
+
+    @property
+    def _ack_wait(self) -> float:
+        return self._settings.consumer_ack_wait_seconds
 
     async def _handle(self, delivery: Delivery) -> bool:
         """Run the handler in one transaction with the idempotency mark. False if done before."""
@@ -282,13 +451,14 @@ def _supports_filter_subjects(js: JetStreamContext) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def _keep_alive(msg: Msg, ack_wait: float) -> AsyncIterator[None]:
+async def _keep_alive(*msgs: Msg, ack_wait: float) -> AsyncIterator[None]:
     """Tell JetStream we are still working so a slow handler is not redelivered meanwhile."""
 
     async def beat() -> None:
         while True:
             await asyncio.sleep(ack_wait / 3)
-            await msg.in_progress()
+            for msg in msgs:
+                await msg.in_progress()
 
     task = asyncio.create_task(beat())
     try:

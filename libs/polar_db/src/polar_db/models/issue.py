@@ -6,8 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, UniqueConstraint
-from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+import sqlalchemy as sa
+from sqlalchemy import ForeignKey, Index, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
 
 from polar_db.models.base import (
     Base,
@@ -21,20 +22,32 @@ from polar_db.models.base import (
 )
 
 
-class IssueFields(IdMixin, TimestampMixin, SoftDeleteMixin):
-    @declared_attr.directive
-    @classmethod
-    def __table_args__(cls) -> tuple[Any, ...]:
+def _table_args(table: str) -> tuple[Any, ...]:
+    return (
         # Also serves lookups and cascades by organization_id (leading column).
-        return (UniqueConstraint("organization_id", "repository_id", "number"),)
+        UniqueConstraint("organization_id", "repository_id", "number"),
+        # List by repository, newest number first (keyset on number), and the
+        # ON DELETE CASCADE from repositories (so over every row, tombstones too).
+        Index(f"ix_{table}_repository_id_number", "repository_id", "number"),
+        # The same list filtered by state: a backward scan of the matching entries only.
+        Index(
+            f"ix_{table}_live_repository_id_state_number",
+            "repository_id",
+            "state",
+            "number",
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        ),
+    )
 
+
+class IssueFields(IdMixin, TimestampMixin, SoftDeleteMixin):
     platform: Mapped[Platform] = mapped_column(str_enum(Platform))
     external_id: Mapped[bigint] = mapped_column(unique=True)
     organization_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("organizations.id", ondelete="CASCADE")
     )
     repository_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("repositories.id", ondelete="CASCADE"), index=True
+        ForeignKey("repositories.id", ondelete="CASCADE")
     )
     number: Mapped[int]
     title: Mapped[str]
@@ -57,10 +70,12 @@ class IssueFields(IdMixin, TimestampMixin, SoftDeleteMixin):
 
 class Issue(IssueFields, Base):
     __tablename__ = "issues"
+    __table_args__ = _table_args("issues")
 
 
 class PullRequest(IssueFields, Base):
     __tablename__ = "pull_requests"
+    __table_args__ = _table_args("pull_requests")
 
     requested_reviewers: Mapped[list[Any] | None]
     requested_teams: Mapped[list[Any] | None]

@@ -6,7 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, UniqueConstraint
+import sqlalchemy as sa
+from sqlalchemy import ForeignKey, Index
 from sqlalchemy.orm import Mapped, mapped_column
 
 from polar_db.models.base import (
@@ -22,13 +23,25 @@ from polar_db.models.base import (
 
 class Repository(IdMixin, TimestampMixin, SoftDeleteMixin, Base):
     __tablename__ = "repositories"
-    # Also serves lookups and cascades by organization_id (leading column).
-    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+    __table_args__ = (
+        # A name is unique among the live repositories of an organization only: a deleted
+        # repository's tombstone must not block a new one of the same name (GitHub allows
+        # deleting a repository and creating another with its name). Also serves lookups
+        # and lists by organization.
+        Index(
+            "ix_repositories_live_organization_id_name",
+            "organization_id",
+            "name",
+            unique=True,
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        ),
+    )
 
     platform: Mapped[Platform] = mapped_column(str_enum(Platform))
     external_id: Mapped[bigint] = mapped_column(unique=True)
+    # Indexed over every row (tombstones too) for the ON DELETE CASCADE from organizations.
     organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE")
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
     )
     name: Mapped[str]
     description: Mapped[str | None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import CheckConstraint, ForeignKey, String
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from polar_db.models.base import Base, IdMixin, RewardState, TimestampMixin, bigint, str_enum
@@ -12,13 +12,18 @@ from polar_db.models.base import Base, IdMixin, RewardState, TimestampMixin, big
 
 class Reward(IdMixin, TimestampMixin, Base):
     __tablename__ = "rewards"
-    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        # List by repository, newest first (keyset on created_at, id); also serves the
+        # ON DELETE CASCADE from repositories.
+        Index("ix_rewards_repository_id_created_at_id", "repository_id", "created_at", "id"),
+    )
 
     issue_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("issues.id", ondelete="CASCADE"), index=True
     )
     repository_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("repositories.id", ondelete="CASCADE"), index=True
+        ForeignKey("repositories.id", ondelete="CASCADE")
     )
     organization_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("organizations.id", ondelete="CASCADE"), index=True

@@ -1,0 +1,590 @@
+"""Gateway benchmarks (issue 4), each beside its floor measured in the same run.
+
+- ingress: signed `issues.opened` deliveries POSTed by 32 concurrent senders to
+  `python -m polar_gateway` (verify, parse, publish to JetStream, 202 after the PubAck);
+  floor: a bare ASGI app under the same uvicorn that only verifies the HMAC.
+- end_to_end: 10,000 distinct `issues.opened` deliveries POSTed by 32 senders, from the POST
+  to a row in PostgreSQL (the repository service's webhook consumer), absolute figures.
+- organizations: GET /api/v1/user/organizations for a user in 10 organizations with 20
+  repositories each, 32 concurrent clients, through the gateway and both services (each its
+  own process); floor: a bare ASGI app reading the same data with one SQL query.
+
+    uv run python -m bench.gateway [--only ingress|organizations|end_to_end] [--duration 8]
+
+Every process (gateway, services, floors) is its own OS process; the load generator
+(aiohttp, in this process) and PostgreSQL/NATS share the machine's CPUs with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+import aiohttp
+from polar_db.engine import asyncpg_dsn, create_engine
+from polar_db.models import (
+    Issue,
+    Organization,
+    OrganizationStatus,
+    Platform,
+    Repository,
+    User,
+    UserOrganization,
+)
+from polar_dev.infra import free_port, infra
+from polar_dev.paths import github_fixtures_dir
+from polar_gateway.sessions import TokenSigner
+from polar_gateway.settings import GatewaySettings
+from sqlalchemy import func, insert, select
+
+from bench.common import (
+    HOST,
+    LoadResult,
+    bench_database,
+    bench_prefix,
+    closed_loop,
+    latency_summary,
+    pid_cpu,
+    table,
+    write_results,
+)
+
+TARGET_RATIO = 0.5
+SECRET = "bench-webhook-secret"
+SESSION_SECRET = "bench-session-secret-" + "x" * 32
+
+
+@dataclass(frozen=True)
+class Config:
+    concurrency: int = 32
+    warmup: float = 2.0
+    duration: float = 8.0
+    organizations: int = 10
+    repositories_per_organization: int = 20
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+@dataclass
+class Process:
+    name: str
+    args: Sequence[str]
+    env: Mapping[str, str]
+    process: asyncio.subprocess.Process | None = None
+    log: IO[bytes] | None = None
+
+    async def start(self) -> None:
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *self.args,
+            env={**os.environ, **self.env},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def tail(self, lines: int = 20) -> str:
+        if self.log is None:
+            return ""
+        self.log.seek(0)
+        return "\n".join(self.log.read().decode(errors="replace").splitlines()[-lines:])
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 20)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+
+@contextlib.asynccontextmanager
+async def processes(*specs: Process) -> AsyncIterator[None]:
+    try:
+        for spec in specs:
+            await spec.start()
+        yield
+    finally:
+        for spec in reversed(specs):
+            await spec.stop()
+
+
+async def wait_http(
+    session: aiohttp.ClientSession, url: str, process: Process, ok: int = 200
+) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.process is not None
+        if process.process.returncode is not None:
+            raise RuntimeError(f"{process.name} exited:\n{process.tail()}")
+        with contextlib.suppress(aiohttp.ClientError):
+            async with session.get(url) as response:
+                if response.status == ok:
+                    return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{process.name} not ready at {url}:\n{process.tail()}")
+        await asyncio.sleep(0.2)
+
+
+def uvicorn_args(app: str, port: int) -> list[str]:
+    # The gateway's own server settings (polar_gateway.__main__): uvloop, httptools, no access log.
+    return [
+        "-m", "uvicorn", app, "--host", HOST, "--port", str(port),
+        "--log-level", "warning", "--no-access-log", "--lifespan", "on",
+    ]  # fmt: skip
+
+
+def gateway_process(port: int, nats_url: str, prefix: str, **targets: str) -> Process:
+    env = {
+        "POLAR_GATEWAY_HTTP_HOST": HOST,
+        "POLAR_GATEWAY_HTTP_PORT": str(port),
+        "POLAR_NATS_URL": nats_url,
+        "POLAR_NATS_PREFIX": prefix,
+        "POLAR_GITHUB_WEBHOOK_SECRET": SECRET,
+        "POLAR_SESSION_SECRET": SESSION_SECRET,
+        "POLAR_LOG_LEVEL": "WARNING",
+        "POLAR_GITHUB_API_URL": f"http://{HOST}:9",
+        **{f"POLAR_{k.upper()}": v for k, v in targets.items()},
+    }
+    return Process("gateway", ["-m", "polar_gateway"], env)
+
+
+def ratio_row(result: LoadResult, floor: LoadResult) -> list[object]:
+    summary = result.as_dict()
+    ratio = result.rps / floor.rps if floor.rps else 0.0
+    return [
+        result.name,
+        result.rps,
+        summary["p50_ms"],
+        summary["p99_ms"],
+        result.errors,
+        f"{ratio:.0%}" if result is not floor else "-",
+        result.per_request("cpu server", 1000) or 0.0,
+    ]
+
+
+def verdict(ratio: float) -> str:
+    met = "met" if ratio >= TARGET_RATIO else "NOT met"
+    return f"target: at least {TARGET_RATIO:.0%} of the floor -> {ratio:.0%}, {met}"
+
+
+HEADERS = ["run", "req/s", "p50 ms", "p99 ms", "errors", "vs floor", "server CPU ms/req"]
+
+
+# --- ingress ---------------------------------------------------------------------------------
+
+
+async def ingress(nats_url: str, config: Config) -> dict[str, Any]:
+    body = (github_fixtures_dir() / "webhooks/issues/opened.payload.json").read_bytes()
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+
+    def headers() -> dict[str, str]:
+        return {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "issues",
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "X-Hub-Signature-256": signature,
+        }
+
+    async def load(session: aiohttp.ClientSession, name: str, url: str, pid: int) -> LoadResult:
+        async def send(_: int) -> None:
+            async with session.post(url, data=body, headers=headers()) as response:
+                await response.read()
+                if response.status != 202:
+                    raise RuntimeError(f"status {response.status}")
+
+        return await closed_loop(
+            name,
+            send,
+            concurrency=config.concurrency,
+            warmup=config.warmup,
+            duration=config.duration,
+            probes={"cpu server": pid_cpu(pid), "cpu loadgen": pid_cpu(os.getpid())},
+        )
+
+    connector = aiohttp.TCPConnector(limit=config.concurrency)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        bench_prefix(nats_url) as prefix,
+    ):
+        floor_port, gateway_port = free_port(), free_port()
+        floor = Process(
+            "floor",
+            uvicorn_args("bench.gateway_floor:hmac_app", floor_port),
+            {"BENCH_SECRET": SECRET},
+        )
+        gateway = gateway_process(gateway_port, nats_url, prefix)
+        async with processes(floor):
+            await wait_http(session, f"http://{HOST}:{floor_port}/", floor, ok=401)
+            floor_result = await load(
+                session, "floor: bare ASGI, HMAC only", f"http://{HOST}:{floor_port}/", floor.pid
+            )
+        url = f"http://{HOST}:{gateway_port}/api/v1/integrations/github/webhook"
+        async with processes(gateway):
+            await wait_http(session, f"http://{HOST}:{gateway_port}/healthz", gateway)
+            for _ in range(300):  # NATS connected and the streams exist
+                async with session.post(url, data=body, headers=headers()) as response:
+                    if response.status == 202:
+                        break
+                await asyncio.sleep(0.1)
+            result = await load(session, "gateway: verify + JetStream ack", url, gateway.pid)
+    ratio = result.rps / floor_result.rps if floor_result.rps else 0.0
+    print(f"\ningress: {len(body):,} byte issues.opened deliveries, {config.concurrency} senders")
+    print(table(HEADERS, [ratio_row(floor_result, floor_result), ratio_row(result, floor_result)]))
+    print(verdict(ratio))
+    return {
+        "floor": floor_result.as_dict(),
+        "gateway": result.as_dict(),
+        "ratio": round(ratio, 3),
+        "body_bytes": len(body),
+    }
+
+
+# --- GET /user/organizations -----------------------------------------------------------------
+
+
+async def seed(url: str, config: Config) -> uuid.UUID:
+    user = uuid.uuid4()
+    orgs = [uuid.uuid4() for _ in range(config.organizations)]
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert(User), [{"id": user, "username": "bench-user"}])
+            # Other users' organizations too, so the queries select rather than scan all.
+            others = [uuid.uuid4() for _ in range(200)]
+            rows = [
+                {
+                    "id": org,
+                    "platform": Platform.github,
+                    "name": f"org-{i:04d}",
+                    "external_id": 1_000_000 + i,
+                    "installation_id": 2_000_000 + i,
+                    "status": OrganizationStatus.active,
+                    "avatar_url": f"https://avatars.example/{i}",
+                    "installation_permissions": {"issues": "write", "metadata": "read"},
+                }
+                for i, org in enumerate([*orgs, *others])
+            ]
+            await conn.execute(insert(Organization), rows)
+            await conn.execute(
+                insert(UserOrganization), [{"organization_id": o, "user_id": user} for o in orgs]
+            )
+            repos = [
+                {
+                    "id": uuid.uuid4(),
+                    "platform": Platform.github,
+                    "organization_id": org,
+                    "external_id": 10_000_000 + i * 100 + j,
+                    "name": f"repository-{j:02d}",
+                    "description": "A repository of the benchmark, with a description.",
+                    "stars": 100 + j,
+                    "forks": 10,
+                    "watchers": 50,
+                    "open_issues": 7,
+                    "main_branch": "main",
+                    "topics": ["python", "open-source"],
+                    "license": "MIT",
+                    "homepage": "https://example.com",
+                    "is_private": False,
+                }
+                for i, org in enumerate([*orgs, *others])
+                for j in range(config.repositories_per_organization)
+            ]
+            await conn.execute(insert(Repository), repos)
+            await conn.exec_driver_sql("ANALYZE")
+    finally:
+        await engine.dispose()
+    return user
+
+
+async def organizations(server_url: str, nats_url: str, config: Config) -> dict[str, Any]:
+    connector = aiohttp.TCPConnector(limit=config.concurrency)
+    async with (
+        bench_database(server_url) as url,
+        bench_prefix(nats_url) as prefix,
+        aiohttp.ClientSession(connector=connector) as session,
+    ):
+        user = await seed(url, config)
+        floor_port, gateway_port = free_port(), free_port()
+        org_port, repo_port = free_port(), free_port()
+
+        async def load(
+            name: str, request_url: str, pid: int, headers: dict[str, str]
+        ) -> LoadResult:
+            expected = config.organizations
+
+            async def get(_: int) -> None:
+                async with session.get(request_url, headers=headers) as response:
+                    body = await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"status {response.status}: {body[:200]!r}")
+                    if len(json.loads(body)["items"]) != expected:
+                        raise RuntimeError("wrong number of organizations")
+
+            return await closed_loop(
+                name,
+                get,
+                concurrency=config.concurrency,
+                warmup=config.warmup,
+                duration=config.duration,
+                probes={"cpu server": pid_cpu(pid), "cpu loadgen": pid_cpu(os.getpid())},
+            )
+
+        floor = Process(
+            "floor",
+            uvicorn_args("bench.gateway_floor:organizations_app", floor_port),
+            {"BENCH_DATABASE_URL": asyncpg_dsn(url), "BENCH_USER_ID": str(user)},
+        )
+        floor_url = f"http://{HOST}:{floor_port}/api/v1/user/organizations"
+        async with processes(floor):
+            await wait_http(session, floor_url, floor)
+            floor_result = await load("floor: bare ASGI, one SQL query", floor_url, floor.pid, {})
+
+        common = {
+            "POLAR_DATABASE_URL": url,
+            "POLAR_NATS_URL": nats_url,
+            "POLAR_NATS_PREFIX": prefix,
+            "POLAR_LOG_LEVEL": "WARNING",
+            "POLAR_GITHUB_API_URL": f"http://{HOST}:9",
+        }
+        services = [
+            Process(
+                "organization",
+                ["-m", "polar_organization"],
+                common | {"POLAR_ORGANIZATION_GRPC_PORT": str(org_port)},
+            ),
+            Process(
+                "repository",
+                ["-m", "polar_repository"],
+                common | {"POLAR_REPOSITORY_GRPC_PORT": str(repo_port)},
+            ),
+        ]
+        gateway = gateway_process(
+            gateway_port,
+            nats_url,
+            prefix,
+            organization_grpc_target=f"{HOST}:{org_port}",
+            repository_grpc_target=f"{HOST}:{repo_port}",
+        )
+        token, _ = TokenSigner(GatewaySettings(session_secret=SESSION_SECRET)).issue_session(
+            str(user)
+        )
+        headers = {"Authorization": f"Bearer {token}"}
+        gateway_url = f"http://{HOST}:{gateway_port}/api/v1/user/organizations"
+        async with processes(*services, gateway):
+            await wait_http(session, f"http://{HOST}:{gateway_port}/readyz", gateway)
+            result = await load(
+                "gateway: ListOrganizations + ListRepositories", gateway_url, gateway.pid, headers
+            )
+            cpu = {
+                s.name: (await pid_cpu(s.pid)()) for s in services
+            }  # whole-run CPU of the services, for scale
+    ratio = result.rps / floor_result.rps if floor_result.rps else 0.0
+    print(
+        f"\nGET /user/organizations: {config.organizations} organizations x "
+        f"{config.repositories_per_organization} repositories, {config.concurrency} clients"
+    )
+    print(table(HEADERS, [ratio_row(floor_result, floor_result), ratio_row(result, floor_result)]))
+    print(verdict(ratio))
+    return {
+        "floor": floor_result.as_dict(),
+        "gateway": result.as_dict(),
+        "ratio": round(ratio, 3),
+        "services_cpu_seconds": cpu,
+    }
+
+
+# --- end to end: issues.opened from POST to a row ----------------------------------------------
+
+
+async def end_to_end(server_url: str, nats_url: str, config: Config, count: int) -> dict[str, Any]:
+    """`count` distinct issues.opened deliveries POSTed by 32 senders to the gateway; the
+    repository service's webhook consumer stores them; done when the last row is there."""
+    fixture = json.loads(
+        (github_fixtures_dir() / "webhooks/issues/opened.payload.json").read_text()
+    )
+    repo_external_id = int(fixture["repository"]["id"])
+    bodies = []
+    for i in range(count):
+        fixture["issue"]["id"] = 900_000_000 + i
+        fixture["issue"]["number"] = i + 1
+        body = json.dumps(fixture).encode()
+        signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        bodies.append((body, signature))
+    connector = aiohttp.TCPConnector(limit=config.concurrency)
+    async with (
+        bench_database(server_url) as url,
+        bench_prefix(nats_url) as prefix,
+        aiohttp.ClientSession(connector=connector) as session,
+    ):
+        org_id, repo_id = uuid.uuid4(), uuid.uuid4()
+        engine = create_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert(Organization),
+                [
+                    {
+                        "id": org_id,
+                        "platform": Platform.github,
+                        "name": fixture["repository"]["owner"]["login"],
+                        "external_id": int(fixture["repository"]["owner"]["id"]),
+                        "installation_id": 77,
+                        "status": OrganizationStatus.active,
+                    }
+                ],
+            )
+            await conn.execute(
+                insert(Repository),
+                [
+                    {
+                        "id": repo_id,
+                        "platform": Platform.github,
+                        "organization_id": org_id,
+                        "external_id": repo_external_id,
+                        "name": fixture["repository"]["name"],
+                    }
+                ],
+            )
+        gateway_port, org_port, repo_port = free_port(), free_port(), free_port()
+        common = {
+            "POLAR_DATABASE_URL": url,
+            "POLAR_NATS_URL": nats_url,
+            "POLAR_NATS_PREFIX": prefix,
+            "POLAR_LOG_LEVEL": "WARNING",
+            "POLAR_GITHUB_API_URL": f"http://{HOST}:9",
+        }
+        services = [
+            Process(
+                "organization",
+                ["-m", "polar_organization"],
+                common | {"POLAR_ORGANIZATION_GRPC_PORT": str(org_port)},
+            ),
+            Process(
+                "repository",
+                ["-m", "polar_repository"],
+                common | {"POLAR_REPOSITORY_GRPC_PORT": str(repo_port)},
+            ),
+        ]
+        gateway = gateway_process(
+            gateway_port,
+            nats_url,
+            prefix,
+            organization_grpc_target=f"{HOST}:{org_port}",
+            repository_grpc_target=f"{HOST}:{repo_port}",
+        )
+        url_ = f"http://{HOST}:{gateway_port}/api/v1/integrations/github/webhook"
+
+        async def rows() -> int:
+            async with engine.connect() as conn:
+                result = await conn.execute(
+                    select(func.count()).select_from(Issue).where(Issue.repository_id == repo_id)
+                )
+                return int(result.scalar_one())
+
+        try:
+            async with processes(*services, gateway):
+                await wait_http(session, f"http://{HOST}:{gateway_port}/readyz", gateway)
+                queue = list(reversed(bodies))
+                latencies: list[float] = []
+
+                async def sender() -> None:
+                    while queue:
+                        body, signature = queue.pop()
+                        start = time.perf_counter()
+                        headers = {
+                            "Content-Type": "application/json",
+                            "X-GitHub-Event": "issues",
+                            "X-GitHub-Delivery": str(uuid.uuid4()),
+                            "X-Hub-Signature-256": signature,
+                        }
+                        async with session.post(url_, data=body, headers=headers) as response:
+                            await response.read()
+                            if response.status != 202:
+                                raise RuntimeError(f"status {response.status}")
+                        latencies.append((time.perf_counter() - start) * 1000)
+
+                started = time.perf_counter()
+                await asyncio.gather(*(sender() for _ in range(config.concurrency)))
+                accepted = time.perf_counter()
+                stored = 0
+                while stored < count and time.perf_counter() - started < 600:
+                    await asyncio.sleep(0.1)
+                    stored = await rows()
+                done = time.perf_counter()
+        finally:
+            await engine.dispose()
+    result = {
+        "deliveries": count,
+        "stored": stored,
+        "ingress_seconds": round(accepted - started, 2),
+        "ingress_per_second": round(count / (accepted - started), 1),
+        "end_to_end_seconds": round(done - started, 2),
+        "end_to_end_per_second": round(stored / (done - started), 1),
+        "ingress_latency": latency_summary(latencies),
+    }
+    print(f"\nend to end: {count:,} issues.opened deliveries, {config.concurrency} senders")
+    print(
+        table(
+            ["deliveries", "stored", "accepted/s", "POST to row /s", "all stored after s"],
+            [
+                [
+                    count,
+                    stored,
+                    result["ingress_per_second"],
+                    result["end_to_end_per_second"],
+                    result["end_to_end_seconds"],
+                ]
+            ],
+        )
+    )
+    return result
+
+
+async def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway")
+    parser.add_argument("--only", choices=["ingress", "organizations", "end_to_end"])
+    parser.add_argument("--deliveries", type=int, default=10_000, help="end to end")
+    parser.add_argument("--duration", type=float, default=Config.duration)
+    parser.add_argument("--warmup", type=float, default=Config.warmup)
+    args = parser.parse_args(argv)
+    config = Config(duration=args.duration, warmup=args.warmup)
+    results: dict[str, Any] = {"config": vars(args)}
+    with infra() as servers:
+        if args.only in (None, "ingress"):
+            results["ingress"] = await ingress(servers.nats_url, config)
+        if args.only in (None, "organizations"):
+            results["organizations"] = await organizations(
+                servers.database_url, servers.nats_url, config
+            )
+        if args.only in (None, "end_to_end"):
+            results["end_to_end"] = await end_to_end(
+                servers.database_url, servers.nats_url, config, args.deliveries
+            )
+    print(f"\nwritten to {write_results('gateway', results)}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

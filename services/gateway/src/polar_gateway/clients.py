@@ -1,0 +1,136 @@
+"""The gateway's connections to the services: one long-lived grpc.aio channel per service.
+
+Every call goes through `Clients.call`, which adds the deadline and the request id
+(`x-request-id` metadata) and records metrics. UNAVAILABLE is retried with exponential
+backoff by gRPC itself (retryPolicy in the channel's service config), within the deadline;
+CreateReward is left out of the policy because it is not idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from polar.organization.v1 import organization_service_pb2, organization_service_pb2_grpc
+from polar.repository.v1 import repository_service_pb2, repository_service_pb2_grpc
+
+from .context import REQUEST_ID_HEADER, current_request_id
+from .metrics import GRPC_CLIENT_HANDLED, GRPC_CLIENT_SECONDS
+from .settings import GatewaySettings
+
+if TYPE_CHECKING:
+    from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceAsyncStub
+    from polar.repository.v1.repository_service_pb2_grpc import RepositoryServiceAsyncStub
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+ORGANIZATION_SERVICE = organization_service_pb2.DESCRIPTOR.services_by_name[
+    "OrganizationService"
+].full_name
+REPOSITORY_SERVICE = repository_service_pb2.DESCRIPTOR.services_by_name[
+    "RepositoryService"
+].full_name
+NOT_RETRIED = {REPOSITORY_SERVICE: ("CreateReward",)}
+
+
+def service_config(service: str, max_attempts: int) -> str:
+    retried: dict[str, Any] = {"name": [{"service": service}, {"service": "grpc.health.v1.Health"}]}
+    if max_attempts > 1:
+        retried["retryPolicy"] = {
+            "maxAttempts": max_attempts,
+            "initialBackoff": "0.05s",
+            "maxBackoff": "1s",
+            "backoffMultiplier": 3,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        }
+    # A more specific name (service + method) wins over the service-wide entry.
+    once = [{"service": service, "method": m} for m in NOT_RETRIED.get(service, ())]
+    configs = [retried] + ([{"name": once}] if once else [])
+    return json.dumps({"methodConfig": configs})
+
+
+def open_channel(target: str, service: str, max_attempts: int) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        target,
+        options=[
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", service_config(service, max_attempts)),
+            # Detect a dead peer on an idle channel instead of waiting for a call to hang.
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+        ],
+    )
+
+
+def _labels(method: object) -> tuple[str, str]:
+    # grpc.aio's multicallable keeps its full name (/pkg.Service/Method) in `_method`.
+    raw = getattr(method, "_method", b"")
+    name = raw.decode() if isinstance(raw, bytes) else str(raw)
+    _, service, rpc = [*name.split("/"), "", ""][:3]
+    return service or "unknown", rpc or "unknown"
+
+
+class Clients:
+    """Channels and stubs of the services the gateway calls."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.deadline = settings.grpc_deadline_seconds
+        attempts = settings.grpc_max_attempts
+        self.organization_channel = open_channel(
+            settings.organization_grpc_target, ORGANIZATION_SERVICE, attempts
+        )
+        self.repository_channel = open_channel(
+            settings.repository_grpc_target, REPOSITORY_SERVICE, attempts
+        )
+        self.org: OrganizationServiceAsyncStub = (
+            organization_service_pb2_grpc.OrganizationServiceStub(self.organization_channel)
+        )
+        self.repo: RepositoryServiceAsyncStub = repository_service_pb2_grpc.RepositoryServiceStub(
+            self.repository_channel
+        )
+
+    async def call(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp],
+        request: Req,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline, not a sleep
+    ) -> Resp:
+        """One call with the deadline and the request id; raises grpc.aio.AioRpcError."""
+        service, rpc = _labels(method)
+        request_id = current_request_id()
+        metadata = ((REQUEST_ID_HEADER, request_id),) if request_id else None
+        start = time.perf_counter()
+        code = "OK"
+        try:
+            return await method(request, timeout=timeout or self.deadline, metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
+            raise
+        finally:
+            GRPC_CLIENT_HANDLED.labels(service, rpc, code).inc()
+            GRPC_CLIENT_SECONDS.labels(service, rpc).observe(time.perf_counter() - start)
+
+    async def healthy(self) -> dict[str, bool]:
+        """Standard gRPC health of each service (SERVING within a second)."""
+        result = {}
+        for name, channel, service in (
+            ("organization", self.organization_channel, ORGANIZATION_SERVICE),
+            ("repository", self.repository_channel, REPOSITORY_SERVICE),
+        ):
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                answer = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                result[name] = answer.status == health_pb2.HealthCheckResponse.SERVING
+            except grpc.aio.AioRpcError:
+                result[name] = False
+        return result
+
+    async def close(self) -> None:
+        await self.organization_channel.close()
+        await self.repository_channel.close()

@@ -1,0 +1,184 @@
+"""Every error the API answers, in one JSON shape, and the one gRPC status -> HTTP mapping.
+
+    {"error": {"code": "not_found", "message": "...", "request_id": "...", "details": [...]}}
+
+`code` is a stable snake_case word (the gRPC status name for upstream errors), `message` is
+for people, `details` is present only for validation errors (one entry per bad field).
+
+Mapping (google.rpc.Code's canonical HTTP mapping, see the table): FAILED_PRECONDITION is
+400, as Google maps it — the request cannot succeed in the current state and the caller must
+change something first (e.g. sign in with GitHub again); 409 stays for ALREADY_EXISTS and
+ABORTED, real conflicts with another write. An upstream INTERNAL/UNKNOWN/DATA_LOSS is 502
+(the gateway works; the service behind it failed); UNAVAILABLE/DEADLINE_EXCEEDED are 503 with
+Retry-After so clients (and GitHub) try again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from .context import current_request_id
+
+log = structlog.get_logger(__name__)
+
+GRPC_TO_HTTP: Mapping[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: 422,
+    grpc.StatusCode.OUT_OF_RANGE: 422,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 503,
+    grpc.StatusCode.CANCELLED: 503,
+}
+UPSTREAM_FAILURE = 502  # INTERNAL, UNKNOWN, DATA_LOSS and anything unlisted
+RETRY_AFTER_SECONDS = "1"
+
+# Statuses whose upstream message may name internal hosts or stack details: replaced.
+_OPAQUE = {
+    grpc.StatusCode.UNAVAILABLE: "a service is unavailable, try again shortly",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "a service did not answer in time, try again shortly",
+    grpc.StatusCode.CANCELLED: "the request was cancelled, try again",
+}
+
+_HTTP_CODES: Mapping[int, str] = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_argument",
+    429: "resource_exhausted",
+    500: "internal",
+    501: "unimplemented",
+    502: "bad_gateway",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error the gateway itself decides on (auth, webhook checks...)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or _HTTP_CODES.get(status, "error")
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def error_body(
+    code: str, message: str, details: Sequence[Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message, "request_id": current_request_id()}
+    if details is not None:
+        error["details"] = list(details)
+    return {"error": error}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: Sequence[Mapping[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+
+
+def status_for(code: grpc.StatusCode) -> int:
+    return GRPC_TO_HTTP.get(code, UPSTREAM_FAILURE)
+
+
+def from_rpc_error(exc: grpc.aio.AioRpcError) -> Response:
+    code = exc.code()
+    status = status_for(code)
+    if code in _OPAQUE:
+        message = _OPAQUE[code]
+    elif status >= 500:
+        message = "a service failed to handle the request"
+    else:
+        message = exc.details() or code.name.lower()
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
+    if status >= 500:
+        log.warning("upstream call failed", code=code.name, details=exc.details())
+    return error_response(status, code.name.lower(), message, headers=headers)
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    details = []
+    for error in exc.errors():
+        details.append(
+            {
+                "location": [str(part) for part in error.get("loc", ())],
+                "message": str(error.get("msg", "")),
+                "type": str(error.get("type", "")),
+            }
+        )
+    return details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
+
+    async def rpc_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, grpc.aio.AioRpcError)
+        return from_rpc_error(exc)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(
+            422,
+            "invalid_argument",
+            "the request is not valid, see details",
+            details=_validation_details(exc),
+        )
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        message = exc.detail if isinstance(exc.detail, str) else "error"
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route {request.method} {request.url.path}"
+        return error_response(
+            exc.status_code,
+            _HTTP_CODES.get(exc.status_code, "error"),
+            message,
+            headers=dict(exc.headers or {}),
+        )
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", path=request.url.path)
+        return error_response(500, "internal", "internal error")
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(grpc.aio.AioRpcError, rpc_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

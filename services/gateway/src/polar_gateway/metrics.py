@@ -1,0 +1,36 @@
+"""Prometheus metrics of the gateway, served at /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "polar_gateway_http_requests_total",
+    "HTTP requests answered, by route template and status.",
+    ["method", "route", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "polar_gateway_http_request_duration_seconds",
+    "Time to answer an HTTP request (to the end of the body; streams excluded).",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+# Names and labels follow go-grpc-prometheus' client metrics.
+GRPC_CLIENT_HANDLED = Counter(
+    "grpc_client_handled_total",
+    "Calls to the services completed, by status code (errors included).",
+    ["grpc_service", "grpc_method", "grpc_code"],
+)
+GRPC_CLIENT_SECONDS = Histogram(
+    "grpc_client_handling_seconds",
+    "Time of a call to a service, retries included.",
+    ["grpc_service", "grpc_method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+WEBHOOKS = Counter(
+    "polar_gateway_webhooks_total",
+    "Webhook deliveries, by outcome (accepted, duplicate, ping, rejected, unavailable).",
+    ["outcome"],
+)
+STREAM_CLIENTS = Gauge("polar_gateway_stream_clients", "Open live-stream (SSE) connections.")
+STREAM_EVENTS = Counter("polar_gateway_stream_events_total", "Events sent to live-stream clients.")

@@ -1,0 +1,88 @@
+"""Request id, access metrics and logging for every request (plain ASGI: no buffering, so
+the live stream and large webhook bodies pass straight through)."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .context import REQUEST_ID_HEADER, accept_request_id, request_id_var
+from .metrics import HTTP_REQUESTS, HTTP_SECONDS
+
+log = structlog.get_logger("polar_gateway.access")
+
+_HEADER = REQUEST_ID_HEADER.encode()
+
+
+def _route(scope: Scope) -> str:
+    # The route template, not the path: bounded label values for Prometheus.
+    if "polar.route" in scope:  # answered by a fast path (webhooks.WebhookIngress)
+        return str(scope["polar.route"])
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
+def _metrics(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    # labels() takes a lock and builds a key on every call; the set of routes is bounded.
+    key = (method, route, status)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = (
+            HTTP_REQUESTS.labels(method, route, str(status)),
+            HTTP_SECONDS.labels(method, route),
+        )
+    return found
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for key, value in scope["headers"]:
+            if key == _HEADER:
+                incoming = value.decode("latin-1")
+                break
+        request_id = accept_request_id(incoming)
+        token = request_id_var.set(request_id)
+        start = time.perf_counter()
+        status = 500
+        streaming = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, streaming
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((_HEADER, request_id.encode()))
+                message = {**message, "headers": headers}
+                for key, value in headers:
+                    if key == b"content-type" and value.startswith(b"text/event-stream"):
+                        streaming = True
+            await send(message)
+
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            method, route = scope["method"], _route(scope)
+            counter, histogram = _metrics(method, route, status)
+            counter.inc()
+            if not streaming:
+                histogram.observe(elapsed)
+            if status >= 500:
+                log.warning("request failed", method=method, path=scope["path"], status=status)
+            structlog.contextvars.reset_contextvars(**bound)
+            request_id_var.reset(token)

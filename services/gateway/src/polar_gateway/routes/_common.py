@@ -1,0 +1,44 @@
+"""Small pieces shared by the route modules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Path, Query
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from ..schemas import ErrorResponse
+
+API_PREFIX = "/api/v1"
+
+Limit = Annotated[int, Query(ge=1, le=100, description="Items per page (1 to 100).")]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=1024, description="`next_cursor` of the previous page; omit for the first."),
+]
+OrgName = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}$", description="GitHub account login.")
+]
+RepoName = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9._-]{1,100}$", description="GitHub repository name.")
+]
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` documenting error statuses with the one error shape."""
+    return {status: {"model": ErrorResponse} for status in statuses}
+
+
+AUTHED = errors(401, 403, 404, 422, 503)
+
+
+def json_response(content: Mapping[str, Any] | BaseModel, status_code: int = 200) -> Response:
+    """Encode with orjson (datetimes as RFC 3339 with Z). Routes keep their response_model
+    for the OpenAPI document; FastAPI does not re-validate what the mappers built."""
+    if isinstance(content, BaseModel):
+        content = content.model_dump(mode="json")
+    body = orjson.dumps(content, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+    return Response(body, status_code=status_code, media_type="application/json")

@@ -1,0 +1,195 @@
+"""GET /api/v1/stream: Server-Sent Events of the domain events the user may see.
+
+Each connection reads the EVENTS stream through its own ordered, ephemeral JetStream
+consumer (flow-controlled, recreated by the client library after a gap or a reconnect; the
+server drops it when the connection goes), starting after `Last-Event-ID` when given — the
+SSE id is the JetStream stream sequence — else at new events. Events are filtered here: the
+subjects do not carry organization ids, so the server cannot filter for us. One consumer per
+connection keeps resume exact and simple; a fan-out from one shared subscription would cost
+NATS less with thousands of clients (see the README).
+
+Channels: without parameters, the user's own events and those of every organization they
+belong to (following memberships as they change); `organization_id` narrows to one
+organization, `repository_id` to one repository — each must be the user's, else 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import nats.errors
+import structlog
+from fastapi import APIRouter, Header, Query, Request
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from polar.organization.v1 import organization_service_pb2 as org_pb
+from polar.repository.v1 import repository_service_pb2 as repo_pb
+from polar_kit.nats import EVENTS, strip_prefix, subject_for
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from .. import events
+from ..auth import CurrentSession, GatewayDep
+from ..errors import ApiError
+from ..metrics import STREAM_CLIENTS, STREAM_EVENTS
+from ..state import Gateway
+from ._common import API_PREFIX, errors
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(prefix=API_PREFIX, tags=["stream"])
+
+ORGANIZATION_PAGE = 100
+
+
+async def _user_organizations(gateway: Gateway, user_id: str) -> set[str]:
+    ids: set[str] = set()
+    token = ""
+    while True:
+        page = await gateway.clients.call(
+            gateway.clients.org.ListOrganizations,
+            org_pb.ListOrganizationsRequest(
+                member_user_id=user_id, page_size=ORGANIZATION_PAGE, page_token=token
+            ),
+        )
+        ids.update(o.id for o in page.organizations)
+        token = page.next_page_token
+        if not token:
+            return ids
+
+
+async def _channels(
+    gateway: Gateway, user_id: str, organization_id: str | None, repository_id: str | None
+) -> events.Channels:
+    if repository_id is not None:
+        repository = (
+            await gateway.clients.call(
+                gateway.clients.repo.GetRepository, repo_pb.GetRepositoryRequest(id=repository_id)
+            )
+        ).repository
+        if organization_id is not None and repository.organization_id != organization_id:
+            raise ApiError(422, "repository_id is not a repository of organization_id")
+        await gateway.memberships.require(user_id, repository.organization_id)
+        return events.Channels(
+            user_id,
+            {repository.organization_id},
+            {repository.id},
+            include_user=False,
+            pinned_organization=repository.organization_id,
+        )
+    if organization_id is not None:
+        await gateway.memberships.require(user_id, organization_id)
+        return events.Channels(
+            user_id, {organization_id}, include_user=False, pinned_organization=organization_id
+        )
+    return events.Channels(user_id, await _user_organizations(gateway, user_id))
+
+
+def _start_sequence(last_event_id: str | None) -> int | None:
+    if last_event_id is None or last_event_id == "":
+        return None
+    if not last_event_id.isdigit() or len(last_event_id) > 19:
+        raise ApiError(422, "Last-Event-ID must be an event id this stream sent (an integer)")
+    return int(last_event_id) + 1
+
+
+async def _subscribe(
+    js: JetStreamContext, gateway: Gateway, start: int | None
+) -> JetStreamContext.PushSubscription:
+    settings = gateway.settings
+    # The server deletes the consumer this long after its connection went (see _close).
+    config = ConsumerConfig(inactive_threshold=10)
+    policy = DeliverPolicy.NEW
+    if start is not None:
+        policy = DeliverPolicy.BY_START_SEQUENCE
+        config.opt_start_seq = start
+    return await js.subscribe(
+        subject_for(settings, "polar.>"),
+        stream=EVENTS.stream_name(settings.nats_prefix),
+        ordered_consumer=True,
+        deliver_policy=policy,
+        config=config,
+        idle_heartbeat=5,
+    )
+
+
+async def _events(
+    request: Request, gateway: Gateway, channels: events.Channels, start: int | None
+) -> AsyncIterator[ServerSentEvent]:
+    js = gateway.bus.jetstream()
+    sub = await _subscribe(js, gateway, start)
+    STREAM_CLIENTS.inc()
+    try:
+        # Tells the client the subscription is live: what is published from now on arrives.
+        yield ServerSentEvent(comment="ready")
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=gateway.settings.stream_ping_seconds)
+            except nats.errors.TimeoutError:
+                if await request.is_disconnected():
+                    return
+                continue
+            event = events.decode(
+                msg.metadata.sequence.stream,
+                strip_prefix(gateway.settings, msg.subject),
+                msg.data,
+                msg.headers,
+            )
+            if event is None:
+                continue
+            send, keep_open = channels.process(event)
+            if send:
+                STREAM_EVENTS.inc()
+                yield ServerSentEvent(
+                    data=event.to_json(), event=event.subject, id=str(event.sequence)
+                )
+            if not keep_open:
+                return
+    finally:
+        STREAM_CLIENTS.dec()
+        await asyncio.shield(_close(js, sub, gateway))
+
+
+async def _close(
+    js: JetStreamContext, sub: JetStreamContext.PushSubscription, gateway: Gateway
+) -> None:
+    with contextlib.suppress(Exception):
+        await sub.unsubscribe()
+    # Delete the consumer now rather than when its inactivity threshold expires.
+    name = getattr(sub, "_consumer", None)
+    if isinstance(name, str):
+        with contextlib.suppress(Exception):
+            await js.delete_consumer(EVENTS.stream_name(gateway.settings.nats_prefix), name)
+
+
+@router.get(
+    "/stream",
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
+        **errors(401, 403, 404, 422, 503),
+    },
+)
+async def stream(
+    request: Request,
+    session: CurrentSession,
+    gateway: GatewayDep,
+    organization_id: Annotated[uuid.UUID | None, Query()] = None,
+    repository_id: Annotated[uuid.UUID | None, Query()] = None,
+    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+) -> EventSourceResponse:
+    start = _start_sequence(last_event_id)
+    gateway.bus.jetstream()  # 503 now rather than a stream that ends at once
+    channels = await _channels(
+        gateway,
+        session.user_id,
+        str(organization_id) if organization_id else None,
+        str(repository_id) if repository_id else None,
+    )
+    return EventSourceResponse(
+        _events(request, gateway, channels, start),
+        ping=gateway.settings.stream_ping_seconds,
+        send_timeout=gateway.settings.stream_send_timeout_seconds,
+    )

@@ -1,0 +1,197 @@
+"""Operations: probes, metrics, OpenAPI, CORS, error shape, deadlines, retries, request ids."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import grpc.aio
+import httpx
+import pytest
+from gateway_support import SignIn, StartGateway
+from polar.organization.v1 import organization_pb2
+from polar.organization.v1 import organization_service_pb2 as pb
+from polar.organization.v1 import organization_service_pb2_grpc as pb_grpc
+from polar_dev.infra import free_port
+from polar_gateway.sessions import TokenSigner
+from polar_gateway.settings import GatewaySettings
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_when_everything_answers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "ready": True,
+        "checks": {"organization": True, "repository": True, "nats": True},
+    }
+
+
+async def test_readyz_and_routes_when_a_service_is_down(
+    start_gateway: StartGateway, gateway_settings: GatewaySettings, sign_in: SignIn
+) -> None:
+    member = await sign_in()
+    dead = f"127.0.0.1:{free_port()}"
+    async with (
+        start_gateway(organization_grpc_target=dead, grpc_deadline_seconds=1) as cut_off,
+        httpx.AsyncClient(base_url=cut_off.url) as http,
+    ):
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"] == {"organization": False, "repository": True, "nats": True}
+        response = await http.get("/api/v1/users/me", headers=member.headers)
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+        error = response.json()["error"]
+        assert error["code"] == "unavailable"
+        assert dead not in error["message"]  # no internal addresses in answers
+
+
+async def test_metrics(client: httpx.AsyncClient, sign_in: SignIn) -> None:
+    member = await sign_in()
+    await client.get("/api/v1/users/me", headers=member.headers)
+    await client.get("/api/v1/organizations/not-a-uuid", headers=member.headers)
+    text = (await client.get("/metrics")).text
+    assert (
+        'polar_gateway_http_requests_total{method="GET",route="/api/v1/users/me",status="200"}'
+        in text
+    )
+    assert 'route="/api/v1/organizations/{id}",status="422"' in text
+    assert "polar_gateway_http_request_duration_seconds_bucket" in text
+    assert 'grpc_client_handled_total{grpc_code="OK",grpc_method="GetUser"' in text
+
+
+async def test_openapi_document(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for path in (
+        "/api/v1/users/me",
+        "/api/v1/user/organizations",
+        "/api/v1/integrations/github/installations",
+        "/api/v1/integrations/github/webhook",
+        "/api/v1/integrations/github/authorize",
+        "/api/v1/integrations/github/callback",
+        "/api/v1/issues/{platform}/{org}/{repo}",
+        "/api/v1/pull_requests/{platform}/{org}/{repo}",
+        "/api/v1/rewards",
+        "/api/v1/rewards/{platform}/{org}/{repo}",
+        "/api/v1/organizations/{id}",
+        "/api/v1/repositories/{id}",
+        "/api/v1/stream",
+    ):
+        assert path in paths, path
+    assert set(paths["/api/v1/users/me"]) == {"get", "patch"}
+
+
+async def test_unknown_routes_and_methods_have_the_error_shape(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/api/v1/nothing-here")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    assert missing.json()["error"]["request_id"] == missing.headers["x-request-id"]
+    wrong = await client.put("/api/v1/rewards")
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_cors(client: httpx.AsyncClient) -> None:
+    preflight = await client.options(
+        "/api/v1/users/me",
+        headers={
+            "Origin": "http://app.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "http://app.example"
+    assert preflight.headers["access-control-allow-credentials"] == "true"
+    other = await client.options(
+        "/api/v1/users/me",
+        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert "access-control-allow-origin" not in other.headers
+
+
+# --- a scripted organization service: retries, deadlines, metadata -----------------------------
+
+
+class Scripted(pb_grpc.OrganizationServiceServicer):
+    def __init__(self) -> None:
+        self.failures = 0  # the next calls that answer UNAVAILABLE
+        self.delay = 0.0
+        self.calls: list[dict[str, Any]] = []
+
+    async def GetUser(
+        self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetUserResponse:
+        metadata = dict(context.invocation_metadata() or ())
+        self.calls.append({"metadata": metadata, "deadline": context.time_remaining()})
+        if self.failures:
+            self.failures -= 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
+        await asyncio.sleep(self.delay)
+        return pb.GetUserResponse(user=organization_pb2.User(id=request.id, username="scripted"))
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[tuple[Scripted, str]]:
+    server = grpc.aio.server()
+    servicer = Scripted()  # type: ignore[abstract]  # only GetUser is scripted
+    pb_grpc.add_OrganizationServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield servicer, f"127.0.0.1:{port}"
+    await server.stop(None)
+
+
+async def test_unavailable_is_retried_and_every_call_has_a_deadline_and_the_request_id(
+    start_gateway: StartGateway,
+    gateway_settings: GatewaySettings,
+    scripted: tuple[Scripted, str],
+) -> None:
+    servicer, target = scripted
+    servicer.failures = 2
+    token, _ = TokenSigner(gateway_settings).issue_session("00000000-0000-4000-8000-000000000001")
+    async with (
+        start_gateway(organization_grpc_target=target, grpc_deadline_seconds=3) as gateway,
+        httpx.AsyncClient(base_url=gateway.url) as http,
+    ):
+        response = await http.get(
+            "/api/v1/users/me",
+            headers={"Authorization": f"Bearer {token}", "X-Request-ID": "req-42"},
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["username"] == "scripted"
+    assert len(servicer.calls) == 3  # two UNAVAILABLE, then the answer
+    for call in servicer.calls:
+        assert call["metadata"]["x-request-id"] == "req-42"
+        assert 0 < call["deadline"] <= 3
+
+
+async def test_a_slow_service_is_503_at_the_deadline(
+    start_gateway: StartGateway,
+    gateway_settings: GatewaySettings,
+    scripted: tuple[Scripted, str],
+) -> None:
+    servicer, target = scripted
+    servicer.delay = 5
+    token, _ = TokenSigner(gateway_settings).issue_session("00000000-0000-4000-8000-000000000002")
+    async with (
+        start_gateway(organization_grpc_target=target, grpc_deadline_seconds=0.3) as gateway,
+        httpx.AsyncClient(base_url=gateway.url) as http,
+    ):
+        started = time.monotonic()
+        response = await http.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+        elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "deadline_exceeded"
+    assert elapsed < 2

@@ -1,0 +1,1 @@
+"""The repository service: repositories, issues, pull requests, rewards and their GitHub sync."""

@@ -1,0 +1,306 @@
+"""NATS subscribers: GitHub webhooks (from the gateway via JetStream) and the organization
+service's events.
+
+Both consumers run in batch mode (polar_kit.consumer): a fetch of up to 256 deliveries is
+one transaction. Within a batch, installation and repository events go first, one at a time
+under a savepoint (they are rare, and one failing must not undo the others); then every
+issue and pull request event of the batch is stored with one upsert per table (ingest.py).
+
+Order and repeats: an event about an organization or repository we do not know yet is
+retried (bounded, then parked for an operator); an older object never overwrites a newer
+one and a repeat changes nothing (see ingest.py); events about a deleted organization or
+repository are dropped, so late deliveries cannot revive them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from google.protobuf.message import DecodeError
+from nats.js import JetStreamContext
+from polar.organization.v1 import events_pb2 as organization_events
+from polar_db.models import Organization, Repository
+from polar_kit.consumer import Consumer, Delivery, Reject, Retry
+from polar_kit.nats import EVENTS, WEBHOOKS
+from polar_kit.settings import ServiceSettings
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from . import ingest
+from .ingest import InvalidObject
+
+log = structlog.get_logger()
+
+WEBHOOKS_CONSUMER = "repository-webhooks"
+ORGANIZATION_EVENTS_CONSUMER = "repository-organization-events"
+WEBHOOK_SUBJECTS = [
+    "github.webhook.installation.created",
+    "github.webhook.installation_repositories.*",
+    "github.webhook.repository.*",
+    "github.webhook.issues.*",
+    "github.webhook.pull_request.*",
+]
+ORGANIZATION_DELETED = "polar.organization.v1.deleted"
+
+# A payload lacking what we need, or of the wrong shape: it will never succeed.
+MALFORMED = (InvalidObject, KeyError, TypeError, ValueError, AttributeError)
+
+
+def consumers(
+    settings: ServiceSettings,
+    js: JetStreamContext,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> list[Consumer]:
+    """The JetStream consumers of the repository service (durable names are stable)."""
+    common: dict[str, Any] = {"sessionmaker": sessionmaker, "js": js, "settings": settings}
+    return [
+        Consumer(
+            WEBHOOKS_CONSUMER, WEBHOOKS, WEBHOOK_SUBJECTS, batch_handler=on_webhooks, **common
+        ),
+        Consumer(
+            ORGANIZATION_EVENTS_CONSUMER,
+            EVENTS,
+            [ORGANIZATION_DELETED],
+            batch_handler=on_organization_events,
+            **common,
+        ),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    delivery: Delivery
+    event: str
+    action: str
+    payload: dict[str, Any]
+
+
+def parse(delivery: Delivery) -> Webhook:
+    """`github.webhook.<event>.<action>` and its JSON body."""
+    event, action = delivery.subject.split(".")[-2:]
+    payload = json.loads(delivery.data)
+    if not isinstance(payload, dict):
+        raise InvalidObject("the payload is not a JSON object")
+    return Webhook(delivery, event, action, payload)
+
+
+async def on_webhooks(
+    session: AsyncSession, deliveries: list[Delivery]
+) -> dict[str, Retry | Reject]:
+    failures: dict[str, Retry | Reject] = {}
+    structural: list[Webhook] = []
+    items: list[Webhook] = []
+    for delivery in deliveries:
+        try:
+            webhook = parse(delivery)
+        except MALFORMED as e:
+            failures[delivery.message_id] = Reject(f"malformed webhook: {e!r}")
+            continue
+        (items if webhook.event in ("issues", "pull_request") else structural).append(webhook)
+
+    for webhook in structural:
+        try:
+            async with session.begin_nested():  # undone alone if it fails
+                await on_structural(session, webhook)
+        except (Retry, Reject) as e:
+            failures[webhook.delivery.message_id] = e
+        except MALFORMED as e:
+            failures[webhook.delivery.message_id] = Reject(f"malformed webhook: {e!r}")
+
+    if items:
+        failures |= await on_items(session, items)
+    return failures
+
+
+# --- installations and repositories ----------------------------------------------------------
+
+
+async def organization_of(
+    session: AsyncSession, *, account_id: int | None, installation_id: int | None
+) -> Organization | None:
+    """The organization of a GitHub account (preferred) or installation; Retry when neither
+    is known yet (the organization service may not have processed the installation)."""
+    conditions = []
+    if account_id:
+        conditions.append(Organization.external_id == account_id)
+    if installation_id:
+        conditions.append(Organization.installation_id == installation_id)
+    if not conditions:
+        raise Reject("the webhook names neither an account nor an installation")
+    order = Organization.external_id == account_id if account_id else sa.true()
+    org: Organization | None = await session.scalar(
+        sa.select(Organization).where(sa.or_(*conditions)).order_by(order.desc()).limit(1)
+    )
+    if org is None:
+        known = f"account {account_id} / installation {installation_id}"
+        raise Retry(f"organization of {known} is not known yet")
+    if org.deleted_at is not None:
+        log.info("webhook for a deleted organization ignored", organization_id=str(org.id))
+        return None
+    return org
+
+
+def _id(obj: Any) -> int | None:
+    value = obj.get("id") if isinstance(obj, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+async def on_structural(session: AsyncSession, webhook: Webhook) -> None:
+    payload, action = webhook.payload, webhook.action
+    installation = payload.get("installation")
+    installation_id = _id(installation)
+    if webhook.event in ("installation", "installation_repositories"):
+        account_id = _id(installation.get("account")) if isinstance(installation, dict) else None
+        org = await organization_of(session, account_id=account_id, installation_id=installation_id)
+        if org is None:
+            return
+        if webhook.event == "installation":  # created: the repositories it was given
+            rows = [ingest.repository_row(r) for r in payload.get("repositories") or []]
+            await ingest.upsert_repositories(session, org.id, rows, revive=True)
+        elif action == "added":
+            rows = [ingest.repository_row(r) for r in payload["repositories_added"]]
+            await ingest.upsert_repositories(session, org.id, rows, revive=True)
+        elif action == "removed":
+            ids = [ingest.repository_row(r)["external_id"] for r in payload["repositories_removed"]]
+            await ingest.delete_repositories(
+                session,
+                Repository.external_id.in_(ids),
+                Repository.organization_id == org.id,
+                content=False,  # access removed: a later re-add brings it all back
+            )
+        return
+
+    # repository.<action>
+    repo = payload["repository"]
+    row = ingest.repository_row(repo)
+    if action == "deleted":
+        await ingest.delete_repositories(
+            session, Repository.external_id == row["external_id"], content=True
+        )
+        return
+    # After a transfer the owner is the new one: the repository moves to its organization.
+    org = await organization_of(
+        session, account_id=_id(repo.get("owner")), installation_id=installation_id
+    )
+    if org is not None:
+        await ingest.upsert_repositories(session, org.id, [row])
+
+
+# --- issues and pull requests ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KnownRepository:
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    gone: bool  # the repository or its organization is deleted
+
+
+async def known_repositories(
+    session: AsyncSession, external_ids: Sequence[int]
+) -> dict[int, KnownRepository]:
+    rows = await session.execute(
+        sa.select(
+            Repository.external_id,
+            Repository.id,
+            Repository.organization_id,
+            sa.or_(Repository.deleted_at.is_not(None), Organization.deleted_at.is_not(None)),
+        )
+        .join(Organization, Organization.id == Repository.organization_id)
+        .where(Repository.external_id.in_(external_ids))
+    )
+    return {ext: KnownRepository(id, org, bool(gone)) for ext, id, org, gone in rows}
+
+
+def _repository_ids(webhook: Webhook) -> list[int]:
+    ids = [_id(webhook.payload.get("repository"))]
+    changes = webhook.payload.get("changes")
+    if webhook.action == "transferred" and isinstance(changes, dict):
+        ids.append(_id(changes.get("new_repository")))
+    return [i for i in ids if i is not None]
+
+
+async def on_items(session: AsyncSession, webhooks: list[Webhook]) -> dict[str, Retry | Reject]:
+    """Every issues.* and pull_request.* delivery of a batch, stored with one statement per
+    kind of write."""
+    failures: dict[str, Retry | Reject] = {}
+    known = await known_repositories(
+        session, sorted({i for w in webhooks for i in _repository_ids(w)})
+    )
+    issues: list[ingest.Row] = []
+    deleted_issues: list[ingest.Row] = []
+    pulls: list[ingest.Row] = []
+    for webhook in webhooks:
+        message_id = webhook.delivery.message_id
+        try:
+            repository_id = _id(webhook.payload["repository"])
+            repo = known.get(repository_id) if repository_id else None
+            if repo is None:
+                failures[message_id] = Retry(f"repository {repository_id} is not known yet")
+                continue
+            if repo.gone:
+                continue
+            ids = {"organization_id": repo.organization_id, "repository_id": repo.id}
+            if webhook.event == "pull_request":
+                pulls.append(ingest.pull_request_row(webhook.payload["pull_request"], **ids))
+                continue
+            if ingest.is_pull_request(webhook.payload["issue"]):
+                continue  # GitHub's issue view of a pull request: pull_request.* carries it
+            row = ingest.issue_row(webhook.payload["issue"], **ids)
+            if webhook.action == "deleted":
+                deleted_issues.append(row)
+            elif webhook.action == "transferred":
+                # Gone from this repository; it lives on as a new issue (new id) in the
+                # target repository, stored here when that repository is ours.
+                deleted_issues.append(row)
+                changes = webhook.payload["changes"]
+                target = known.get(_id(changes["new_repository"]) or 0)
+                if target is not None and not target.gone:
+                    issues.append(
+                        ingest.issue_row(
+                            changes["new_issue"],
+                            organization_id=target.organization_id,
+                            repository_id=target.id,
+                        )
+                    )
+            else:
+                issues.append(row)
+        except MALFORMED as e:
+            failures[message_id] = Reject(f"malformed {webhook.event} webhook: {e!r}")
+    if issues:
+        await ingest.upsert_issues(session, issues)
+    if deleted_issues:
+        await ingest.delete_issues(session, deleted_issues)
+    if pulls:
+        await ingest.upsert_pull_requests(session, pulls)
+    return failures
+
+
+# --- the organization service's events -------------------------------------------------------
+
+
+async def on_organization_events(
+    session: AsyncSession, deliveries: list[Delivery]
+) -> dict[str, Retry | Reject]:
+    """polar.organization.v1.deleted: the organization's repositories, issues and pull
+    requests are soft-deleted and its open rewards cancelled (idempotent)."""
+    failures: dict[str, Retry | Reject] = {}
+    for delivery in deliveries:
+        try:
+            event = organization_events.OrganizationDeleted.FromString(delivery.data)
+            organization_id = uuid.UUID(event.organization_id)
+        except (DecodeError, ValueError) as e:
+            failures[delivery.message_id] = Reject(f"malformed OrganizationDeleted: {e!r}")
+            continue
+        deleted = await ingest.delete_organization_content(session, organization_id)
+        log.info(
+            "organization content deleted",
+            organization_id=str(organization_id),
+            repositories=len(deleted),
+        )
+    return failures

@@ -1,0 +1,194 @@
+"""The domain events this service publishes, written to the outbox in the caller's transaction.
+
+Subjects are `polar.repository.v1.<event>`; payloads are the protobuf messages of
+polar/repository/v1/events.proto. One recorder per event, plus batched recorders for bulk
+writes (batch upserts, webhook batches, the sync): those insert every outbox row in one
+multi-row INSERT (polar_kit.outbox.record_events).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+
+from google.protobuf.message import Message
+from polar.repository.v1 import events_pb2
+from polar_db.models import Issue, PullRequest, Repository, Reward
+from polar_db.upsert import Upserted
+from polar_kit import outbox
+from polar_kit.outbox import record_event
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import mappers
+
+SOURCE = "/polar/repository"
+PREFIX = "polar.repository.v1"
+
+REPOSITORY_CREATED = f"{PREFIX}.repository_created"
+REPOSITORY_UPDATED = f"{PREFIX}.repository_updated"
+REPOSITORY_DELETED = f"{PREFIX}.repository_deleted"
+ISSUE_CREATED = f"{PREFIX}.issue_created"
+ISSUE_UPDATED = f"{PREFIX}.issue_updated"
+ISSUE_DELETED = f"{PREFIX}.issue_deleted"
+PULL_REQUEST_CREATED = f"{PREFIX}.pull_request_created"
+PULL_REQUEST_UPDATED = f"{PREFIX}.pull_request_updated"
+SYNC_PROGRESS = f"{PREFIX}.sync_progress"
+SYNC_COMPLETED = f"{PREFIX}.sync_completed"
+REWARD_CREATED = f"{PREFIX}.reward_created"
+
+Event = tuple[str, Message]  # (subject, payload)
+
+
+async def record_events(session: AsyncSession, events: Iterable[Event]) -> list[uuid.UUID]:
+    """Add many events to the outbox in one statement; returns their ids in publish order."""
+    return await outbox.record_events(session, events, source=SOURCE)
+
+
+# --- repositories ----------------------------------------------------------------------------
+
+
+def repository_event(repo: Repository, *, created: bool) -> Event:
+    if created:
+        return REPOSITORY_CREATED, events_pb2.RepositoryCreated(repository=mappers.repository(repo))
+    return REPOSITORY_UPDATED, events_pb2.RepositoryUpdated(repository=mappers.repository(repo))
+
+
+def repository_deleted_event(repo: Repository) -> Event:
+    message = events_pb2.RepositoryDeleted(
+        repository_id=str(repo.id),
+        organization_id=str(repo.organization_id),
+        external_id=repo.external_id,
+    )
+    return REPOSITORY_DELETED, message
+
+
+async def repository_created(session: AsyncSession, repo: Repository) -> None:
+    await record_event(session, *repository_event(repo, created=True), source=SOURCE)
+
+
+async def repository_updated(session: AsyncSession, repo: Repository) -> None:
+    await record_event(session, *repository_event(repo, created=False), source=SOURCE)
+
+
+async def repository_deleted(session: AsyncSession, repo: Repository) -> None:
+    await record_event(session, *repository_deleted_event(repo), source=SOURCE)
+
+
+async def repositories_upserted(
+    session: AsyncSession, upserted: Sequence[Upserted[Repository]]
+) -> None:
+    """repository_created / repository_updated for each row of an upsert_many result."""
+    await record_events(session, (repository_event(u.row, created=u.created) for u in upserted))
+
+
+async def repositories_deleted(session: AsyncSession, repos: Sequence[Repository]) -> None:
+    await record_events(session, map(repository_deleted_event, repos))
+
+
+# --- issues ----------------------------------------------------------------------------------
+
+
+def issue_event(issue: Issue, *, created: bool) -> Event:
+    if created:
+        return ISSUE_CREATED, events_pb2.IssueCreated(issue=mappers.issue(issue))
+    return ISSUE_UPDATED, events_pb2.IssueUpdated(issue=mappers.issue(issue))
+
+
+def issue_deleted_event(issue: Issue) -> Event:
+    message = events_pb2.IssueDeleted(
+        issue_id=str(issue.id),
+        repository_id=str(issue.repository_id),
+        organization_id=str(issue.organization_id),
+    )
+    return ISSUE_DELETED, message
+
+
+async def issue_created(session: AsyncSession, issue: Issue) -> None:
+    await record_event(session, *issue_event(issue, created=True), source=SOURCE)
+
+
+async def issue_updated(session: AsyncSession, issue: Issue) -> None:
+    await record_event(session, *issue_event(issue, created=False), source=SOURCE)
+
+
+async def issue_deleted(session: AsyncSession, issue: Issue) -> None:
+    await record_event(session, *issue_deleted_event(issue), source=SOURCE)
+
+
+async def issues_upserted(session: AsyncSession, upserted: Sequence[Upserted[Issue]]) -> None:
+    await record_events(session, (issue_event(u.row, created=u.created) for u in upserted))
+
+
+async def issues_deleted(session: AsyncSession, issues: Sequence[Issue]) -> None:
+    await record_events(session, map(issue_deleted_event, issues))
+
+
+# --- pull requests ---------------------------------------------------------------------------
+
+
+def pull_request_event(pr: PullRequest, *, created: bool) -> Event:
+    if created:
+        message = events_pb2.PullRequestCreated(pull_request=mappers.pull_request(pr))
+        return PULL_REQUEST_CREATED, message
+    return PULL_REQUEST_UPDATED, events_pb2.PullRequestUpdated(
+        pull_request=mappers.pull_request(pr)
+    )
+
+
+async def pull_request_created(session: AsyncSession, pr: PullRequest) -> None:
+    await record_event(session, *pull_request_event(pr, created=True), source=SOURCE)
+
+
+async def pull_request_updated(session: AsyncSession, pr: PullRequest) -> None:
+    await record_event(session, *pull_request_event(pr, created=False), source=SOURCE)
+
+
+async def pull_requests_upserted(
+    session: AsyncSession, upserted: Sequence[Upserted[PullRequest]]
+) -> None:
+    await record_events(session, (pull_request_event(u.row, created=u.created) for u in upserted))
+
+
+# --- sync ------------------------------------------------------------------------------------
+
+
+async def sync_progress(
+    session: AsyncSession,
+    *,
+    repository_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    synced: int,
+    expected: int,
+) -> None:
+    message = events_pb2.RepositorySyncProgress(
+        repository_id=str(repository_id),
+        organization_id=str(organization_id),
+        synced=synced,
+        expected=expected,
+    )
+    await record_event(session, SYNC_PROGRESS, message, source=SOURCE)
+
+
+async def sync_completed(
+    session: AsyncSession,
+    *,
+    repository_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    issues: int,
+    pull_requests: int,
+) -> None:
+    message = events_pb2.RepositorySyncCompleted(
+        repository_id=str(repository_id),
+        organization_id=str(organization_id),
+        issues=issues,
+        pull_requests=pull_requests,
+    )
+    await record_event(session, SYNC_COMPLETED, message, source=SOURCE)
+
+
+# --- rewards ---------------------------------------------------------------------------------
+
+
+async def reward_created(session: AsyncSession, reward: Reward) -> None:
+    message = events_pb2.RewardCreated(reward=mappers.reward(reward))
+    await record_event(session, REWARD_CREATED, message, source=SOURCE)

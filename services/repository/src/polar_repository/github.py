@@ -1,0 +1,279 @@
+"""GitHub as the GitHub App installation sees it: listing a repository's issues and pulls.
+
+Authentication is githubkit's AppInstallationAuthStrategy: a JWT signed (RS256) with the App's
+private key is exchanged at POST /app/installations/{id}/access_tokens for an installation
+token, which githubkit caches until a minute before GitHub says it expires. The cache belongs
+to one GitHubApp (per process), so every sync of an installation shares one token.
+
+Rate limits are ours to honour, not githubkit's (its auto retry is off): on 403/429 with
+`x-ratelimit-remaining: 0` we wait for `x-ratelimit-reset` (or `retry-after`), at most
+`max_wait` seconds, then ask for the same page again; and when few requests are left we
+spread them over the time to the reset rather than burn them and stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import httpx
+import structlog
+from githubkit import AppInstallationAuthStrategy, GitHub
+from githubkit.cache import MemCacheStrategy
+from githubkit.exception import RequestError, RequestFailed
+from githubkit.response import Response
+
+log = structlog.get_logger(__name__)
+
+PER_PAGE = 100  # GitHub's maximum for issues and pulls
+Sleep = Callable[[float], Awaitable[None]]
+RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+
+
+class GitHubError(Exception):
+    """GitHub refused or failed a request in a way retrying now will not fix."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class GitHubGone(GitHubError):
+    """404/410: the repository (or its issues) is gone or no longer visible to the App."""
+
+
+class RateLimited(GitHubError):
+    """The rate limit resets later than we are willing to wait."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"GitHub rate limit: reset in {wait:.0f}s, beyond the allowed wait", 403)
+        self.wait = wait
+
+
+@dataclass(frozen=True)
+class RateLimitPolicy:
+    max_wait: float = 900.0  # longest single wait for a reset; beyond it the sync gives up
+    low_remaining: int = 50  # below this many requests left, pace the rest until the reset
+    max_rate_limited: int = 10  # consecutive rate-limited answers to one request before giving up
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing. `last_page` comes from the Link header's rel="last" (GitHub
+    omits it on the last page itself)."""
+
+    items: list[dict[str, Any]]
+    number: int
+    has_next: bool
+    last_page: int | None
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    try:
+        return int(headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def rate_limit_wait(
+    status: int, headers: Mapping[str, str], message: str, now: float
+) -> float | None:
+    """Seconds to wait before retrying a 403/429, or None if it is not a rate limit."""
+    if status not in (403, 429):
+        return None
+    retry_after = _int_header(headers, "retry-after")
+    if retry_after is not None:
+        return float(max(retry_after, 1))
+    if _int_header(headers, "x-ratelimit-remaining") == 0:
+        reset = _int_header(headers, "x-ratelimit-reset")
+        # +1 s: the reset is whole epoch seconds and clocks drift a little.
+        return max(reset - now, 0.0) + 1.0 if reset is not None else 60.0
+    if "secondary rate limit" in message.lower() or status == 429:
+        return 60.0  # GitHub's documented minimum wait when it gives no header
+    return None
+
+
+def pacing_delay(headers: Mapping[str, str], policy: RateLimitPolicy, now: float) -> float:
+    """After a success: when few requests are left, spread them evenly up to the reset."""
+    remaining = _int_header(headers, "x-ratelimit-remaining")
+    reset = _int_header(headers, "x-ratelimit-reset")
+    if remaining is None or reset is None or remaining >= policy.low_remaining:
+        return 0.0
+    return min(max(reset - now, 0.0) / max(remaining, 1), policy.max_wait)
+
+
+def _error_message(response: Response[Any]) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(body.get("message", "")) if isinstance(body, dict) else ""
+
+
+def _page_number(url: str | None) -> int | None:
+    if url is None:
+        return None
+    try:
+        return int(httpx.URL(url).params["page"])
+    except (KeyError, ValueError):
+        return None
+
+
+@dataclass
+class GitHubApp:
+    """The GitHub App: one per process; `installation(id)` opens a client for one installation."""
+
+    base_url: str
+    app_id: str
+    private_key: str
+    timeout: float = 30.0
+    policy: RateLimitPolicy = field(default_factory=RateLimitPolicy)
+    retries: int = 3  # for 5xx answers and network errors, with exponential backoff
+    _cache: MemCacheStrategy = field(default_factory=MemCacheStrategy, repr=False)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.app_id and self.private_key)
+
+    def installation(
+        self, installation_id: int, *, sleep: Sleep = asyncio.sleep
+    ) -> InstallationClient:
+        """`sleep` waits out rate limits and backoffs; the sync passes one that stops early
+        on shutdown."""
+        auth = AppInstallationAuthStrategy(self.app_id, self.private_key, installation_id)
+        github = GitHub(
+            auth,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            cache_strategy=self._cache,
+            http_cache=False,  # always fresh pages; only the token is cached
+            auto_retry=False,  # rate limits and retries are handled below
+        )
+        return InstallationClient(self, github, installation_id, sleep)
+
+
+class InstallationClient:
+    def __init__(
+        self, app: GitHubApp, github: GitHub[Any], installation_id: int, sleep: Sleep
+    ) -> None:
+        self._app = app
+        self._github = github
+        self._installation_id = installation_id
+        self._sleep = sleep
+        self._origin = httpx.URL(app.base_url)
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> InstallationClient:
+        # One HTTP connection pool for the whole sync (githubkit keeps it in a ContextVar, so
+        # enter and use the client in the same task).
+        await self._stack.enter_async_context(self._github)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.__aexit__(exc_type, exc, tb)
+
+    def issues(self, owner: str, repo: str) -> AsyncIterator[Page]:
+        """Every issue of every state; GitHub includes pull requests here (with `pull_request`)."""
+        params = {"state": "all", "per_page": PER_PAGE, "sort": "created", "direction": "asc"}
+        return self.paginate(f"/repos/{owner}/{repo}/issues", params)
+
+    def pulls(self, owner: str, repo: str) -> AsyncIterator[Page]:
+        params = {"state": "all", "per_page": PER_PAGE, "sort": "created", "direction": "asc"}
+        return self.paginate(f"/repos/{owner}/{repo}/pulls", params)
+
+    async def paginate(self, path: str, params: Mapping[str, Any]) -> AsyncIterator[Page]:
+        """Follows the Link header's rel="next" until there is none."""
+        url: str = path
+        query: Mapping[str, Any] | None = params
+        number = 1
+        while True:
+            response = await self.get(url, query)
+            items = response.json()
+            if not isinstance(items, list):
+                raise GitHubError(f"GET {url}: expected a list, got {type(items).__name__}")
+            links = response.raw_response.links
+            next_url = links.get("next", {}).get("url")
+            last = _page_number(links.get("last", {}).get("url"))
+            yield Page(items, number, next_url is not None, last)
+            if next_url is None:
+                return
+            self._check_origin(next_url)
+            url, query, number = next_url, None, number + 1  # the next URL carries the query
+
+    def _check_origin(self, url: str) -> None:
+        # The installation token goes with every request: never to another host.
+        target = httpx.URL(url)
+        if (target.scheme, target.host, target.port) != (
+            self._origin.scheme,
+            self._origin.host,
+            self._origin.port,
+        ):
+            raise GitHubError(f"refusing to follow a Link to another origin: {url}")
+
+    async def get(self, url: str, params: Mapping[str, Any] | None = None) -> Response[Any]:
+        """GET with rate-limit waits and retries of transient failures; raises GitHubError."""
+        failures = rate_limited = 0
+        while True:
+            try:
+                response = await self._github.arequest("GET", url, params=params)
+            except RequestError as e:
+                # githubkit wraps what the auth flow raises (the token request) in RequestError.
+                failed = e if isinstance(e, RequestFailed) else e.exc
+                if not isinstance(failed, RequestFailed) or failed.response.status_code in (
+                    RETRYABLE_STATUS
+                ):
+                    failures += 1
+                    reason = (
+                        str(failed.response.status_code)
+                        if isinstance(failed, RequestFailed)
+                        else repr(e.exc)
+                    )
+                    if failures > self._app.retries:
+                        raise GitHubError(f"GET {url}: GitHub failed: {reason}") from e
+                    await self._backoff(url, failures, reason)
+                    continue
+                rate_limited += 1
+                await self._wait_for_rate_limit(failed.response, rate_limited)
+                continue
+            await self._pace(response)
+            return response
+
+    async def _wait_for_rate_limit(self, response: Response[Any], attempt: int) -> None:
+        """Waits as a 4xx answer asks, or raises when it is not a rate limit or waiting will
+        not help."""
+        status = response.status_code
+        what = f"{response.raw_request.method} {response.raw_request.url.path}"
+        message = _error_message(response)
+        wait = rate_limit_wait(status, response.headers, message, time.time())
+        if wait is None:
+            cls = GitHubGone if status in (404, 410) else GitHubError
+            raise cls(f"{what}: GitHub answered {status}: {message}", status)
+        if wait > self._app.policy.max_wait or attempt > self._app.policy.max_rate_limited:
+            raise RateLimited(wait)
+        log.warning("github rate limited, waiting", request=what, status=status, wait=wait)
+        await self._sleep(wait)
+
+    async def _backoff(self, what: str, attempt: int, reason: str) -> None:
+        delay = min(2.0 ** (attempt - 1), 30.0)
+        log.warning("github request failed, retrying", request=what, reason=reason, delay=delay)
+        await self._sleep(delay)
+
+    async def _pace(self, response: Response[Any]) -> None:
+        delay = pacing_delay(response.headers, self._app.policy, time.time())
+        if delay > 0:
+            log.info(
+                "github rate limit low, pacing",
+                remaining=response.headers.get("x-ratelimit-remaining"),
+                delay=round(delay, 2),
+            )
+            await self._sleep(delay)

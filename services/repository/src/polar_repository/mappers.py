@@ -1,0 +1,265 @@
+"""Pure conversions between ORM rows and protobuf messages.
+
+The JSONB columns hold GitHub's own objects (a user, a label, a milestone...) as ingested;
+only the fields the contract exposes are read, and a missing key maps to the proto default,
+so a trimmed or older payload never breaks a read.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from polar.common.v1 import common_pb2
+from polar.repository.v1 import repository_pb2, repository_service_pb2
+from polar_db.models import Issue, IssueState, Platform, PullRequest, Repository, Reward
+from polar_kit.errors import InvalidArgument
+from polar_kit.validation import parse_uuid, require_positive, require_text
+
+_PLATFORM_TO_PROTO = {Platform.github: common_pb2.PLATFORM_GITHUB}
+_STATE_TO_PROTO = {
+    IssueState.open: repository_pb2.ISSUE_STATE_OPEN,
+    IssueState.closed: repository_pb2.ISSUE_STATE_CLOSED,
+}
+
+
+def platform_from_proto(value: common_pb2.Platform.ValueType) -> Platform:
+    for platform, proto in _PLATFORM_TO_PROTO.items():
+        if proto == value:
+            return platform
+    raise InvalidArgument("platform is required (PLATFORM_GITHUB)")
+
+
+def state_from_proto(value: repository_pb2.IssueState.ValueType) -> IssueState | None:
+    """ISSUE_STATE_UNSPECIFIED means "any state" in list filters: None."""
+    if value == repository_pb2.ISSUE_STATE_UNSPECIFIED:
+        return None
+    for state, proto in _STATE_TO_PROTO.items():
+        if proto == value:
+            return state
+    raise InvalidArgument(
+        f"state must be ISSUE_STATE_OPEN, ISSUE_STATE_CLOSED or unset, got {value}"
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    """Exact (integer arithmetic) and about twice as fast as Timestamp.FromDatetime, which
+    matters at five timestamps per issue and a hundred issues per page. Columns are
+    timestamptz, so values are aware."""
+    if value is None:
+        return None
+    delta = value - _EPOCH
+    return Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
+
+
+def json_int(value: Any) -> int:
+    """An integer from JSON, else 0; bounded to 18 digits like listing's SQL (and int64)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**18
+    return value if ok else 0
+
+
+def json_str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+# The JSONB columns decode to plain dicts and lists; `isinstance(v, dict)` is several
+# times cheaper than an ABC check against Mapping, and this runs per field per row.
+
+
+def github_account(value: Any) -> common_pb2.GitHubAccount | None:
+    if not isinstance(value, dict):
+        return None
+    return common_pb2.GitHubAccount(
+        id=json_int(value.get("id")),
+        login=json_str(value.get("login")),
+        avatar_url=json_str(value.get("avatar_url")),
+    )
+
+
+def github_accounts(values: list[Any] | None) -> list[common_pb2.GitHubAccount]:
+    return [a for a in map(github_account, values or []) if a is not None]
+
+
+def labels(values: list[Any] | None) -> list[common_pb2.Label]:
+    return [
+        common_pb2.Label(
+            id=json_int(v.get("id")), name=json_str(v.get("name")), color=json_str(v.get("color"))
+        )
+        for v in values or []
+        if isinstance(v, dict)
+    ]
+
+
+def milestone_title(value: Any) -> str:
+    return json_str(value.get("title")) if isinstance(value, dict) else ""
+
+
+def reactions_total(value: Any) -> int:
+    return json_int(value.get("total_count")) if isinstance(value, dict) else 0
+
+
+def _ref(value: Any) -> str:
+    return json_str(value.get("ref")) if isinstance(value, dict) else ""
+
+
+def money(amount: int, currency: str) -> common_pb2.Money:
+    return common_pb2.Money(currency=currency, minor_units=amount)
+
+
+def repository(r: Repository) -> repository_pb2.Repository:
+    return repository_pb2.Repository(
+        id=str(r.id),
+        platform=_PLATFORM_TO_PROTO[r.platform],
+        organization_id=str(r.organization_id),
+        external_id=r.external_id,
+        name=r.name,
+        description=r.description or "",
+        is_private=r.is_private,
+        is_fork=bool(r.is_fork),
+        is_archived=bool(r.is_archived),
+        stars=r.stars or 0,
+        forks=r.forks or 0,
+        watchers=r.watchers or 0,
+        open_issues=r.open_issues or 0,
+        main_branch=r.main_branch or "",
+        topics=[t for t in r.topics or [] if isinstance(t, str)],
+        license=r.license or "",
+        homepage=r.homepage or "",
+        repository_created_at=timestamp(r.repository_created_at),
+        repository_pushed_at=timestamp(r.repository_pushed_at),
+        repository_modified_at=timestamp(r.repository_modified_at),
+        created_at=timestamp(r.created_at),
+        modified_at=timestamp(r.modified_at),
+    )
+
+
+def issue(i: Issue) -> repository_pb2.Issue:
+    return repository_pb2.Issue(
+        id=str(i.id),
+        platform=_PLATFORM_TO_PROTO[i.platform],
+        organization_id=str(i.organization_id),
+        repository_id=str(i.repository_id),
+        external_id=i.external_id,
+        number=i.number,
+        title=i.title,
+        body=i.body or "",
+        state=_STATE_TO_PROTO[i.state],
+        state_reason=i.state_reason or "",
+        comments=i.comments or 0,
+        author=github_account(i.author),
+        author_association=i.author_association or "",
+        labels=labels(i.labels),
+        assignees=github_accounts(i.assignees),
+        milestone=milestone_title(i.milestone),
+        reactions_total=reactions_total(i.reactions),
+        issue_created_at=timestamp(i.issue_created_at),
+        issue_modified_at=timestamp(i.issue_modified_at),
+        issue_closed_at=timestamp(i.issue_closed_at),
+        created_at=timestamp(i.created_at),
+        modified_at=timestamp(i.modified_at),
+    )
+
+
+def pull_request(p: PullRequest) -> repository_pb2.PullRequest:
+    return repository_pb2.PullRequest(
+        id=str(p.id),
+        platform=_PLATFORM_TO_PROTO[p.platform],
+        organization_id=str(p.organization_id),
+        repository_id=str(p.repository_id),
+        external_id=p.external_id,
+        number=p.number,
+        title=p.title,
+        body=p.body or "",
+        state=_STATE_TO_PROTO[p.state],
+        author=github_account(p.author),
+        author_association=p.author_association or "",
+        labels=labels(p.labels),
+        assignees=github_accounts(p.assignees),
+        requested_reviewers=github_accounts(p.requested_reviewers),
+        is_draft=bool(p.is_draft),
+        is_merged=bool(p.is_merged),
+        merged_at=timestamp(p.merged_at),
+        merge_commit_sha=p.merge_commit_sha or "",
+        head_ref=_ref(p.head),
+        base_ref=_ref(p.base),
+        commits=p.commits or 0,
+        additions=p.additions or 0,
+        deletions=p.deletions or 0,
+        changed_files=p.changed_files or 0,
+        review_comments=p.review_comments or 0,
+        issue_created_at=timestamp(p.issue_created_at),
+        issue_modified_at=timestamp(p.issue_modified_at),
+        issue_closed_at=timestamp(p.issue_closed_at),
+        created_at=timestamp(p.created_at),
+        modified_at=timestamp(p.modified_at),
+    )
+
+
+def listed_issue(fields: dict[str, Any]) -> repository_pb2.Issue:
+    """An issue of a page built by listing (already in the message's shape)."""
+    return repository_pb2.Issue(**fields)
+
+
+def listed_pull_request(fields: dict[str, Any]) -> repository_pb2.PullRequest:
+    return repository_pb2.PullRequest(**fields)
+
+
+def reward(r: Reward) -> repository_pb2.Reward:
+    return repository_pb2.Reward(
+        id=str(r.id),
+        issue_id=str(r.issue_id),
+        repository_id=str(r.repository_id),
+        organization_id=str(r.organization_id),
+        amount=money(r.amount, r.currency),
+        state=r.state.value,
+        backer_user_id=str(r.backer_user_id) if r.backer_user_id else "",
+        email=r.email or "",
+        created_at=timestamp(r.created_at),
+    )
+
+
+# GitHub's own rule for repository names.
+_REPOSITORY_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+def _count(field: str, value: int) -> int:
+    if value < 0:
+        raise InvalidArgument(f"{field} must not be negative, got {value}")
+    return value
+
+
+def repository_input(field: str, r: repository_service_pb2.RepositoryInput) -> dict[str, Any]:
+    """Validate a RepositoryInput (`field` names it in messages, e.g. "repositories[3]")
+    and return Repository column values."""
+    name = r.name.strip()
+    if not name:
+        raise InvalidArgument(f"{field}.name must not be empty")
+    if not _REPOSITORY_NAME.fullmatch(name):
+        raise InvalidArgument(
+            f"{field}.name must be 1-100 letters, digits, '.', '-' or '_', got {name[:120]!r}"
+        )
+    topics = [
+        require_text(f"{field}.topics[{i}]", t, max_length=50) for i, t in enumerate(r.topics)
+    ]
+    return {
+        "organization_id": parse_uuid(f"{field}.organization_id", r.organization_id),
+        "external_id": require_positive(f"{field}.external_id", r.external_id),
+        "name": name,
+        "description": r.description or None,
+        "is_private": r.is_private,
+        "is_fork": r.is_fork,
+        "is_archived": r.is_archived,
+        "stars": _count(f"{field}.stars", r.stars),
+        "forks": _count(f"{field}.forks", r.forks),
+        "watchers": _count(f"{field}.watchers", r.watchers),
+        "open_issues": _count(f"{field}.open_issues", r.open_issues),
+        "main_branch": r.main_branch.strip() or None,
+        "topics": topics,
+        "license": r.license.strip() or None,
+        "homepage": r.homepage.strip() or None,
+    }

@@ -1,0 +1,215 @@
+"""The queries of the repository domain, and nothing else.
+
+Soft-deleted rows (deleted_at set) are invisible to every read here. Lists are keyset
+paged: each takes the sort key of the last row of the previous page (`after`) and a
+`limit` (the page size + 1, so the caller learns whether another page follows without
+counting), and never loads more rows than that.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from polar_db.models import (
+    Issue,
+    IssueState,
+    Organization,
+    Platform,
+    PullRequest,
+    Repository,
+    Reward,
+    User,
+)
+from polar_db.upsert import Upserted, upsert_many
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import listing
+
+# --- organizations (read only: the organization service owns them) ----------------------------
+
+
+async def live_organization_ids(
+    session: AsyncSession, ids: Collection[uuid.UUID]
+) -> set[uuid.UUID]:
+    rows = await session.scalars(
+        sa.select(Organization.id).where(
+            Organization.id.in_(ids), Organization.deleted_at.is_(None)
+        )
+    )
+    return set(rows)
+
+
+# --- repositories ----------------------------------------------------------------------------
+
+
+async def get_repository(session: AsyncSession, id: uuid.UUID) -> Repository | None:
+    return await session.scalar(
+        sa.select(Repository).where(Repository.id == id, Repository.deleted_at.is_(None))
+    )
+
+
+async def lookup_repository(
+    session: AsyncSession, platform: Platform, organization_name: str, name: str
+) -> Repository | None:
+    return await session.scalar(
+        sa.select(Repository)
+        .join(Organization, Organization.id == Repository.organization_id)
+        .where(
+            Organization.platform == platform,
+            Organization.name == organization_name,
+            Organization.deleted_at.is_(None),
+            Repository.name == name,
+            Repository.deleted_at.is_(None),
+        )
+    )
+
+
+async def list_repositories(
+    session: AsyncSession,
+    organization_ids: Collection[uuid.UUID],
+    *,
+    after: tuple[str, uuid.UUID] | None,
+    limit: int,
+) -> Sequence[Repository]:
+    """Ordered by (name, id): names repeat across organizations, the id breaks ties."""
+    query = sa.select(Repository).where(
+        Repository.organization_id.in_(organization_ids), Repository.deleted_at.is_(None)
+    )
+    if after is not None:
+        query = query.where(sa.tuple_(Repository.name, Repository.id) > sa.tuple_(*after))
+    query = query.order_by(Repository.name, Repository.id).limit(limit)
+    return (await session.scalars(query)).all()
+
+
+async def repositories_by_external_id(
+    session: AsyncSession, external_ids: Collection[int]
+) -> dict[int, Repository]:
+    """Every row with these external ids, soft-deleted ones included (an upsert revives)."""
+    rows = await session.scalars(
+        sa.select(Repository).where(Repository.external_id.in_(external_ids))
+    )
+    return {r.external_id: r for r in rows}
+
+
+async def live_names_taken(
+    session: AsyncSession, keys: Collection[tuple[uuid.UUID, str]]
+) -> dict[tuple[uuid.UUID, str], int]:
+    """(organization_id, name) -> external_id of the live repositories holding these names."""
+    if not keys:
+        return {}
+    rows = await session.execute(
+        sa.select(Repository.organization_id, Repository.name, Repository.external_id).where(
+            sa.tuple_(Repository.organization_id, Repository.name).in_(list(keys)),
+            Repository.deleted_at.is_(None),
+        )
+    )
+    return {(org, name): ext for org, name, ext in rows}
+
+
+async def upsert_repositories(
+    session: AsyncSession, rows: Sequence[Mapping[str, Any]]
+) -> list[Upserted[Repository]]:
+    """Insert or update by external_id (reviving a soft-deleted row)."""
+    return await upsert_many(
+        session,
+        Repository,
+        [{**row, "deleted_at": None} for row in rows],
+        conflict=["external_id"],
+    )
+
+
+async def move_repository_content(
+    session: AsyncSession, repository_id: uuid.UUID, organization_id: uuid.UUID
+) -> None:
+    """A transferred repository takes its issues, pull requests and rewards along."""
+    for model in (Issue, PullRequest, Reward):
+        await session.execute(
+            sa.update(model)
+            .where(model.repository_id == repository_id)
+            .values(organization_id=organization_id)
+        )
+
+
+async def soft_delete_repository(session: AsyncSession, repo: Repository, now: datetime) -> None:
+    """Marks the repository and its issues and pull requests deleted (they go with it)."""
+    for model in (Issue, PullRequest):
+        await session.execute(
+            sa.update(model)
+            .where(model.repository_id == repo.id, model.deleted_at.is_(None))
+            .values(deleted_at=now)
+        )
+    repo.deleted_at = now
+    await session.flush()
+
+
+# --- issues and pull requests ----------------------------------------------------------------
+
+
+async def get_issue(session: AsyncSession, id: uuid.UUID) -> Issue | None:
+    return await session.scalar(sa.select(Issue).where(Issue.id == id, Issue.deleted_at.is_(None)))
+
+
+async def get_pull_request(session: AsyncSession, id: uuid.UUID) -> PullRequest | None:
+    return await session.scalar(
+        sa.select(PullRequest).where(PullRequest.id == id, PullRequest.deleted_at.is_(None))
+    )
+
+
+async def list_issues(
+    session: AsyncSession,
+    repository_id: uuid.UUID,
+    *,
+    state: IssueState | None,
+    before: int | None,
+    limit: int,
+) -> list[listing.Message]:
+    """Newest first: ordered by number descending; `before` is the last number seen.
+    Proto-shaped Issue fields (see listing); [] for an unknown or deleted repository."""
+    return await listing.page(
+        session, "issues", repository_id, state=state, before=before, limit=limit
+    )
+
+
+async def list_pull_requests(
+    session: AsyncSession,
+    repository_id: uuid.UUID,
+    *,
+    state: IssueState | None,
+    before: int | None,
+    limit: int,
+) -> list[listing.Message]:
+    return await listing.page(
+        session, "pull_requests", repository_id, state=state, before=before, limit=limit
+    )
+
+
+# --- rewards ---------------------------------------------------------------------------------
+
+
+async def get_user(session: AsyncSession, id: uuid.UUID) -> User | None:
+    return await session.scalar(sa.select(User).where(User.id == id, User.deleted_at.is_(None)))
+
+
+async def add_reward(session: AsyncSession, reward: Reward) -> Reward:
+    session.add(reward)
+    await session.flush()
+    return reward
+
+
+async def list_rewards(
+    session: AsyncSession,
+    repository_id: uuid.UUID,
+    *,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> Sequence[Reward]:
+    """Newest first: ordered by (created_at, id) descending."""
+    query = sa.select(Reward).where(Reward.repository_id == repository_id)
+    if before is not None:
+        query = query.where(sa.tuple_(Reward.created_at, Reward.id) < sa.tuple_(*before))
+    query = query.order_by(Reward.created_at.desc(), Reward.id.desc()).limit(limit)
+    return (await session.scalars(query)).all()

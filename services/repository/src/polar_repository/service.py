@@ -1,0 +1,299 @@
+"""All business rules of the repository domain.
+
+Functions take a session and plain values (never protobuf or gRPC types) and never commit:
+the caller owns the unit of work (one per RPC, one per consumed message).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from polar_db.models import (
+    Issue,
+    IssueState,
+    Platform,
+    PullRequest,
+    Repository,
+    Reward,
+    RewardState,
+)
+from polar_db.upsert import Upserted
+from polar_kit.errors import AlreadyExists, InvalidArgument
+from polar_kit.paging import decode_token, encode_token
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import events
+from . import repository as repo
+from .exceptions import (
+    IssueNotFound,
+    OrganizationsNotFound,
+    PullRequestNotFound,
+    RepositoryNotFound,
+    UserNotFound,
+)
+from .listing import Message
+
+T = TypeVar("T")
+
+LIVE_NAME_INDEX = "ix_repositories_live_organization_id_name"
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    next_page_token: str
+
+
+class SyncStarter(Protocol):
+    """Starts a GitHub sync of a repository in the background and returns at once.
+
+    Returns False when a sync of that repository is already running (here or in another
+    replica). The repository is known to exist when this is called.
+    """
+
+    async def start(self, repository_id: uuid.UUID) -> bool: ...
+
+
+def _bad_token() -> InvalidArgument:
+    return InvalidArgument("page_token is malformed; pass next_page_token unchanged")
+
+
+# --- repositories ----------------------------------------------------------------------------
+
+
+async def get_repository(session: AsyncSession, id: uuid.UUID) -> Repository:
+    found = await repo.get_repository(session, id)
+    if found is None:
+        raise RepositoryNotFound(id)
+    return found
+
+
+async def lookup_repository(
+    session: AsyncSession, platform: Platform, organization_name: str, name: str
+) -> Repository:
+    found = await repo.lookup_repository(session, platform, organization_name, name)
+    if found is None:
+        raise RepositoryNotFound(f"{organization_name}/{name}")
+    return found
+
+
+async def list_repositories(
+    session: AsyncSession,
+    organization_ids: Sequence[uuid.UUID],
+    *,
+    page_size: int,
+    page_token: str,
+) -> Page[Repository]:
+    after = None
+    if page_token:
+        name, id = decode_token(page_token, arity=2)
+        try:
+            after = (str(name), uuid.UUID(str(id)))
+        except ValueError:
+            raise _bad_token() from None
+    rows = await repo.list_repositories(
+        session, set(organization_ids), after=after, limit=page_size + 1
+    )
+    items = rows[:page_size]
+    more = len(rows) > page_size
+    return Page(items, encode_token([items[-1].name, str(items[-1].id)]) if more else "")
+
+
+async def batch_upsert_repositories(
+    session: AsyncSession, rows: Sequence[Mapping[str, Any]]
+) -> list[Upserted[Repository]]:
+    """Create or update repositories by external id; the result is in the order of `rows`.
+
+    `rows` hold Repository column values (organization_id, external_id, name...), each
+    external id and each (organization_id, name) at most once. Every organization must
+    exist. Records repository_created / repository_updated (only when something changed)
+    in the same transaction.
+    """
+    if not rows:
+        return []
+    org_ids = {row["organization_id"] for row in rows}
+    if missing := org_ids - await repo.live_organization_ids(session, org_ids):
+        raise OrganizationsNotFound(missing)
+
+    external_ids = [row["external_id"] for row in rows]
+    held = await repo.repositories_by_external_id(session, external_ids)
+    before = {ext: (r.organization_id, r.modified_at, r.deleted_at) for ext, r in held.items()}
+    # A live repository elsewhere in the batch frees its name by being renamed in the same
+    # statement; only a name held outside the batch is a conflict the caller must resolve.
+    in_batch = set(external_ids)
+    taken = await repo.live_names_taken(
+        session, {(row["organization_id"], row["name"]) for row in rows}
+    )
+    for row in rows:
+        holder = taken.get((row["organization_id"], row["name"]))
+        if holder is not None and holder != row["external_id"] and holder not in in_batch:
+            raise AlreadyExists(
+                f"repository name {row['name']!r} is held by the repository with external id "
+                f"{holder} in organization {row['organization_id']}; rename or delete it first"
+            )
+
+    values = [{"id": uuid.uuid4(), "platform": Platform.github, **row} for row in rows]
+    try:
+        written = await repo.upsert_repositories(session, values)
+    except IntegrityError as e:
+        # A concurrent write took one of the names since the check above.
+        if LIVE_NAME_INDEX not in str(e.orig):
+            raise
+        raise AlreadyExists(
+            "a repository name in this batch was just taken by another repository; retry"
+        ) from None
+    upserted = {u.row.external_id: u for u in written}
+    ordered = [upserted[ext] for ext in external_ids]
+
+    changed: list[Upserted[Repository]] = []
+    for u in ordered:
+        previous = before.get(u.row.external_id)
+        if previous is not None and previous[0] != u.row.organization_id:
+            await repo.move_repository_content(session, u.row.id, u.row.organization_id)
+        revived = previous is not None and previous[2] is not None
+        if u.created or revived:
+            changed.append(Upserted(u.row, True))
+        elif previous is None or previous[1] != u.row.modified_at:
+            changed.append(u)
+    await events.repositories_upserted(session, changed)
+    return ordered
+
+
+async def delete_repository(session: AsyncSession, repository: Repository) -> None:
+    """Soft-delete the repository with its issues and pull requests; records
+    repository_deleted. The row stays as a tombstone (rewards keep pointing at it)."""
+    await repo.soft_delete_repository(session, repository, datetime.now(UTC))
+    await events.repository_deleted(session, repository)
+
+
+async def sync_repository(
+    session: AsyncSession, sync: SyncStarter, repository_id: uuid.UUID
+) -> bool:
+    repository = await get_repository(session, repository_id)
+    return await sync.start(repository.id)
+
+
+# --- issues and pull requests ----------------------------------------------------------------
+
+
+async def get_issue(session: AsyncSession, id: uuid.UUID) -> Issue:
+    found = await repo.get_issue(session, id)
+    if found is None:
+        raise IssueNotFound(id)
+    return found
+
+
+async def get_pull_request(session: AsyncSession, id: uuid.UUID) -> PullRequest:
+    found = await repo.get_pull_request(session, id)
+    if found is None:
+        raise PullRequestNotFound(id)
+    return found
+
+
+def _number_token(token: str) -> int | None:
+    if not token:
+        return None
+    (number,) = decode_token(token, arity=1)
+    if not isinstance(number, int) or number <= 0:
+        raise _bad_token()
+    return number
+
+
+async def list_issues(
+    session: AsyncSession,
+    repository_id: uuid.UUID,
+    *,
+    state: IssueState | None,
+    page_size: int,
+    page_token: str,
+) -> Page[Message]:
+    """Proto-shaped Issue fields (see listing), for mappers.listed_issue."""
+    before = _number_token(page_token)
+    rows = await repo.list_issues(
+        session, repository_id, state=state, before=before, limit=page_size + 1
+    )
+    return await _number_page(session, repository_id, rows, page_size)
+
+
+async def list_pull_requests(
+    session: AsyncSession,
+    repository_id: uuid.UUID,
+    *,
+    state: IssueState | None,
+    page_size: int,
+    page_token: str,
+) -> Page[Message]:
+    """Proto-shaped PullRequest fields (see listing), for mappers.listed_pull_request."""
+    before = _number_token(page_token)
+    rows = await repo.list_pull_requests(
+        session, repository_id, state=state, before=before, limit=page_size + 1
+    )
+    return await _number_page(session, repository_id, rows, page_size)
+
+
+async def _number_page(
+    session: AsyncSession, repository_id: uuid.UUID, rows: list[Message], page_size: int
+) -> Page[Message]:
+    if not rows:
+        # Nothing listed: an empty page of a live repository, or NOT_FOUND.
+        await get_repository(session, repository_id)
+    items = rows[:page_size]
+    return Page(items, encode_token([items[-1]["number"]]) if len(rows) > page_size else "")
+
+
+# --- rewards ---------------------------------------------------------------------------------
+
+
+async def create_reward(
+    session: AsyncSession,
+    issue_id: uuid.UUID,
+    *,
+    amount: int,
+    currency: str,
+    backer_user_id: uuid.UUID | None,
+    email: str | None,
+) -> Reward:
+    """`amount` in the currency's minor units (> 0, checked by the caller and the table)."""
+    issue = await get_issue(session, issue_id)
+    if backer_user_id is not None and await repo.get_user(session, backer_user_id) is None:
+        raise UserNotFound(backer_user_id)
+    reward = await repo.add_reward(
+        session,
+        Reward(
+            id=uuid.uuid4(),
+            issue_id=issue.id,
+            repository_id=issue.repository_id,
+            organization_id=issue.organization_id,
+            amount=amount,
+            currency=currency,
+            state=RewardState.created,
+            backer_user_id=backer_user_id,
+            email=email,
+        ),
+    )
+    await events.reward_created(session, reward)
+    return reward
+
+
+async def list_rewards(
+    session: AsyncSession, repository_id: uuid.UUID, *, page_size: int, page_token: str
+) -> Page[Reward]:
+    before = None
+    if page_token:
+        created_at, id = decode_token(page_token, arity=2)
+        try:
+            before = (datetime.fromisoformat(str(created_at)), uuid.UUID(str(id)))
+        except ValueError:
+            raise _bad_token() from None
+    await get_repository(session, repository_id)
+    rows = await repo.list_rewards(session, repository_id, before=before, limit=page_size + 1)
+    items = rows[:page_size]
+    token = ""
+    if len(rows) > page_size:
+        token = encode_token([items[-1].created_at.isoformat(), str(items[-1].id)])
+    return Page(items, token)
