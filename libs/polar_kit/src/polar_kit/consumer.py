@@ -35,10 +35,10 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from polar_db.models import ProcessedMessage
 from sqlalchemy import Table, delete
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from polar_kit.errors import is_transient
 from polar_kit.metrics import CONSUMER_HANDLING_SECONDS, CONSUMER_MESSAGES
 from polar_kit.nats import PARKED, StreamSpec, publish, strip_prefix, subject_for, subject_matches
 from polar_kit.settings import ServiceSettings
@@ -264,7 +264,7 @@ class Consumer:
             return "parked"
         error = exc.reason if isinstance(exc, Retry) else repr(exc)
         # Database/network outages are not the message's fault: retry, never park.
-        if delivery.num_delivered >= self._max_attempts and not _is_transient(exc):
+        if delivery.num_delivered >= self._max_attempts and not is_transient(exc):
             log.error("message failed, attempts exhausted", error=error, exc_info=exc)
             await self._park(msg, delivery, error)
             return "parked"
@@ -437,12 +437,6 @@ class Consumer:
         )
         await msg.ack()
         log.warning("message parked", error=error, parked_stream=PARKED.name)
-
-
-def _is_transient(exc: BaseException) -> bool:
-    return isinstance(
-        exc, OSError | asyncio.TimeoutError | sa_exc.OperationalError | sa_exc.InterfaceError
-    ) or bool(getattr(exc, "connection_invalidated", False))
 
 
 def _supports_filter_subjects(js: JetStreamContext) -> bool:
