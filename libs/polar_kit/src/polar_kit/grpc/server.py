@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -144,6 +146,14 @@ async def run_until_signal(
     log.info("stopped")
 
 
+def _release_startup_memory() -> None:
+    """Hand the heap pages freed after imports and start-up back to the OS (glibc keeps them
+    otherwise): a few MB of resident memory per replica for nothing."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 async def serve(
     *,
     port: int,
@@ -160,6 +170,7 @@ async def serve(
     server = await start_server(
         port=port, services=services, sessionmaker=sessionmaker, settings=settings
     )
+    _release_startup_memory()
     await run_until_signal(
         server,
         workers=workers,
