@@ -31,6 +31,8 @@ help:
 	@echo "make pytest     only the tests (PYTEST_ARGS='-k name' to select)"
 	@echo "make gen        regenerate libs/polar_proto from protos/"
 	@echo "make format     apply ruff's formatting and safe fixes"
+	@echo "make bench      every benchmark (bench/README.md); BENCH=gateway for one suite"
+	@echo "make deploy-check  compose, image recipe and Kubernetes manifests, without Docker"
 
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -83,10 +85,12 @@ buf-lint:
 		echo "buf-lint: SKIPPED, npm not found (install Node.js to lint protos/ with buf $(BUF_VERSION))"; \
 	fi
 
-# Benchmarks of the organization service (bench/README.md); BENCH_ARGS='--only unary' etc.
+# Benchmarks (bench/README.md), one suite after the other (~12 minutes on 2 idle cores);
+# BENCH=gateway BENCH_ARGS='--only ingress' runs one suite with its own arguments.
+BENCH ?= organization list_issues repository_upsert webhook_consumption gateway
 .PHONY: bench
 bench: sync
-	$(RUN) python -m bench.organization $(BENCH_ARGS)
+	for suite in $(BENCH); do $(RUN) python -m bench.$$suite $(BENCH_ARGS); done
 
 # docker-compose.yml, .env.example, Dockerfile and deploy/ checked without Docker or a cluster:
 # compose-spec and Kubernetes schemas, kustomize rendering (kubectl's), hadolint, a simulated
