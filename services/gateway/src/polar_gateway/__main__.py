@@ -4,6 +4,10 @@ live streams, then closes the channels and NATS (the app's lifespan)."""
 
 from __future__ import annotations
 
+import signal
+import sys
+from types import FrameType
+
 import uvicorn
 from polar_kit.logging import configure_logging
 
@@ -25,9 +29,17 @@ def config(settings: GatewaySettings) -> uvicorn.Config:
     )
 
 
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
+
+
 def main() -> None:
     settings = GatewaySettings()
     configure_logging(settings.log_level, settings.log_json)
+    # After its graceful shutdown uvicorn restores the handler it found and raises the signal
+    # again, so with the default one the process would end killed by SIGTERM (status 143)
+    # although everything was drained and closed: end with 0, like the gRPC services.
+    signal.signal(signal.SIGTERM, _stopped)
     # Server.run() picks the event loop (uvloop when installed) and installs its own
     # SIGTERM/SIGINT handlers.
     uvicorn.Server(config(settings)).run()

@@ -51,7 +51,9 @@ def service_config(service: str, max_attempts: int) -> str:
     # A more specific name (service + method) wins over the service-wide entry.
     once = [{"service": service, "method": m} for m in NOT_RETRIED.get(service, ())]
     configs = [retried] + ([{"name": once}] if once else [])
-    return json.dumps({"methodConfig": configs})
+    # round_robin: calls spread over every address the target resolves to (the replicas
+    # behind a headless Service, or an `ipv4:a:1,b:2` list), not just the first one.
+    return json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": configs})
 
 
 def open_channel(target: str, service: str, max_attempts: int) -> grpc.aio.Channel:
