@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import asyncpg
 import grpc
@@ -27,6 +27,7 @@ from polar_db.migrate import upgrade
 from polar_dev.infra import free_port
 from polar_kit.nats import STREAMS
 from polar_organization.app import SERVICE_NAME
+from polar_repository.app import SERVICE_NAME as REPOSITORY_SERVICE_NAME
 from sqlalchemy.engine import make_url
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -86,6 +87,10 @@ async def bench_prefix(nats_url: str) -> AsyncIterator[str]:
 class ServiceProcess:
     """`python -m polar_organization` as its own OS process (its own event loop and GIL)."""
 
+    # What differs between services: the gRPC service its health check names, its port variable.
+    health_service: ClassVar[str] = SERVICE_NAME
+    port_env: ClassVar[str] = "POLAR_ORGANIZATION_GRPC_PORT"
+
     database_url: str
     nats_url: str
     nats_prefix: str
@@ -111,7 +116,7 @@ class ServiceProcess:
             "POLAR_DATABASE_URL": self.database_url,
             "POLAR_NATS_URL": self.nats_url,
             "POLAR_NATS_PREFIX": self.nats_prefix,
-            "POLAR_ORGANIZATION_GRPC_PORT": str(self.port),
+            self.port_env: str(self.port),
             # Never reached by these benchmarks; keeps every byte on 127.0.0.1 regardless.
             "POLAR_GITHUB_API_URL": f"http://{HOST}:9",
             **self.extra_env,
@@ -139,7 +144,7 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout
         async with grpc.aio.insecure_channel(self.target) as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+            request = health_pb2.HealthCheckRequest(service=self.health_service)
             while True:
                 if self.process.returncode is not None:
                     raise RuntimeError(f"service exited early:\n{self.log_tail()}")
@@ -175,6 +180,16 @@ class ServiceProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+@dataclass
+class RepositoryProcess(ServiceProcess):
+    """`python -m polar_repository` as its own OS process."""
+
+    health_service: ClassVar[str] = REPOSITORY_SERVICE_NAME
+    port_env: ClassVar[str] = "POLAR_REPOSITORY_GRPC_PORT"
+
+    args: Sequence[str] = ("-m", "polar_repository")
 
 
 @contextlib.asynccontextmanager

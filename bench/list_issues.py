@@ -29,7 +29,6 @@ from typing import Any
 import asyncpg
 import grpc
 import grpc.aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from polar.repository.v1 import repository_pb2
 from polar.repository.v1 import repository_service_pb2 as pb
 from polar.repository.v1 import repository_service_pb2_grpc as pb_grpc
@@ -37,14 +36,13 @@ from polar_db.engine import asyncpg_dsn, create_engine, create_sessionmaker
 from polar_db.models import Issue, Organization, OrganizationStatus, Platform, Repository
 from polar_dev.infra import infra
 from polar_repository import listing
-from polar_repository.app import SERVICE_NAME
 from sqlalchemy import insert
 
 from bench.common import (
     CPUS,
     HOST,
     LoadResult,
-    ServiceProcess,
+    RepositoryProcess,
     bench_database,
     bench_prefix,
     closed_loop,
@@ -80,32 +78,6 @@ class ListConfig:
     concurrency: int = 8
     warmup: float = 1.0
     duration: float = 5.0
-
-
-class RepositoryProcess(ServiceProcess):
-    """bench.common.ServiceProcess, for `python -m polar_repository`."""
-
-    def env(self) -> dict[str, str]:
-        return {**super().env(), "POLAR_REPOSITORY_GRPC_PORT": str(self.port)}
-
-    async def _wait_serving(self, timeout: float) -> None:  # noqa: ASYNC109
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        async with grpc.aio.insecure_channel(self.target) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
-            while True:
-                if self.process.returncode is not None:
-                    raise RuntimeError(f"service exited early:\n{self.log_tail()}")
-                try:
-                    response = await health.Check(request, timeout=1)
-                    if response.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"service not SERVING after {timeout}s:\n{self.log_tail()}")
-                await asyncio.sleep(0.1)
 
 
 async def seed(url: str, config: ListConfig) -> uuid.UUID:
@@ -206,7 +178,7 @@ async def run(server_url: str, nats_url: str, config: ListConfig) -> dict[str, A
     loads: list[LoadResult] = []
     async with bench_database(server_url) as url, bench_prefix(nats_url) as prefix:
         repository_id = await seed(url, config)
-        service = RepositoryProcess(url, nats_url, prefix, args=("-m", "polar_repository"))
+        service = RepositoryProcess(url, nats_url, prefix)
         await service.start()
         try:
             async with grpc.aio.insecure_channel(f"{HOST}:{service.port}") as channel:

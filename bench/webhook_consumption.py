@@ -37,10 +37,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import asyncpg
-import grpc
-import grpc.aio
 import nats
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from polar_db.engine import asyncpg_dsn
 from polar_dev.infra import infra
 from polar_dev.paths import github_fixtures_dir
@@ -51,7 +48,7 @@ from polar_kit.settings import ServiceSettings
 from bench.common import (
     CPUS,
     HOST,
-    ServiceProcess,
+    RepositoryProcess,
     bench_database,
     bench_prefix,
     pid_cpu,
@@ -61,7 +58,6 @@ from bench.common import (
 )
 
 TARGET_ONE = 1_000.0  # messages/s with one replica
-REPOSITORY_SERVICE = "polar.repository.v1.RepositoryService"
 
 
 @dataclass(frozen=True)
@@ -107,7 +103,7 @@ class Replica:
     def __init__(self, variant: str, env: dict[str, str]) -> None:
         self.variant, self.env = variant, env
         self.process: asyncio.subprocess.Process | None = None
-        self.service: ServiceProcess | None = None
+        self.service: RepositoryProcess | None = None
 
     @property
     def pid(self) -> int:
@@ -118,11 +114,10 @@ class Replica:
 
     async def start(self) -> None:
         if self.variant == "service":
-            self.service = RepositoryServiceProcess(
+            self.service = RepositoryProcess(
                 self.env["POLAR_DATABASE_URL"],
                 self.env["POLAR_NATS_URL"],
                 self.env["POLAR_NATS_PREFIX"],
-                args=("-m", "polar_repository"),
             )
             await self.service.start()
             return
@@ -155,31 +150,6 @@ class Replica:
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
-
-
-class RepositoryServiceProcess(ServiceProcess):
-    """bench.common's service process, for polar_repository (its port and health name)."""
-
-    def env(self) -> dict[str, str]:
-        return {**super().env(), "POLAR_REPOSITORY_GRPC_PORT": str(self.port)}
-
-    async def _wait_serving(self, timeout: float) -> None:  # noqa: ASYNC109
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        async with grpc.aio.insecure_channel(self.target) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            request = health_pb2.HealthCheckRequest(service=REPOSITORY_SERVICE)
-            while time.monotonic() < deadline:
-                if self.process.returncode is not None:
-                    raise RuntimeError(f"service exited early:\n{self.log_tail()}")
-                try:
-                    response = await health.Check(request, timeout=1)
-                    if response.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise RuntimeError(f"service not SERVING after {timeout}s:\n{self.log_tail()}")
 
 
 # --- one run -------------------------------------------------------------------------------
@@ -290,6 +260,11 @@ async def run_one(
             await conn.close()
             await asyncio.gather(*(r.stop() for r in group))
     measured = config.messages - already
+    if measured <= 0:
+        raise RuntimeError(
+            f"{variant} x{replicas}: every message was consumed before the measurement began;"
+            " use more --messages"
+        )
     return {
         "variant": variant,
         "replicas": replicas,
