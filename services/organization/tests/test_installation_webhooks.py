@@ -1,4 +1,4 @@
-"""Every installation payload of shared/fixtures/github, from JetStream to the database.
+"""Every installation payload of polar_dev's fixtures/github, from JetStream to the database.
 
 The payloads are the recorded ones; a test may give an installation fresh ids (so tests do
 not share rows) or synthesize a sibling event from a recorded installation object.

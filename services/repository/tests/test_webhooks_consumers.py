@@ -1,6 +1,6 @@
 """GitHub webhooks and organization events, from JetStream to the database.
 
-Every recorded payload of shared/fixtures/github/webhooks for installation,
+Every recorded payload of polar_dev's fixtures/github/webhooks for installation,
 installation_repositories, repository, issues and pull_request goes through the consumers;
 then redelivered, reordered and out-of-order cases. Each test gives its payloads fresh GitHub
 ids (consistently within the test), so tests never share rows; the organization a payload

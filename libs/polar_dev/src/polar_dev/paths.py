@@ -1,4 +1,4 @@
-"""Where things live: the workspace root, its `.dev/` data folder and the shared GitHub fixtures."""
+"""Where things live: the workspace root, its `.dev/` data folder and the recorded GitHub fixtures."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 GITHUB_FIXTURES_ENV = "POLAR_GITHUB_FIXTURES"
+BUNDLED_GITHUB_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "github"
 
 
 def _is_workspace_root(directory: Path) -> bool:
@@ -34,12 +35,13 @@ def dev_dir() -> Path:
 
 
 def github_fixtures_dir() -> Path:
-    """Recorded GitHub payloads: $POLAR_GITHUB_FIXTURES, else `<repo>/../shared/fixtures/github`."""
+    """Recorded GitHub payloads: $POLAR_GITHUB_FIXTURES, else the copy shipped in this package
+    (`polar_dev/fixtures/github`, see its SOURCES.md for provenance and licences)."""
     configured = os.environ.get(GITHUB_FIXTURES_ENV)
-    path = Path(configured) if configured else repo_root().parent / "shared" / "fixtures" / "github"
+    path = Path(configured) if configured else BUNDLED_GITHUB_FIXTURES
     if not (path / "rest").is_dir():
         raise FileNotFoundError(
             f"GitHub fixtures not found at {path} (expected a rest/ folder there); "
-            f"set {GITHUB_FIXTURES_ENV} to the fixtures/github folder of the shared data"
+            f"unset {GITHUB_FIXTURES_ENV} to use the bundled copy"
         )
     return path

@@ -1,12 +1,12 @@
 """`python -m polar_gateway.send_webhooks PATH...`: sign and POST recorded GitHub deliveries.
 
 Each PATH is a payload file or a folder of them laid out as `<event>/<name>.json` (the event
-is the parent folder's name, as in shared/fixtures/github/webhooks). Deliveries are signed
+is the parent folder's name, as in polar_dev/fixtures/github/webhooks). Deliveries are signed
 with POLAR_GITHUB_WEBHOOK_SECRET (or --secret) and sent to the gateway (--url, default
 http://127.0.0.1:$POLAR_GATEWAY_HTTP_PORT), each with a fresh X-GitHub-Delivery.
 
-    python -m polar_gateway.send_webhooks ../shared/fixtures/github/webhooks/installation
-    python -m polar_gateway.send_webhooks ../shared/fixtures/github/webhooks/issues
+    python -m polar_gateway.send_webhooks libs/polar_dev/src/polar_dev/fixtures/github/webhooks/installation
+    python -m polar_gateway.send_webhooks libs/polar_dev/src/polar_dev/fixtures/github/webhooks/issues
 """
 
 from __future__ import annotations
