@@ -189,4 +189,5 @@ def settings_env(
         "POLAR_NATS_URL": nats_url,
         "POLAR_NATS_PREFIX": nats_prefix,
         "POLAR_GITHUB_API_URL": fake_github_server.url,
+        "POLAR_DEV_MODE": "true",
     }

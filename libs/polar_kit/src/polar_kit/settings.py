@@ -11,6 +11,14 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="POLAR_", extra="ignore")
 
+    dev_mode: bool = Field(
+        False,
+        description=(
+            "Local development mode: allows the repository's public development secrets. "
+            "`make dev` and the tests turn it on; never set it in a deployment."
+        ),
+    )
+
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:5432/polar",
         description="PostgreSQL URL (postgresql://, postgres:// or postgresql+asyncpg://).",
