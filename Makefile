@@ -23,16 +23,11 @@ empty :=
 space := $(empty) $(empty)
 MYPYPATH = $(subst $(space),:,$(wildcard libs/*/src services/*/src))
 
-.PHONY: help dev test sync gen gen-check lint format typecheck buf-lint pytest
+.PHONY: help dev demo clean test sync gen gen-check lint format typecheck buf-lint pytest
 
-help:
-	@echo "make dev        run the whole cluster locally (embedded PostgreSQL/NATS unless POLAR_*_URL set)"
-	@echo "make test       everything CI checks: generated code, lint, types, buf lint, tests"
-	@echo "make pytest     only the tests (PYTEST_ARGS='-k name' to select)"
-	@echo "make gen        regenerate libs/polar_proto from protos/"
-	@echo "make format     apply ruff's formatting and safe fixes"
-	@echo "make bench      every benchmark (bench/README.md); BENCH=gateway for one suite"
-	@echo "make deploy-check  compose, image recipe and Kubernetes manifests, without Docker"
+help: ## this list
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) \
+		| awk -F':.*## ' '{ printf "  make %-14s %s\n", $$1, $$2 }'
 
 $(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -40,32 +35,41 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-sync: $(UV)
+sync: $(UV) ## install the locked dependencies into .venv (every target does it first)
 	$(UV) sync --frozen
 
-dev: sync
+dev: sync ## run the whole cluster locally (embedded PostgreSQL/NATS unless POLAR_*_URL set)
 	$(RUN) python -m polar_dev.cluster $(DEV_ARGS)
 
-test: sync gen-check lint typecheck buf-lint pytest deploy-check
+demo: sync ## the cluster with a sample story loaded; prints a token and commands to try
+	$(RUN) python -m polar_dev.cluster --demo $(DEV_ARGS)
 
-pytest: sync
+# .dev/ holds the embedded servers' data, their ports and the local secrets: deleting it
+# resets the local cluster (stop `make dev` first).
+clean: ## delete caches and .dev/ (the local cluster's data); keeps .venv and .tools
+	rm -rf .dev .mypy_cache .ruff_cache .pytest_cache
+	find . -name __pycache__ -not -path './.venv/*' -not -path './.tools/*' -prune -exec rm -rf {} +
+
+test: sync gen-check lint typecheck buf-lint pytest deploy-check ## everything CI checks: generated code, lint, types, buf lint, tests, deploy files
+
+pytest: sync ## only the tests (PYTEST_ARGS='-k name' to select)
 	$(RUN) python -m polar_dev.test $(PYTEST_ARGS)
 
-gen: sync
+gen: sync ## regenerate libs/polar_proto from protos/
 	$(RUN) python scripts/gen_protos.py
 
-gen-check: sync
+gen-check: sync ## fail when libs/polar_proto is stale
 	$(RUN) python scripts/gen_protos.py --check
 
-lint: sync
+lint: sync ## ruff check and ruff format --check
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 
-format: sync
+format: sync ## apply ruff's formatting and safe fixes
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
-typecheck: sync
+typecheck: sync ## mypy --strict on every package and test
 	MYPYPATH=$(MYPYPATH) $(RUN) mypy $(call has_py,$(SRC_DIRS) $(TEST_DIRS))
 
 # buf comes from npm (@bufbuild/buf ships the binary), installed once into .tools/. Without
@@ -77,7 +81,7 @@ $(TOOLS)/.buf-$(BUF_VERSION):
 		@bufbuild/buf@$(BUF_VERSION)
 	touch $@
 
-buf-lint:
+buf-lint: ## buf lint protos/ (needs npm)
 	@if command -v npm >/dev/null; then \
 		$(MAKE) --no-print-directory $(TOOLS)/.buf-$(BUF_VERSION) \
 		&& echo "buf lint protos" && cd protos && ../$(BUF) lint; \
@@ -89,12 +93,12 @@ buf-lint:
 # BENCH=gateway BENCH_ARGS='--only ingress' runs one suite with its own arguments.
 BENCH ?= organization list_issues repository_upsert webhook_consumption gateway
 .PHONY: bench
-bench: sync
+bench: sync ## every benchmark (bench/README.md); BENCH=gateway for one suite
 	for suite in $(BENCH); do $(RUN) python -m bench.$$suite $(BENCH_ARGS); done
 
 # docker-compose.yml, .env.example, Dockerfile and deploy/ checked without Docker or a cluster:
 # compose-spec and Kubernetes schemas, kustomize rendering (kubectl's), hadolint, a simulated
 # image build, and settings/ports/probes/NetworkPolicies against the code (scripts/validate_deploy.py).
 .PHONY: deploy-check
-deploy-check: sync
+deploy-check: sync ## compose, image recipe and Kubernetes manifests, without Docker
 	$(RUN) python scripts/validate_deploy.py $(DEPLOY_CHECK_ARGS)

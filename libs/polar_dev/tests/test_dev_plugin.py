@@ -48,5 +48,7 @@ def test_settings_env(
         "POLAR_NATS_URL",
         "POLAR_NATS_PREFIX",
         "POLAR_GITHUB_API_URL",
+        "POLAR_DEV_MODE",
     }
+    assert settings_env["POLAR_DEV_MODE"] == "true"
     assert (github_fixtures / "rest" / "pulls" / "get.json").is_file()

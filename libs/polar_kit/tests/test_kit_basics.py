@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
 import pytest
@@ -75,3 +76,39 @@ with structlog.contextvars.bound_contextvars(request_id="r1"):
     assert "timestamp" in first
     assert second["event"] == "from stdlib"
     assert second["request_id"] == "r1"
+
+
+SECRET_LOCAL_SCRIPT = """
+import structlog
+from polar_kit.logging import configure_logging
+configure_logging("INFO", json={json})
+def sign_in(access_token):
+    raise RuntimeError("boom")
+try:
+    sign_in("gho_secret_in_a_frame_local")
+except RuntimeError:
+    structlog.get_logger("x").exception("sign-in failed")
+"""
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize("as_json", ["True", "False", "None"])
+async def test_tracebacks_never_show_frame_locals(as_json: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        SECRET_LOCAL_SCRIPT.replace("{json}", as_json),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    out, _ = await proc.communicate()
+    text = out.decode()
+    assert "RuntimeError" in text  # the traceback is there...
+    assert "boom" in text
+    assert "gho_secret_in_a_frame_local" not in text  # ...but not the locals
+    assert "\x1b[" not in text  # no colour codes when stdout is not a terminal
+    if as_json != "False":  # JSON, also by default when stdout is a pipe
+        assert json.loads(text.splitlines()[0])["event"] == "sign-in failed"
+    else:
+        assert "sign-in failed" in text.splitlines()[0]
+        assert not text.startswith("{")

@@ -24,6 +24,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from polar_db.devenv import announce, load_dev_env
+
 # Shared by env.py and the models/migrations agreement test.
 CONTEXT_OPTIONS: dict[str, Any] = {"compare_type": True, "compare_server_default": True}
 # Arbitrary constant key for pg_advisory_xact_lock while migrating.
@@ -109,9 +111,12 @@ def main(argv: list[str] | None = None) -> None:
     # Alembic reports what it does (and what autogenerate found) through logging.
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    dev_env = load_dev_env()
     url = os.environ.get("POLAR_DATABASE_URL")
     if not url and (args.command != "revision" or args.autogenerate):
-        sys.exit("POLAR_DATABASE_URL is not set")
+        sys.exit("POLAR_DATABASE_URL is not set (and there is no .dev/env from `make dev`)")
+    if url:
+        announce("database", url, "POLAR_DATABASE_URL", dev_env)
     if args.command == "upgrade":
         upgrade(url or "", args.revision)
     elif args.command == "downgrade":

@@ -6,6 +6,12 @@ By default each known endpoint answers with its recorded example from
 Paths in `respond`/`handle` are either concrete (`/repos/octo/hello/issues`) or patterns
 (`/repos/{owner}/{repo}/issues`); the most recent matching override wins.
 
+It also plays github.com for sign-in (`oauth_*`): an authorize page a person can click
+through (as `octocat`, the REST examples' user, or `Codertocat`, who installs the app in the
+recorded webhooks), the code exchange, and `/user`, `/user/emails`, `/user/installations` for
+the token it handed out. And it is a GitHub App: `app_id` and `app_private_key` are what the
+repository service's sync signs its JWT with (the fake does not check the JWT).
+
 Standalone: `python -m polar_dev.fake_github [--port N]` prints its URL and serves until Ctrl-C.
 """
 
@@ -14,8 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import html
 import json
 import re
+import secrets
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +61,26 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/repos/{owner}/{repo}/pulls", "pulls/list.json"),
     Route("GET", "/repos/{owner}/{repo}/pulls/{pull_number}", "pulls/get.json"),
 )
+
+
+# The OAuth app the gateway is configured with under `make dev --fake-github`.
+OAUTH_CLIENT_ID = "Iv1.fakegithubclient"
+OAUTH_CLIENT_SECRET = "fake-github-client-secret-for-local-development"
+APP_ID = "1"
+
+
+@functools.cache
+def app_private_key() -> str:
+    """A fresh RSA key per process: the fake App's private key (PEM), never written anywhere."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
 
 
 def _compile(path: str) -> re.Pattern[str]:
@@ -99,6 +129,17 @@ def not_found() -> web.Response:
     )
 
 
+AUTHORIZE_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Sign in to the fake GitHub</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
+<h1>Fake GitHub (local development)</h1>
+<p>An application asks to sign you in (scope: <code>{scope}</code>). Choose who you are:</p>
+<ul>{choices}</ul>
+<p><small>Served by polar_dev.fake_github; nothing leaves this machine.</small></p>
+</body></html>
+"""
+
+
 @dataclass
 class FakeGitHub:
     fixtures: Path  # the fixtures/github folder (holding rest/)
@@ -106,6 +147,92 @@ class FakeGitHub:
     _overrides: list[_Override] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     url: str = ""
+    _codes: dict[str, str] = field(default_factory=dict)  # OAuth code -> login
+    _tokens: dict[str, str] = field(default_factory=dict)  # access token -> login
+
+    # -- accounts -----------------------------------------------------------------------------
+
+    @functools.cached_property
+    def accounts(self) -> dict[str, dict[str, Any]]:
+        """Who can sign in: the REST examples' user and the recorded webhooks' installer."""
+        octocat = self.fixture("users/get-authenticated")
+        installed = json.loads(
+            (self.fixtures / "webhooks/installation/created.payload.json").read_text()
+        )
+        codertocat = {
+            **installed["sender"],
+            "name": "Codertocat",
+            "email": "codertocat@example.com",
+        }
+        return {
+            octocat["login"]: {"user": octocat, "installations": [], "email": octocat["email"]},
+            codertocat["login"]: {
+                "user": codertocat,
+                "installations": [installed["installation"]],
+                "email": codertocat["email"],
+            },
+        }
+
+    def oauth_environment(self) -> dict[str, str]:
+        """POLAR_* settings pointing the gateway's sign-in and the sync at this fake."""
+        return {
+            "POLAR_GITHUB_API_URL": self.url,
+            "POLAR_GITHUB_AUTHORIZE_URL": f"{self.url}/login/oauth/authorize",
+            "POLAR_GITHUB_TOKEN_URL": f"{self.url}/login/oauth/access_token",
+            "POLAR_GITHUB_CLIENT_ID": OAUTH_CLIENT_ID,
+            "POLAR_GITHUB_CLIENT_SECRET": OAUTH_CLIENT_SECRET,
+            "POLAR_GITHUB_APP_ID": APP_ID,
+            "POLAR_GITHUB_APP_PRIVATE_KEY": app_private_key(),
+        }
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        redirect_uri = request.query.get("redirect_uri", "")
+        if request.query.get("client_id") != OAUTH_CLIENT_ID or not redirect_uri:
+            return web.Response(status=400, text="unknown client_id or no redirect_uri")
+        choices = []
+        for login in self.accounts:
+            code = secrets.token_urlsafe(16)
+            self._codes[code] = login
+            query = urllib.parse.urlencode({"code": code, "state": request.query.get("state", "")})
+            separator = "&" if "?" in redirect_uri else "?"
+            href = html.escape(f"{redirect_uri}{separator}{query}")
+            choices.append(f'<li><a id="as-{login}" href="{href}">Sign in as {login}</a></li>')
+        page = AUTHORIZE_PAGE.format(
+            scope=html.escape(request.query.get("scope", "")), choices="".join(choices)
+        )
+        return web.Response(text=page, content_type="text/html")
+
+    async def _access_token(self, request: web.Request) -> web.Response:
+        form = dict(await request.post()) if request.content_type != "application/json" else {}
+        if request.content_type == "application/json":
+            form = await request.json()
+        login = self._codes.pop(str(form.get("code", "")), None)
+        if form.get("client_secret") != OAUTH_CLIENT_SECRET or login is None:
+            # GitHub answers 200 with an error body for a bad code.
+            return json_response({"error": "bad_verification_code"})
+        token = "gho_fake" + secrets.token_hex(16)
+        self._tokens[token] = login
+        return json_response({"access_token": token, "token_type": "bearer", "scope": "user:email"})
+
+    def _signed_in(self, request: web.Request) -> dict[str, Any] | None:
+        auth = request.headers.get("Authorization", "")
+        login = self._tokens.get(auth.split(" ", 1)[-1].strip())
+        return self.accounts[login] if login else None
+
+    async def _oauth_user_api(self, request: web.Request) -> web.StreamResponse | None:
+        """`/user`, `/user/emails`, `/user/installations` for a token this fake issued."""
+        account = self._signed_in(request)
+        if account is None or request.method != "GET":
+            return None
+        if request.path == "/user":
+            return json_response(account["user"])
+        if request.path == "/user/emails":
+            email = {"email": account["email"], "primary": True, "verified": True}
+            return json_response([{**email, "visibility": "public"}])
+        if request.path == "/user/installations":
+            found = account["installations"]
+            return json_response({"total_count": len(found), "installations": found})
+        return None
 
     # -- test API -----------------------------------------------------------------------------
 
@@ -165,6 +292,12 @@ class FakeGitHub:
                     if override.times <= 0:
                         self._overrides.remove(override)
                 return await override.handler(request)
+        if request.path == "/login/oauth/authorize" and request.method == "GET":
+            return await self._authorize(request)
+        if request.path == "/login/oauth/access_token" and request.method == "POST":
+            return await self._access_token(request)
+        if (answer := await self._oauth_user_api(request)) is not None:
+            return answer
         for route in ROUTES:
             if route.method == request.method and _compile(route.path).fullmatch(request.path):
                 return json_response(
@@ -206,6 +339,9 @@ async def _serve(port: int) -> None:
 
     github = FakeGitHub(github_fixtures_dir())
     print(f"fake GitHub API at {await github.start(port=port)}", flush=True)
+    for key, value in github.oauth_environment().items():
+        if key != "POLAR_GITHUB_APP_PRIVATE_KEY":
+            print(f"{key}={value}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:

@@ -14,6 +14,7 @@ import fcntl
 import functools
 import importlib.metadata
 import importlib.util
+import json
 import os
 import pwd
 import secrets
@@ -120,6 +121,10 @@ class EmbeddedPostgres:
         try:
             entry = pwd.getpwnam(PG_SYSTEM_USER)
         except KeyError:
+            _notice(
+                f"running as root, and PostgreSQL refuses to run as root: adding the system user "
+                f"'{PG_SYSTEM_USER}' (useradd --system, no login shell) to run it"
+            )
             subprocess.run(["useradd", "--system", "-s", "/bin/false", PG_SYSTEM_USER], check=True)
             entry = pwd.getpwnam(PG_SYSTEM_USER)
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
@@ -147,6 +152,9 @@ class EmbeddedPostgres:
                 cwd=self.pgdata.parent,
                 **(self._as_user if as_server else {}),
                 env={**os.environ, "LC_ALL": "C"},
+                # Own session: the postmaster takes a terminal's Ctrl-C (SIGINT) as "fast
+                # shutdown"; the runner stops it itself, last.
+                start_new_session=True,
             )
 
     def _prepare_for_system_user(self) -> None:
@@ -156,6 +164,11 @@ class EmbeddedPostgres:
             for parent in target.parents:  # traverse (o+x) every folder above
                 mode = parent.stat().st_mode
                 if mode & 0o001 == 0:
+                    # Outside the project this changes the host: never silently.
+                    _notice(
+                        f"making {parent} traversable by others (chmod o+x, g+x) so that "
+                        f"'{PG_SYSTEM_USER}' can reach {target}; undo with chmod o-x,g-x {parent}"
+                    )
                     parent.chmod(mode | 0o011)
         install = self.bin_dir().parent
         for path in (install, *install.rglob("*")):  # read (and run) the installation
@@ -306,6 +319,9 @@ class EmbeddedNats:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            # Own session: a terminal's Ctrl-C goes to the runner's process group, and the
+            # runner stops this server last, after the services have drained.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while not port_answers(self.port):
@@ -324,6 +340,31 @@ class EmbeddedNats:
                 self._process.wait()
         if self._log_file is not None:
             self._log_file.close()
+
+
+def _notice(text: str) -> None:
+    print(f"infra: {text}", file=sys.stderr, flush=True)
+
+
+def remembered_port(root: Path, name: str, default: int) -> int:
+    """The port `name` used last time in `root` (kept in `root/ports.json`), when still free.
+
+    Stable ports keep `.dev/env`, a psql history or a NATS CLI context valid across restarts.
+    The first run takes `default` when free, else any free port; the choice is saved.
+    """
+    path = root / "ports.json"
+    try:
+        ports: dict[str, int] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        ports = {}
+    wanted = ports.get(name, default)
+    port = free_port(wanted)
+    if name in ports and port != wanted:
+        _notice(f"{name}: port {wanted} is taken by another program; using {port} from now on")
+    if ports.get(name) != port:
+        ports[name] = port
+        path.write_text(json.dumps(ports, indent=2) + "\n")
+    return port
 
 
 def sweep_stale_test_dirs(base: Path) -> None:
@@ -367,14 +408,14 @@ def infra(*, ephemeral: bool = False, data_dir: Path | None = None) -> Iterator[
             root = data_dir or dev_dir()
         stack.enter_context(_exclusive(root))
         if embed_postgres:
-            pg = EmbeddedPostgres(
-                root / "postgres", free_port(None if ephemeral else 5432), durable=not ephemeral
-            )
+            port = free_port() if ephemeral else remembered_port(root, "postgres", 5432)
+            pg = EmbeddedPostgres(root / "postgres", port, durable=not ephemeral)
             stack.callback(pg.stop)
             pg.start()
             database_url = pg.url() if ephemeral else pg.ensure_database("polar")
         if embed_nats:
-            nats = EmbeddedNats(root / "nats", free_port(None if ephemeral else 4222))
+            port = free_port() if ephemeral else remembered_port(root, "nats", 4222)
+            nats = EmbeddedNats(root / "nats", port)
             stack.callback(nats.stop)
             nats.start()
             nats_url = nats.url

@@ -1,19 +1,33 @@
-"""Structured logs: one JSON object per line, with the request id and friends bound in contextvars.
+"""Structured logs, with the request id and friends bound in contextvars.
 
-structlog renders both our own log calls and stdlib `logging` records (grpc, nats, asyncpg), so
-every line of a service has the same shape.
+JSON lines (one object per line) for machines, readable console lines for people: JSON unless
+stdout is a terminal, or as `POLAR_LOG_JSON` says (`make dev` asks for console lines). structlog
+renders both our own log calls and stdlib `logging` records (grpc, nats, asyncpg), so every
+line of a service has the same shape.
+
+Tracebacks never carry frame locals: a frame of a sign-in holds the user's GitHub token, a
+frame of SQLAlchemy the statement's parameters. They are also cut to the last few frames.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import Processor
 
+MAX_FRAMES = 12
 
-def configure_logging(level: str = "INFO", json: bool = True) -> None:
+
+def wants_json(json: bool | None) -> bool:
+    """`json` when set, else JSON unless stdout is a terminal."""
+    return json if json is not None else not sys.stdout.isatty()
+
+
+def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     shared: list[Processor] = [
         # request_id, rpc, subject, consumer... bound with structlog.contextvars.
         structlog.contextvars.merge_contextvars,
@@ -22,11 +36,18 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Processor
-    if json:
-        shared.append(structlog.processors.dict_tracebacks)
+    if wants_json(json):
+        shared.append(
+            structlog.processors.ExceptionRenderer(
+                ExceptionDictTransformer(show_locals=False, max_frames=MAX_FRAMES)
+            )
+        )
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer()
+        colors = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=colors, exception_formatter=structlog.dev.plain_traceback
+        )
 
     structlog.configure(
         processors=[

@@ -36,8 +36,8 @@ OUTBOX_ERRORS = Counter(
 _started: set[int] = set()
 
 
-def start_metrics_server(port: int) -> None:
-    """Serve /metrics on `port` from a daemon thread; 0 disables it. Idempotent per port."""
+def start_metrics_server(port: int, host: str = "0.0.0.0") -> None:
+    """Serve /metrics on `host:port` from a daemon thread; 0 disables it. Idempotent per port."""
     if port and port not in _started:
-        prometheus_client.start_http_server(port)
+        prometheus_client.start_http_server(port, addr=host)
         _started.add(port)

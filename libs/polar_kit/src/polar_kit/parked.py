@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
+from polar_db.devenv import announce, load_dev_env
 
 from polar_kit.consumer import PARKED_PREFIX
 from polar_kit.nats import PARKED, connect, publish
@@ -121,7 +122,9 @@ async def cli(argv: Sequence[str] | None = None) -> int:
     if args.command == "replay" and (args.seq is None) == (not args.all):
         parser.error("replay takes either SEQ or --all")
 
+    dev_env = load_dev_env()
     settings = ServiceSettings()
+    announce("nats", settings.nats_url, "POLAR_NATS_URL", dev_env)
     nc = await connect(settings, name="polar-parked")
     try:
         js = nc.jetstream()

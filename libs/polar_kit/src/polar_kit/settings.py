@@ -46,12 +46,25 @@ class ServiceSettings(BaseSettings):
         ),
     )
     log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
-    log_json: bool = Field(True, description="JSON log lines; false for human-readable logs.")
+    log_json: bool | None = Field(
+        None,
+        description=(
+            "JSON log lines (true) or human-readable ones (false); unset: JSON unless stdout "
+            "is a terminal."
+        ),
+    )
     github_api_url: str = Field(
         "https://api.github.com", description="Base URL of the GitHub REST API."
     )
     shutdown_grace_seconds: float = Field(
         10, ge=0, description="On SIGTERM, how long in-flight RPCs get to finish."
+    )
+    grpc_host: str = Field(
+        "[::]",
+        description="Address the gRPC server binds (all interfaces; `make dev`: 127.0.0.1).",
+    )
+    metrics_host: str = Field(
+        "0.0.0.0", description="Address the Prometheus /metrics endpoint binds."
     )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 = off."

@@ -3,6 +3,7 @@ the live stream and large webhook bodies pass straight through)."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import structlog
@@ -15,6 +16,7 @@ from .metrics import HTTP_REQUESTS, HTTP_SECONDS
 log = structlog.get_logger("polar_gateway.access")
 
 _HEADER = REQUEST_ID_HEADER.encode()
+_PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def _route(scope: Scope) -> str:
@@ -82,7 +84,15 @@ class RequestContextMiddleware:
             counter.inc()
             if not streaming:
                 histogram.observe(elapsed)
-            if status >= 500:
-                log.warning("request failed", method=method, path=scope["path"], status=status)
+            # One line per request (probes at debug: they come every few seconds).
+            level = "warning" if status >= 500 else "debug" if route in _PROBES else "info"
+            log.log(
+                logging.getLevelName(level.upper()),
+                "request",
+                method=method,
+                path=scope["path"],
+                status=status,
+                ms=round(elapsed * 1000, 1),
+            )
             structlog.contextvars.reset_contextvars(**bound)
             request_id_var.reset(token)

@@ -12,6 +12,8 @@ import sys
 import uuid
 from collections.abc import Sequence
 
+from polar_db.devenv import load_dev_env
+
 from .sessions import TokenSigner
 from .settings import GatewaySettings
 
@@ -26,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         print(f"not a user id (UUID): {args.user_id!r}", file=sys.stderr)
         return 2
+    load_dev_env()  # the secret of the cluster `make dev` runs here, unless set
     token, _ = TokenSigner(GatewaySettings()).issue_session(user_id, ttl=args.ttl)
     print(token)
     return 0

@@ -166,9 +166,13 @@ async def serve(
 ) -> None:
     """What a service's `__main__` awaits: metrics endpoint, gRPC server, background workers,
     graceful shutdown on SIGTERM/SIGINT."""
-    start_metrics_server(settings.metrics_port)
+    start_metrics_server(settings.metrics_port, settings.metrics_host)
     server = await start_server(
-        port=port, services=services, sessionmaker=sessionmaker, settings=settings
+        port=port,
+        services=services,
+        sessionmaker=sessionmaker,
+        settings=settings,
+        host=settings.grpc_host,
     )
     _release_startup_memory()
     await run_until_signal(

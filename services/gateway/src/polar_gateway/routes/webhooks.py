@@ -135,6 +135,8 @@ async def ingest(
         log.warning("webhook not stored", delivery=delivery, subject=subject, error=repr(exc))
         raise NatsUnavailable("the delivery could not be stored, redeliver it later") from exc
     (DUPLICATE if ack.duplicate else ACCEPTED).inc()
+    # The delivery id is the NATS message id: the consumer logs it too (`message_id`).
+    log.info("webhook accepted", delivery=delivery, subject=subject, duplicate=ack.duplicate)
     return 202, WebhookAccepted(status="accepted", delivery=delivery, duplicate=bool(ack.duplicate))
 
 
