@@ -1,7 +1,11 @@
+import html
 import json
+import re
 from pathlib import Path
 
 import aiohttp
+import httpx
+import jwt
 from aiohttp import web
 from polar_dev.fake_github import FakeGitHub
 
@@ -73,3 +77,55 @@ async def test_custom_handler_sees_the_request(fake_github: FakeGitHub) -> None:
     (call,) = fake_github.calls("POST")
     assert call.json() == {"repositories": ["hello"]}
     assert call.query == {"a": "1"}
+
+
+async def test_sign_in_through_the_authorize_page(fake_github: FakeGitHub) -> None:
+    env = fake_github.oauth_environment()
+    async with httpx.AsyncClient(base_url=fake_github.url) as http:
+        page = await http.get(
+            "/login/oauth/authorize",
+            params={
+                "client_id": env["POLAR_GITHUB_CLIENT_ID"],
+                "redirect_uri": "http://app.example/callback",
+                "state": "s1",
+            },
+        )
+        assert page.status_code == 200
+        link = re.search(r'id="as-Codertocat" href="([^"]+)"', page.text)
+        assert link is not None
+        callback = httpx.URL(html.unescape(link.group(1)))
+        assert callback.host == "app.example"
+        assert callback.params["state"] == "s1"
+
+        exchanged = await http.post(
+            "/login/oauth/access_token",
+            data={
+                "client_id": env["POLAR_GITHUB_CLIENT_ID"],
+                "client_secret": env["POLAR_GITHUB_CLIENT_SECRET"],
+                "code": callback.params["code"],
+            },
+            headers={"Accept": "application/json"},
+        )
+        token = exchanged.json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        assert (await http.get("/user", headers=headers)).json()["login"] == "Codertocat"
+        emails = (await http.get("/user/emails", headers=headers)).json()
+        assert emails[0]["verified"] is True
+        installations = (await http.get("/user/installations", headers=headers)).json()
+        assert [i["id"] for i in installations["installations"]] == [957387]
+
+        # A code is good once.
+        again = await http.post(
+            "/login/oauth/access_token",
+            data={
+                "client_secret": env["POLAR_GITHUB_CLIENT_SECRET"],
+                "code": callback.params["code"],
+            },
+        )
+        assert again.json() == {"error": "bad_verification_code"}
+
+
+def test_the_fake_app_has_a_usable_private_key(fake_github: FakeGitHub) -> None:
+    key = fake_github.oauth_environment()["POLAR_GITHUB_APP_PRIVATE_KEY"]
+    token = jwt.encode({"iss": "1"}, key, algorithm="RS256")
+    assert token.count(".") == 2

@@ -1,5 +1,8 @@
 """The embedded servers, used when POLAR_DATABASE_URL / POLAR_NATS_URL are not set."""
 
+import socket
+from pathlib import Path
+
 import asyncpg
 import nats
 import pytest
@@ -41,3 +44,28 @@ def test_given_urls_are_used_as_is(monkeypatch: pytest.MonkeyPatch) -> None:
         }
         assert not servers.embedded_postgres
         assert servers.data_dir is None
+
+
+def test_embedded_ports_are_kept_across_restarts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
+    monkeypatch.delenv(NATS_URL_ENV, raising=False)
+    with infra(data_dir=tmp_path) as first:
+        pass
+    with infra(data_dir=tmp_path) as second:
+        pass
+    assert second.env() == first.env()
+
+    # The remembered NATS port taken by someone else: another port, said out loud, kept.
+    taken = int(first.nats_url.rsplit(":", 1)[1])
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        with infra(data_dir=tmp_path) as third:
+            pass
+    assert third.nats_url != first.nats_url
+    assert f"port {taken} is taken by another program" in capfd.readouterr().err
+    with infra(data_dir=tmp_path) as fourth:
+        pass
+    assert fourth.nats_url == third.nats_url

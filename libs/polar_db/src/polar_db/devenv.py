@@ -16,10 +16,13 @@ import sys
 from pathlib import Path
 
 DEV_ENV = Path(".dev") / "env"
+DEV_ENV_VARIABLE = "POLAR_DEV_ENV"  # another file instead (a second cluster, the tests)
 
 
 def find_dev_env(start: Path | None = None) -> Path | None:
-    """`.dev/env` in the working directory or the nearest folder above it."""
+    """$POLAR_DEV_ENV, else `.dev/env` in the working directory or the nearest folder above."""
+    if configured := os.environ.get(DEV_ENV_VARIABLE):
+        return Path(configured) if Path(configured).is_file() else None
     here = (start or Path.cwd()).resolve()
     for directory in (here, *here.parents):
         candidate = directory / DEV_ENV

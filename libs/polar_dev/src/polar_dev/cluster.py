@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+import httpx
 from polar_db.devenv import parse_env_file
 
 from .infra import Infra, infra, port_is_free
@@ -86,6 +87,10 @@ def service_env(
         "PYTHONUNBUFFERED": "1",
     }
     env.update({s.port_env: str(ports[s.name]) for s in specs})
+    http = [s for s in specs if s.protocol == "http"]
+    if http and "POLAR_PUBLIC_URL" not in base:
+        # Sign-in's redirect_uri: wherever the gateway listens (its port may be configured).
+        env["POLAR_PUBLIC_URL"] = http[0].address(ports[http[0].name])
     return env
 
 
@@ -299,6 +304,11 @@ def _describe(inf: Infra, root: Path) -> list[str]:
     ]
 
 
+def _shown(path: Path, root: Path) -> str:
+    """`path` relative to `root` when inside it (`.dev/env`), else as is."""
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 DEV_SECRETS = ("POLAR_SESSION_SECRET", "POLAR_GITHUB_WEBHOOK_SECRET")
 
 
@@ -353,7 +363,7 @@ async def _serve(
             # The secrets in the environment win; otherwise the file's (generated) ones.
             written = write_dev_env(dev_env_file, tool_env)
             env = {**written, **env}
-            banner = [*banner, f"{'tools':<16} read {dev_env_file.relative_to(cwd)}"]
+            banner = [*banner, f"{'tools':<16} read {_shown(dev_env_file, cwd)}"]
 
         on_ready = None
         if demo:
@@ -401,8 +411,8 @@ def _demo_loader(
                 env,
                 github_fixtures_dir() / "webhooks",
             )
-        except demo.DemoError as err:
-            out.line(RUNNER, f"demo: {err}")
+        except (demo.DemoError, httpx.HTTPError) as err:
+            out.line(RUNNER, f"demo: could not load the story: {err!r}")
             return
         for line in lines:
             out.line(RUNNER, line)

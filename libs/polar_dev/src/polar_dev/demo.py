@@ -48,21 +48,24 @@ class DemoError(RuntimeError):
 def serve_issues_to_the_sync(github: FakeGitHub) -> None:
     """The recorded issue list holds one item, and it is a pull request (it has a
     `pull_request` key), so a sync would find no issue. For the demo, the fake GitHub lists
-    it as a plain issue of whichever repository is asked for: the sync then brings an issue
-    that no webhook did (#1347 beside the webhooks' #1)."""
+    it as a plain issue of Hello-World (and nothing for other repositories: GitHub ids are
+    global, one issue cannot be in two): the sync then brings an issue that no webhook did
+    (#1347, "Found a bug", beside the webhooks' #1)."""
     recorded = github.fixture("issues/list-for-repo")
+    ours = f"/repos/{ORGANIZATION}/{REPOSITORY}/issues"
 
     async def issues(request: web.Request) -> web.Response:
-        _, _, full_name = request.path.partition("/repos/")
-        full_name = full_name.removesuffix("/issues")
-        items = [
-            {
-                **{k: v for k, v in item.items() if k != "pull_request"},
-                "repository_url": f"https://api.github.com/repos/{full_name}",
-            }
-            for item in recorded
-        ]
-        return json_response(items)
+        if request.path.rstrip("/") != ours:
+            return json_response([])
+        return json_response(
+            [
+                {
+                    **{k: v for k, v in item.items() if k != "pull_request"},
+                    "repository_url": f"https://api.github.com/repos/{ORGANIZATION}/{REPOSITORY}",
+                }
+                for item in recorded
+            ]
+        )
 
     github.handle("GET", "/repos/{owner}/{repo}/issues", issues)
 
