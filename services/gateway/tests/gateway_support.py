@@ -147,11 +147,11 @@ class Member:
 
 async def oauth_sign_in(http: httpx.AsyncClient, user: GitHubUser) -> httpx.Response:
     """The browser's path: authorize -> (GitHub) -> callback; returns the callback's answer."""
-    authorize = await http.get("/api/v1/integrations/github/authorize", params={"return_to": "/x"})
+    authorize = await http.get("/api/v2/integrations/github/authorize", params={"return_to": "/x"})
     assert authorize.status_code == 307, authorize.text
     state = parse_qs(urlsplit(authorize.headers["location"]).query)["state"][0]
     return await http.get(
-        "/api/v1/integrations/github/callback", params={"code": user.code, "state": state}
+        "/api/v2/integrations/github/callback", params={"code": user.code, "state": state}
     )
 
 

@@ -169,3 +169,9 @@ class OrganizationServicer(pb_grpc.OrganizationServiceServicer):
     async def GetUser(self, request: pb.GetUserRequest, context: Context) -> pb.GetUserResponse:
         user = await service.get_user(current_session(), parse_uuid("id", request.id))
         return pb.GetUserResponse(user=mappers.user(user))
+
+    async def DeleteUser(
+        self, request: pb.DeleteUserRequest, context: Context
+    ) -> pb.DeleteUserResponse:
+        await service.delete_user(current_session(), parse_uuid("id", request.id))
+        return pb.DeleteUserResponse()

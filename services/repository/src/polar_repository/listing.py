@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from polar_db.models import IssueState
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .mappers import json_int, json_str
+from .mappers import json_int, json_object, json_objects, json_str
 
 Message = dict[str, Any]  # keyword arguments of the protobuf message's constructor
 
@@ -76,6 +76,10 @@ ISSUE_FIELDS: dict[str, str] = {
     "comments": _count("comments"),
     "milestone": "milestone->'title'",  # checked in Python
     "reactions_total": "reactions->'total_count'",  # checked in Python
+    "assignee": "assignee",  # trimmed in Python
+    "closed_by": "closed_by",  # trimmed in Python
+    "milestone_object": "milestone",  # checked in Python
+    "reactions": "reactions",  # checked in Python
 }
 PULL_REQUEST_FIELDS: dict[str, str] = {
     **_COMMON_FIELDS,
@@ -91,6 +95,19 @@ PULL_REQUEST_FIELDS: dict[str, str] = {
     "deletions": _count("deletions"),
     "changed_files": _count("changed_files"),
     "review_comments": _count("review_comments"),
+    "comments": _count("comments"),
+    "state_reason": _text("state_reason"),
+    "assignee": "assignee",  # trimmed in Python
+    "closed_by": "closed_by",  # trimmed in Python
+    "milestone_object": "milestone",  # checked in Python
+    "reactions": "reactions",  # checked in Python
+    "requested_teams": "requested_teams",  # checked in Python
+    "head": "head",  # checked in Python
+    "base": "base",  # checked in Python
+    "maintainer_can_modify": "maintainer_can_modify",
+    "is_mergeable": "is_mergeable",
+    "mergeable_state": _text("mergeable_state"),
+    "merged_by": "merged_by",  # trimmed in Python
 }
 
 
@@ -199,10 +216,18 @@ def _finish_common(m: Message, timestamps: tuple[str, ...]) -> None:
     m["assignees"] = _accounts(m["assignees"])
 
 
+def _finish_objects(m: Message) -> None:
+    m["assignee"] = _account(m["assignee"])
+    m["closed_by"] = _account(m["closed_by"])
+    m["milestone_object"] = json_object(m["milestone_object"])
+    m["reactions"] = json_object(m["reactions"])
+
+
 def _finish_issue(m: Message) -> None:
     _finish_common(m, _ISSUE_TIMESTAMPS)
     m["milestone"] = json_str(m["milestone"])
     m["reactions_total"] = json_int(m["reactions_total"])
+    _finish_objects(m)
 
 
 def _finish_pull_request(m: Message) -> None:
@@ -210,3 +235,8 @@ def _finish_pull_request(m: Message) -> None:
     m["requested_reviewers"] = _accounts(m["requested_reviewers"])
     m["head_ref"] = json_str(m["head_ref"])
     m["base_ref"] = json_str(m["base_ref"])
+    _finish_objects(m)
+    m["requested_teams"] = json_objects(m["requested_teams"])
+    m["head"] = json_object(m["head"])
+    m["base"] = json_object(m["base"])
+    m["merged_by"] = _account(m["merged_by"])
