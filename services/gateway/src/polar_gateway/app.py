@@ -13,8 +13,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.routing import APIRoute
 from starlette.requests import Request
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from .errors import install_error_handlers
@@ -56,6 +56,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     for module in modules:
         app.include_router(module.router_v1)
     app.include_router(health.router)
+    app.state.api_routes = {
+        V2: [r for m in modules for r in m.router.routes],
+        V1: [r for m in modules for r in m.router_v1.routes],
+    }
     _documents(app)
     install_error_handlers(app)
     if settings.cors_origins:
@@ -83,7 +87,7 @@ API_VERSIONS = {
 def openapi_document(app: FastAPI, prefix: str) -> dict[str, Any]:
     """The OpenAPI document of one version: its routes only."""
     version, description = API_VERSIONS[prefix]
-    routes = [r for r in app.routes if isinstance(r, APIRoute) and r.path.startswith(prefix + "/")]
+    routes: list[BaseRoute] = app.state.api_routes[prefix]
     return get_openapi(title="Polar API", version=version, description=description, routes=routes)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -60,7 +60,7 @@ class UserRead(Schema):
 class UserUpdate(Input):
     profile: dict[str, Any]
     password: str | None = None
-    email: str | None = Field(None, json_schema_extra={"format": "email"})
+    email: Annotated[str, Field(json_schema_extra={"format": "email"})] | None = None
     is_active: bool | None = None
     is_superuser: bool | None = None
     is_verified: bool | None = None

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from ..schemas import ErrorResponse
-from ..schemas_v1 import ErrorDetail
+from ..schemas_v1 import ErrorDetail, HTTPValidationError
 
 # /api/v2 is the recommended API (envelopes, cursors, money with a currency, one error
 # object); /api/v1 is the monolith's contract, kept for its clients (docs/decisions/0009).
@@ -41,8 +41,11 @@ AUTHED = errors(401, 403, 404, 422, 503)
 
 
 def v1_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The same for /api/v1: `{"detail": "..."}` (FastAPI documents 422 by itself)."""
-    return {status: {"model": ErrorDetail} for status in statuses if status != 422}
+    """The same for /api/v1: `{"detail": "..."}`, or for 422 `{"detail": [{loc, msg, type}]}`."""
+    return {
+        status: {"model": HTTPValidationError if status == 422 else ErrorDetail}
+        for status in statuses
+    }
 
 
 def json_response(

@@ -305,7 +305,7 @@ V1_STATE = "v1"
 @router_v1.get(
     "/integrations/github/authorize",
     response_model=schemas_v1.OAuth2AuthorizeResponse,
-    responses=v1_errors(503),
+    responses=v1_errors(422, 503),
 )
 async def authorize_v1(
     gateway: GatewayDep,
@@ -330,7 +330,7 @@ async def authorize_v1(
 @router_v1.get(
     "/integrations/github/callback",
     response_model=schemas_v1.ActionResponse,
-    responses=v1_errors(400, 401, 409, 503),
+    responses=v1_errors(400, 401, 409, 422, 503),
 )
 async def callback_v1(
     gateway: GatewayDep,

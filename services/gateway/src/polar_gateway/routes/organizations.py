@@ -59,7 +59,7 @@ async def _install(
 @router_v1.post(
     "/integrations/github/installations",
     response_model=schemas_v1.OrganizationRead,
-    responses=v1_errors(400, 401, 404, 503),
+    responses=v1_errors(400, 401, 404, 422, 503),
 )
 async def install_v1(
     body: schemas_v1.InstallationCreate, session: CurrentSession, gateway: GatewayDep

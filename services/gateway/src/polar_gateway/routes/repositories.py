@@ -35,7 +35,7 @@ from ._common import (
 
 router = APIRouter(prefix=V2, tags=["repositories"])
 router_v1 = APIRouter(prefix=V1, tags=["repositories"])
-V1_AUTHED = v1_errors(401, 403, 404, 503)
+V1_AUTHED = v1_errors(401, 403, 404, 422, 503)
 PAGE = 100  # the repository service's largest page
 
 StateFilter = Annotated[IssueState | None, Query(description="Only open or only closed.")]
@@ -257,7 +257,9 @@ async def list_rewards_v1(
 
 
 @router_v1.post(
-    "/rewards", response_model=schemas_v1.RewardRead, responses=v1_errors(400, 401, 403, 404, 503)
+    "/rewards",
+    response_model=schemas_v1.RewardRead,
+    responses=v1_errors(400, 401, 403, 404, 422, 503),
 )
 async def create_reward_v1(
     body: schemas_v1.RewardCreate, session: CurrentSession, gateway: GatewayDep

@@ -223,7 +223,7 @@ async def stream(
     "/stream",
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
-        **v1_errors(401, 403, 404, 503),
+        **v1_errors(401, 403, 404, 422, 503),
     },
 )
 async def stream_v1(

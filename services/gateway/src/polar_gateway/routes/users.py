@@ -151,7 +151,7 @@ async def get_me_v1(session: CurrentSession, gateway: GatewayDep) -> Response:
 
 
 @router_v1.patch(
-    "/users/me", response_model=schemas_v1.UserRead, responses=v1_errors(400, 401, 503)
+    "/users/me", response_model=schemas_v1.UserRead, responses=v1_errors(400, 401, 422, 503)
 )
 async def update_me_v1(
     body: schemas_v1.UserUpdate, session: CurrentSession, gateway: GatewayDep
@@ -167,7 +167,9 @@ async def _require_superuser(gateway: Gateway, user_id: str) -> None:
 
 
 @router_v1.get(
-    "/users/{id}", response_model=schemas_v1.UserRead, responses=v1_errors(401, 403, 404, 503)
+    "/users/{id}",
+    response_model=schemas_v1.UserRead,
+    responses=v1_errors(401, 403, 404, 422, 503),
 )
 async def get_user_v1(id: uuid.UUID, session: CurrentSession, gateway: GatewayDep) -> Response:
     await _require_superuser(gateway, session.user_id)
@@ -177,7 +179,7 @@ async def get_user_v1(id: uuid.UUID, session: CurrentSession, gateway: GatewayDe
 @router_v1.patch(
     "/users/{id}",
     response_model=schemas_v1.UserRead,
-    responses=v1_errors(400, 401, 403, 404, 503),
+    responses=v1_errors(400, 401, 403, 404, 422, 503),
 )
 async def update_user_v1(
     id: uuid.UUID, body: schemas_v1.UserUpdate, session: CurrentSession, gateway: GatewayDep
@@ -195,7 +197,7 @@ async def update_user_v1(
 @router_v1.delete(
     "/users/{id}",
     status_code=204,
-    responses={204: {"description": "Deleted"}, **v1_errors(401, 403, 404, 503)},
+    responses={204: {"description": "Deleted"}, **v1_errors(401, 403, 404, 422, 503)},
 )
 async def delete_user_v1(id: uuid.UUID, session: CurrentSession, gateway: GatewayDep) -> Response:
     await _require_superuser(gateway, session.user_id)
@@ -211,7 +213,21 @@ async def delete_user_v1(id: uuid.UUID, session: CurrentSession, gateway: Gatewa
             "required": True,
             "content": {
                 "application/x-www-form-urlencoded": {
-                    "schema": {"$ref": "#/components/schemas/Body_users_login"}
+                    "schema": {
+                        "type": "object",
+                        "required": ["username", "password"],
+                        "properties": {
+                            name: {"type": "string"}
+                            for name in (
+                                "grant_type",
+                                "username",
+                                "password",
+                                "scope",
+                                "client_id",
+                                "client_secret",
+                            )
+                        },
+                    }
                 }
             },
         }
