@@ -135,7 +135,11 @@ def _answer(
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     if is_v1(request.url.path):
-        return JSONResponse(v1_error_body(message), status_code=status, headers=headers)
+        # v1's 422 is always the validation list, whoever found the value invalid.
+        detail: str | list[dict[str, Any]] = (
+            [{"loc": [], "msg": message, "type": "value_error"}] if status == 422 else message
+        )
+        return JSONResponse(v1_error_body(detail), status_code=status, headers=headers)
     return error_response(status, code, message, details=details, headers=headers)
 
 
