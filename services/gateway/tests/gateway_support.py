@@ -48,6 +48,7 @@ class GitHubUser:
             "id": self.id,
             "login": self.login,
             "avatar_url": f"https://avatars.example/{self.login}.png",
+            "name": f"User {self.id}",
             "email": None,
             "type": "User",
         }

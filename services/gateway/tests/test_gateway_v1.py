@@ -101,6 +101,8 @@ async def test_the_web_apps_whole_flow(
         me = checked(await http.get(f"{V1}/users/me"), schemas_v1.UserRead, "UserRead")
         assert me["profile"]["login"] == user.login
         assert me["profile"]["avatar_url"].endswith(".png")
+        assert me["profile"]["name"] == f"User {user.id}"
+        assert me["profile"]["id"] == user.id
         assert me["email"] == user.email
         assert me["is_verified"] is True
         assert me["is_superuser"] is False

@@ -72,7 +72,10 @@ def _optional(message: Message, field: str) -> Any:
 
 def user(m: organization_pb2.User) -> JSON:
     return {
-        "profile": {"login": m.username, "avatar_url": m.avatar_url or None, "name": None},
+        # GitHub's profile as of the last sign-in; login and avatar as Polar keeps them.
+        "profile": {"name": None}
+        | (_object(m, "profile") or {})
+        | {"login": m.username, "avatar_url": m.avatar_url or None},
         "id": m.id,
         # The contract requires an email; GitHub gives every account a no-reply address.
         "email": m.email or f"{m.username}@users.noreply.github.com",

@@ -73,6 +73,7 @@ def user(u: User) -> organization_pb2.User:
         created_at=timestamp(u.created_at),
         modified_at=timestamp(u.modified_at),
         is_superuser=u.is_superuser,
+        profile=struct(u.profile or None),
     )
 
 

@@ -340,6 +340,7 @@ class GitHubProfile:
     access_token: str
     access_token_expires_at: int | None
     refresh_token: str | None
+    public_profile: dict[str, Any] | None = None  # GitHub's (login, name, avatar_url...)
 
 
 async def get_user(session: AsyncSession, id: uuid.UUID) -> User:
@@ -400,6 +401,8 @@ async def upsert_user_from_github(
         session.add(user)
     user.username = profile.login
     user.avatar_url = profile.avatar_url
+    if profile.public_profile is not None:
+        user.profile = profile.public_profile
     if profile.email and owner in (None, user):
         user.email = profile.email
         user.email_verified = profile.email_verified

@@ -28,6 +28,7 @@ import httpx
 import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
+from google.protobuf.struct_pb2 import Struct
 from polar.organization.v1 import organization_service_pb2 as org_pb
 
 from .. import schemas_v1
@@ -242,11 +243,43 @@ async def _sign_in(
             access_token=token,
             access_token_expires_at=int(time.time()) + int(expires_in) if expires_in else 0,
             refresh_token=str(grant.get("refresh_token") or ""),
+            profile=_public_profile(user),
         ),
     )
     session_token, session = gateway.tokens.issue_session(upserted.user.id)
     log.info("signed in", user_id=session.user_id, created=upserted.created)
     return session_token
+
+
+# GitHub's public profile fields kept as the user's profile (v1's UserRead.profile).
+PROFILE_FIELDS = (
+    "login",
+    "id",
+    "avatar_url",
+    "html_url",
+    "type",
+    "site_admin",
+    "name",
+    "company",
+    "blog",
+    "location",
+    "bio",
+    "twitter_username",
+)
+
+
+def _public_profile(user: dict[str, Any]) -> Struct:
+    profile = Struct()
+    profile.update(
+        {
+            k: user[k]
+            for k in PROFILE_FIELDS
+            if k in user
+            and (user[k] is None or isinstance(user[k], bool | int | str))
+            and len(str(user[k])) <= 1024
+        }
+    )
+    return profile
 
 
 def _set_session_cookie(gateway: Gateway, response: Response, session_token: str) -> None:
