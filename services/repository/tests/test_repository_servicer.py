@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
+from google.protobuf.json_format import MessageToDict
 import pytest
 import sqlalchemy as sa
 from google.protobuf.message import Message
@@ -874,6 +875,50 @@ async def test_list_pull_requests_matches_get_pull_request(
     for pr in listed.pull_requests:
         got = await stub.GetPullRequest(pb.GetPullRequestRequest(id=pr.id))
         assert pr == got.pull_request
+
+
+async def test_lists_carry_githubs_own_objects(
+    stub: Stub, make_repo: MakeRepo, make_pull_requests: MakePullRequests
+) -> None:
+    """What the monolith's v1 contract shows (milestone, reactions, refs, closed_by,
+    merged_by...) comes back from the lists as the payloads carried it."""
+    repo = await make_repo()
+    milestone = {"id": 5, "number": 2, "title": "v2", "state": "open", "due_on": None}
+    reactions = {"total_count": 3, "+1": 2, "heart": 1}
+    head = {"label": "o:f", "ref": "f", "sha": "abc", "user": {"id": 1, "login": "o"}}
+    values: dict[str, Any] = {
+        "milestone": milestone,
+        "reactions": reactions,
+        "closed_by": {"id": 9, "login": "closer"},
+        "assignee": {"id": 8, "login": "doer"},
+        "head": head,
+        "base": {"ref": "main"},
+        "merged_by": {"id": 7, "login": "merger"},
+        "requested_teams": [{"id": 3, "slug": "core"}, "garbage"],
+        "maintainer_can_modify": True,
+        "is_mergeable": False,
+        "mergeable_state": "dirty",
+        "comments": 4,
+        "state_reason": "completed",
+    }
+    await make_pull_requests(repo, 1, **values)
+    [pr] = (
+        await stub.ListPullRequests(pb.ListPullRequestsRequest(repository_id=str(repo.id)))
+    ).pull_requests
+    assert MessageToDict(pr.milestone_object) == milestone
+    assert MessageToDict(pr.reactions) == reactions
+    assert MessageToDict(pr.head) == head
+    assert [MessageToDict(t) for t in pr.requested_teams] == [{"id": 3, "slug": "core"}]
+    assert (pr.closed_by.login, pr.assignee.login, pr.merged_by.login) == (
+        "closer",
+        "doer",
+        "merger",
+    )
+    assert pr.maintainer_can_modify is True
+    assert pr.HasField("is_mergeable") and pr.is_mergeable is False
+    assert (pr.mergeable_state, pr.comments, pr.state_reason) == ("dirty", 4, "completed")
+    got = await stub.GetPullRequest(pb.GetPullRequestRequest(id=pr.id))
+    assert got.pull_request == pr
 
 
 async def test_batch_upsert_racing_for_a_name(stub: Stub, make_org: MakeOrg) -> None:
