@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from typing import Any
 from urllib.parse import parse_qs
 
 import grpc
@@ -18,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from polar.organization.v1 import organization_pb2
 from polar.organization.v1 import organization_service_pb2 as org_pb
+from polar.repository.v1 import repository_pb2
 from polar.repository.v1 import repository_service_pb2 as repo_pb
 
 from .. import mappers, mappers_v1, schemas, schemas_v1
@@ -29,7 +29,7 @@ from ._common import AUTHED, V1, V2, Cursor, Limit, errors, json_response, v1_er
 router = APIRouter(prefix=V2, tags=["users"])
 router_v1 = APIRouter(prefix=V1, tags=["users"])
 
-REPOSITORY_PAGE = 100  # the repository service's largest page
+PAGE = 100  # the services' largest page
 
 
 async def _get_user(gateway: Gateway, user_id: str) -> organization_pb2.User:
@@ -91,18 +91,16 @@ async def list_my_organizations(
 
 async def _repositories(
     gateway: Gateway, user_id: str, orgs: list[organization_pb2.Organization]
-) -> dict[str, list[Any]]:
+) -> dict[str, list[repository_pb2.Repository]]:
     """The repositories of all these organizations (of the user's), by organization id."""
     clients = gateway.clients
-    by_org: dict[str, list[Any]] = defaultdict(list)
+    by_org: dict[str, list[repository_pb2.Repository]] = defaultdict(list)
     ids = [o.id for o in orgs]
     token = ""
     while ids:
         page = await clients.call(
             clients.repo.ListRepositories,
-            repo_pb.ListRepositoriesRequest(
-                organization_ids=ids, page_size=REPOSITORY_PAGE, page_token=token
-            ),
+            repo_pb.ListRepositoriesRequest(organization_ids=ids, page_size=PAGE, page_token=token),
         )
         for repository in page.repositories:
             by_org[repository.organization_id].append(repository)
@@ -122,7 +120,7 @@ async def all_organizations(gateway: Gateway, user_id: str) -> list[organization
         page = await gateway.clients.call(
             gateway.clients.org.ListOrganizations,
             org_pb.ListOrganizationsRequest(
-                member_user_id=user_id, page_size=REPOSITORY_PAGE, page_token=token
+                member_user_id=user_id, page_size=PAGE, page_token=token
             ),
         )
         orgs += page.organizations
