@@ -344,6 +344,17 @@ async def test_stream_sends_the_monoliths_payloads(
                 "polar.repository.v1.issue_updated", repo_events.IssueUpdated(issue=issue)
             ),
             await events.send(
+                "polar.repository.v1.sync_progress",
+                repo_events.RepositorySyncProgress(
+                    repository_id=repo_id,
+                    organization_id=org.id,
+                    synced=1,
+                    expected=7,
+                    issue_id=issue.id,
+                    issue_title="t",
+                ),
+            ),
+            await events.send(
                 "polar.repository.v1.sync_completed",
                 repo_events.RepositorySyncCompleted(
                     repository_id=repo_id, organization_id=org.id, issues=7
@@ -361,6 +372,16 @@ async def test_stream_sends_the_monoliths_payloads(
         },
         {
             "id": sent[2],
+            "key": "issue.synced",
+            "payload": {
+                "issue": {"id": issue.id, "title": "t"},
+                "expected": 7,
+                "synced": 1,
+                "repository_id": repo_id,
+            },
+        },
+        {
+            "id": sent[3],
             "key": "issue.sync.completed",
             "payload": {"expected": 7, "synced": 7, "repository_id": repo_id},
         },

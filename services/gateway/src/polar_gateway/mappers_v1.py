@@ -232,10 +232,10 @@ def stream_event(event: Event) -> JSON | None:
     elif isinstance(m, repository_events.PullRequestUpdated):
         key, payload = "pull_request.updated", {"pull_request": m.pull_request.id}
     elif isinstance(m, repository_events.RepositorySyncProgress):
-        # The sync reports progress per page, not per issue: no single issue to name.
+        # The sync reports progress per page; it names the last issue stored so far.
         key = "issue.synced"
         payload = {
-            "issue": None,
+            "issue": {"id": m.issue_id, "title": m.issue_title} if m.issue_id else None,
             "expected": m.expected,
             "synced": m.synced,
             "repository_id": m.repository_id,
