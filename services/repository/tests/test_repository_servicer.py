@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 import pytest
 import sqlalchemy as sa
+from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from polar.common.v1.common_pb2 import PLATFORM_GITHUB, PLATFORM_UNSPECIFIED, Money
 from polar.repository.v1 import events_pb2
@@ -915,7 +915,8 @@ async def test_lists_carry_githubs_own_objects(
         "merger",
     )
     assert pr.maintainer_can_modify is True
-    assert pr.HasField("is_mergeable") and pr.is_mergeable is False
+    assert pr.HasField("is_mergeable")
+    assert pr.is_mergeable is False
     assert (pr.mergeable_state, pr.comments, pr.state_reason) == ("dirty", 4, "completed")
     got = await stub.GetPullRequest(pb.GetPullRequestRequest(id=pr.id))
     assert got.pull_request == pr
