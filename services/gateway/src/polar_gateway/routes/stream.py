@@ -1,4 +1,4 @@
-"""GET /api/v1/stream: Server-Sent Events of the domain events the user may see.
+"""GET /api/v2/stream (and /api/v1/stream): Server-Sent Events of the events a user may see.
 
 Each connection reads the EVENTS stream through its own ordered, ephemeral JetStream
 consumer (flow-controlled, recreated by the client library after a gap or a reconnect; the
