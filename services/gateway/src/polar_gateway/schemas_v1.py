@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from .schemas import MAX_INT64
 
@@ -187,17 +187,13 @@ class PullRequestRead(IssueRead):
 
 class RewardCreate(Input):
     issue_id: uuid.UUID
+    # Whole cents: 12.5 is refused (422), never rounded.
     amount: float = Field(
+        gt=0,
+        le=MAX_INT64,
+        multiple_of=1,
         description="US cents, a whole number (the monolith stored integer cents in USD).",
     )
-
-    @field_validator("amount")
-    @classmethod
-    def _whole_cents(cls, value: float) -> float:
-        # Refused rather than rounded: 12.5 cents is a caller's mistake, not a price.
-        if not float(value).is_integer() or not 0 < value <= MAX_INT64:
-            raise ValueError("amount must be a whole, positive number of US cents")
-        return value
 
 
 class RewardRead(Schema):
