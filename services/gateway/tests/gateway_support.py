@@ -190,6 +190,8 @@ class Seed:
             "author": {"id": 1, "login": "octocat", "avatar_url": None},
             "labels": [{"id": 7, "name": "bug", "color": "d73a4a"}],
             "assignees": [],
+            "milestone": {"id": 3, "number": 1, "title": "v1", "state": "open"},
+            "reactions": {"total_count": 2, "+1": 2, "heart": 0},
             "issue_created_at": datetime(2024, 1, 1, tzinfo=UTC),
         } | extra
 

@@ -134,6 +134,9 @@ async def test_the_web_apps_whole_flow(
         )
         assert len(issues) == 3
         assert issues[0]["author"]["login"] == "octocat"
+        # GitHub's own objects, as the payloads carried them (integers stay integers).
+        assert issues[0]["milestone"] == {"id": 3, "number": 1, "title": "v1", "state": "open"}
+        assert issues[0]["reactions"] == {"total_count": 2, "+1": 2, "heart": 0}
         pulls = checked(
             await http.get(f"{V1}/pull_requests/{where}"),
             schemas_v1.PullRequestRead,

@@ -843,7 +843,9 @@ async def test_list_issues_matches_get_issue(
             .where(Issue.id == made[0].id)
             .values(modified_at=datetime(2025, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC))
         )
-    listed = await stub.ListIssues(pb.ListIssuesRequest(repository_id=str(repo.id)))
+    listed = await stub.ListIssues(
+        pb.ListIssuesRequest(repository_id=str(repo.id), include_github_objects=True)
+    )
     assert len(listed.issues) == len(ODD_VALUES)
     for issue in listed.issues:
         got = await stub.GetIssue(pb.GetIssueRequest(id=issue.id))
@@ -870,7 +872,9 @@ async def test_list_pull_requests_matches_get_pull_request(
     ]
     for n, values in enumerate(odd):
         await make_pull_requests(repo, 1, start=n + 1, **values)
-    listed = await stub.ListPullRequests(pb.ListPullRequestsRequest(repository_id=str(repo.id)))
+    listed = await stub.ListPullRequests(
+        pb.ListPullRequestsRequest(repository_id=str(repo.id), include_github_objects=True)
+    )
     assert len(listed.pull_requests) == len(odd)
     for pr in listed.pull_requests:
         got = await stub.GetPullRequest(pb.GetPullRequestRequest(id=pr.id))
@@ -902,9 +906,15 @@ async def test_lists_carry_githubs_own_objects(
         "state_reason": "completed",
     }
     await make_pull_requests(repo, 1, **values)
-    [pr] = (
-        await stub.ListPullRequests(pb.ListPullRequestsRequest(repository_id=str(repo.id)))
-    ).pull_requests
+    request = pb.ListPullRequestsRequest(repository_id=str(repo.id))
+    # Without asking, a page skips GitHub's objects (v2 shows none of them)...
+    [lean] = (await stub.ListPullRequests(request)).pull_requests
+    assert not lean.HasField("milestone_object")
+    assert not lean.HasField("head")
+    assert (lean.mergeable_state, lean.comments) == ("dirty", 4)
+    # ... and carries them when asked.
+    request.include_github_objects = True
+    [pr] = (await stub.ListPullRequests(request)).pull_requests
     assert MessageToDict(pr.milestone_object) == milestone
     assert MessageToDict(pr.reactions) == reactions
     assert MessageToDict(pr.head) == head

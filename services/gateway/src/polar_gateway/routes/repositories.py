@@ -86,7 +86,13 @@ async def list_issues(
 
 
 async def _issues(
-    gateway: Gateway, repository_id: str, state: IssueState | None, limit: int, token: str
+    gateway: Gateway,
+    repository_id: str,
+    state: IssueState | None,
+    limit: int,
+    token: str,
+    *,
+    github_objects: bool = False,  # v1 shows them, v2 does not
 ) -> repo_pb.ListIssuesResponse:
     return await gateway.clients.call(
         gateway.clients.repo.ListIssues,
@@ -95,6 +101,7 @@ async def _issues(
             state=mappers.ISSUE_STATE_FILTER[state],
             page_size=limit,
             page_token=token,
+            include_github_objects=github_objects,
         ),
     )
 
@@ -122,7 +129,13 @@ async def list_pull_requests(
 
 
 async def _pull_requests(
-    gateway: Gateway, repository_id: str, state: IssueState | None, limit: int, token: str
+    gateway: Gateway,
+    repository_id: str,
+    state: IssueState | None,
+    limit: int,
+    token: str,
+    *,
+    github_objects: bool = False,
 ) -> repo_pb.ListPullRequestsResponse:
     return await gateway.clients.call(
         gateway.clients.repo.ListPullRequests,
@@ -131,6 +144,7 @@ async def _pull_requests(
             state=mappers.ISSUE_STATE_FILTER[state],
             page_size=limit,
             page_token=token,
+            include_github_objects=github_objects,
         ),
     )
 
@@ -216,7 +230,9 @@ async def list_issues_v1(
     gateway: GatewayDep,
 ) -> Response:
     repository = await _repository(gateway, session.user_id, organization_name, name)
-    issues = await _all(lambda t: _issues(gateway, repository.id, None, PAGE, t), "issues")
+    issues = await _all(
+        lambda t: _issues(gateway, repository.id, None, PAGE, t, github_objects=True), "issues"
+    )
     return json_response([mappers_v1.issue(i) for i in issues])
 
 
@@ -234,7 +250,8 @@ async def list_pull_requests_v1(
 ) -> Response:
     repository = await _repository(gateway, session.user_id, organization_name, name)
     prs = await _all(
-        lambda t: _pull_requests(gateway, repository.id, None, PAGE, t), "pull_requests"
+        lambda t: _pull_requests(gateway, repository.id, None, PAGE, t, github_objects=True),
+        "pull_requests",
     )
     return json_response([mappers_v1.pull_request(p) for p in prs])
 
