@@ -5,7 +5,7 @@
   floor: a bare ASGI app under the same uvicorn that only verifies the HMAC.
 - end_to_end: 10,000 distinct `issues.opened` deliveries POSTed by 32 senders, from the POST
   to a row in PostgreSQL (the repository service's webhook consumer), absolute figures.
-- organizations: GET /api/v1/user/organizations for a user in 10 organizations with 20
+- organizations: GET /api/v2/user/organizations for a user in 10 organizations with 20
   repositories each, 32 concurrent clients, through the gateway and both services (each its
   own process); floor: a bare ASGI app reading the same data with one SQL query.
 
@@ -242,7 +242,7 @@ async def ingress(nats_url: str, config: Config) -> dict[str, Any]:
             floor_result = await load(
                 session, "floor: bare ASGI, HMAC only", f"http://{HOST}:{floor_port}/", floor.pid
             )
-        url = f"http://{HOST}:{gateway_port}/api/v1/integrations/github/webhook"
+        url = f"http://{HOST}:{gateway_port}/api/v2/integrations/github/webhook"
         async with processes(gateway):
             await wait_http(session, f"http://{HOST}:{gateway_port}/healthz", gateway)
             for _ in range(300):  # NATS connected and the streams exist
@@ -358,7 +358,7 @@ async def organizations(server_url: str, nats_url: str, config: Config) -> dict[
             uvicorn_args("bench.gateway_floor:organizations_app", floor_port),
             {"BENCH_DATABASE_URL": asyncpg_dsn(url), "BENCH_USER_ID": str(user)},
         )
-        floor_url = f"http://{HOST}:{floor_port}/api/v1/user/organizations"
+        floor_url = f"http://{HOST}:{floor_port}/api/v2/user/organizations"
         async with processes(floor):
             await wait_http(session, floor_url, floor)
             floor_result = await load("floor: bare ASGI, one SQL query", floor_url, floor.pid, {})
@@ -393,7 +393,7 @@ async def organizations(server_url: str, nats_url: str, config: Config) -> dict[
             str(user)
         )
         headers = {"Authorization": f"Bearer {token}"}
-        gateway_url = f"http://{HOST}:{gateway_port}/api/v1/user/organizations"
+        gateway_url = f"http://{HOST}:{gateway_port}/api/v2/user/organizations"
         async with processes(*services, gateway):
             await wait_http(session, f"http://{HOST}:{gateway_port}/readyz", gateway)
             result = await load(
@@ -495,7 +495,7 @@ async def end_to_end(server_url: str, nats_url: str, config: Config, count: int)
             organization_grpc_target=f"{HOST}:{org_port}",
             repository_grpc_target=f"{HOST}:{repo_port}",
         )
-        url_ = f"http://{HOST}:{gateway_port}/api/v1/integrations/github/webhook"
+        url_ = f"http://{HOST}:{gateway_port}/api/v2/integrations/github/webhook"
 
         async def rows() -> int:
             async with engine.connect() as conn:

@@ -2,7 +2,7 @@
 
 - `hmac_app`: webhook ingress that only verifies X-Hub-Signature-256 and answers 202
   (nothing parsed, nothing stored).
-- `organizations_app`: GET /api/v1/user/organizations for one user, read with one SQL query
+- `organizations_app`: GET /api/v2/user/organizations for one user, read with one SQL query
   (organizations joined with their repositories) from an asyncpg pool, grouped and
   JSON-encoded here; no authentication, no services.
 

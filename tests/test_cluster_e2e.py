@@ -441,7 +441,7 @@ def sign(body: bytes) -> str:
 
 async def deliver(http: httpx.AsyncClient, hook: Hook) -> httpx.Response:
     return await http.post(
-        "/api/v1/integrations/github/webhook",
+        "/api/v2/integrations/github/webhook",
         content=hook.body,
         headers={
             "Content-Type": "application/json",
@@ -721,11 +721,11 @@ def _expected_line(line: str, parked: set[tuple[str, str]]) -> bool:
 async def read_stream(
     http: httpx.AsyncClient, headers: dict[str, str], count: int, within: float
 ) -> list[dict[str, Any]]:
-    """The first `count` events of GET /api/v1/stream (SSE frames: id, event, data)."""
+    """The first `count` events of GET /api/v2/stream (SSE frames: id, event, data)."""
     events: list[dict[str, Any]] = []
 
     async def read() -> None:
-        async with http.stream("GET", "/api/v1/stream", headers=headers) as response:
+        async with http.stream("GET", "/api/v2/stream", headers=headers) as response:
             assert response.status_code == 200, await response.aread()
             frame: dict[str, Any] = {}
             async for line in response.aiter_lines():
@@ -762,7 +762,7 @@ async def _check_state(
     db: str,
     account: Mapping[str, Any],
 ) -> None:
-    mine = await http.get("/api/v1/user/organizations", headers=auth)
+    mine = await http.get("/api/v2/user/organizations", headers=auth)
     assert mine.status_code == 200, mine.text
     [org] = mine.json()["items"]
     installation = expected.accounts[account["id"]]
@@ -772,7 +772,7 @@ async def _check_state(
     assert org["installation_id"] == installation["id"]
     assert org["is_personal"] is (account["type"] == "User")
     assert org["status"] == "active"
-    single = await http.get(f"/api/v1/organizations/{org['id']}", headers=auth)
+    single = await http.get(f"/api/v2/organizations/{org['id']}", headers=auth)
     assert single.status_code == 200, single.text
     assert {k: v for k, v in single.json().items()} == {
         k: v for k, v in org.items() if k != "repositories"
@@ -789,7 +789,7 @@ async def _check_state(
         assert repo["name"] == live[rid]["name"], repo
         assert repo["is_private"] is live[rid]["is_private"], repo
         assert repo["organization_id"] == org["id"]
-        got = await http.get(f"/api/v1/repositories/{repo['id']}", headers=auth)
+        got = await http.get(f"/api/v2/repositories/{repo['id']}", headers=auth)
         assert got.status_code == 200, got.text
         assert got.json()["name"] == repo["name"]
 
@@ -800,7 +800,7 @@ async def _check_state(
         while True:
             params = {"limit": "2"} | ({"cursor": cursor} if cursor else {})
             page = await http.get(
-                f"/api/v1/{kind}/github/{org['name']}/{repo}", params=params, headers=auth
+                f"/api/v2/{kind}/github/{org['name']}/{repo}", params=params, headers=auth
             )
             assert page.status_code == 200, page.text
             found += page.json()["items"]

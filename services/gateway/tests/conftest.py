@@ -216,7 +216,7 @@ def sign_in(gateway: RunningGateway, github: FakeGitHub, world: GitHubWorld) -> 
             response = await oauth_sign_in(http, user)
             assert response.status_code == 303, response.text
             token = http.cookies["polar_session"]
-            me = await http.get("/api/v1/users/me")
+            me = await http.get("/api/v2/users/me")
             assert me.status_code == 200, me.text
         return Member(me.json()["id"], token, user)
 
@@ -230,7 +230,7 @@ def install(client: httpx.AsyncClient, world: GitHubWorld, github: FakeGitHub) -
     async def make(member: Member) -> Org:
         installation = world.new_installation(member.github)
         response = await client.post(
-            "/api/v1/integrations/github/installations",
+            "/api/v2/integrations/github/installations",
             json={"platform": "github", "external_id": installation["id"]},
             headers=member.headers,
         )

@@ -48,6 +48,7 @@ class GitHubUser:
             "id": self.id,
             "login": self.login,
             "avatar_url": f"https://avatars.example/{self.login}.png",
+            "name": f"User {self.id}",
             "email": None,
             "type": "User",
         }
@@ -147,11 +148,11 @@ class Member:
 
 async def oauth_sign_in(http: httpx.AsyncClient, user: GitHubUser) -> httpx.Response:
     """The browser's path: authorize -> (GitHub) -> callback; returns the callback's answer."""
-    authorize = await http.get("/api/v1/integrations/github/authorize", params={"return_to": "/x"})
+    authorize = await http.get("/api/v2/integrations/github/authorize", params={"return_to": "/x"})
     assert authorize.status_code == 307, authorize.text
     state = parse_qs(urlsplit(authorize.headers["location"]).query)["state"][0]
     return await http.get(
-        "/api/v1/integrations/github/callback", params={"code": user.code, "state": state}
+        "/api/v2/integrations/github/callback", params={"code": user.code, "state": state}
     )
 
 
@@ -189,6 +190,8 @@ class Seed:
             "author": {"id": 1, "login": "octocat", "avatar_url": None},
             "labels": [{"id": 7, "name": "bug", "color": "d73a4a"}],
             "assignees": [],
+            "milestone": {"id": 3, "number": 1, "title": "v1", "state": "open"},
+            "reactions": {"total_count": 2, "+1": 2, "heart": 0},
             "issue_created_at": datetime(2024, 1, 1, tzinfo=UTC),
         } | extra
 

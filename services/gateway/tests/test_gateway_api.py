@@ -23,7 +23,7 @@ async def _grpc_calls(client: httpx.AsyncClient, method: str) -> float:
 
 async def test_me(client: httpx.AsyncClient, sign_in: SignIn) -> None:
     member = await sign_in()
-    response = await client.get("/api/v1/users/me", headers=member.headers)
+    response = await client.get("/api/v2/users/me", headers=member.headers)
     assert response.status_code == 200
     body = response.json()
     conforms(schemas.UserRead, body)
@@ -37,10 +37,10 @@ async def test_patch_me_accepts_nothing_it_cannot_honour(
     client: httpx.AsyncClient, sign_in: SignIn
 ) -> None:
     member = await sign_in()
-    ok = await client.patch("/api/v1/users/me", json={}, headers=member.headers)
+    ok = await client.patch("/api/v2/users/me", json={}, headers=member.headers)
     assert ok.status_code == 200
     assert ok.json()["id"] == member.user_id
-    refused = await client.patch("/api/v1/users/me", json={"username": "x"}, headers=member.headers)
+    refused = await client.patch("/api/v2/users/me", json={"username": "x"}, headers=member.headers)
     assert refused.status_code == 422
     assert refused.json()["error"]["details"][0]["location"] == ["body", "username"]
 
@@ -56,7 +56,7 @@ async def test_user_organizations_with_repositories_in_two_calls(
 
     lists_before = await _grpc_calls(client, "ListRepositories")
     orgs_before = await _grpc_calls(client, "ListOrganizations")
-    response = await client.get("/api/v1/user/organizations", headers=member.headers)
+    response = await client.get("/api/v2/user/organizations", headers=member.headers)
     assert response.status_code == 200, response.text
     assert await _grpc_calls(client, "ListRepositories") == lists_before + 1
     assert await _grpc_calls(client, "ListOrganizations") == orgs_before + 1
@@ -80,7 +80,7 @@ async def test_user_organizations_pages_with_limit_and_cursor(
     cursor = None
     while True:
         params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
-        page = await client.get("/api/v1/user/organizations", params=params, headers=member.headers)
+        page = await client.get("/api/v2/user/organizations", params=params, headers=member.headers)
         assert page.status_code == 200
         seen += [o["id"] for o in page.json()["items"]]
         cursor = page.json()["next_cursor"]
@@ -92,7 +92,7 @@ async def test_user_organizations_pages_with_limit_and_cursor(
 
 async def test_user_organizations_without_any(client: httpx.AsyncClient, sign_in: SignIn) -> None:
     member = await sign_in()
-    response = await client.get("/api/v1/user/organizations", headers=member.headers)
+    response = await client.get("/api/v2/user/organizations", headers=member.headers)
     assert response.status_code == 200
     assert response.json() == {"items": [], "next_cursor": None}
 
@@ -104,7 +104,7 @@ async def test_install_an_installation_the_user_can_see(
     installation = world.new_installation(member.github)
     body = {"platform": "github", "external_id": installation["id"]}
     response = await client.post(
-        "/api/v1/integrations/github/installations", json=body, headers=member.headers
+        "/api/v2/integrations/github/installations", json=body, headers=member.headers
     )
     assert response.status_code == 200, response.text
     org = response.json()
@@ -113,12 +113,12 @@ async def test_install_an_installation_the_user_can_see(
     assert org["name"] == installation["account"]["login"]
     # Installing again is harmless.
     again = await client.post(
-        "/api/v1/integrations/github/installations", json=body, headers=member.headers
+        "/api/v2/integrations/github/installations", json=body, headers=member.headers
     )
     assert again.status_code == 200
     assert again.json()["id"] == org["id"]
     # And the member can now read it.
-    got = await client.get(f"/api/v1/organizations/{org['id']}", headers=member.headers)
+    got = await client.get(f"/api/v2/organizations/{org['id']}", headers=member.headers)
     assert got.status_code == 200
 
 
@@ -129,7 +129,7 @@ async def test_install_an_installation_the_user_cannot_see_is_404(
     stranger = world.new_user()
     installation = world.new_installation(stranger)
     response = await client.post(
-        "/api/v1/integrations/github/installations",
+        "/api/v2/integrations/github/installations",
         json={"platform": "github", "external_id": installation["id"]},
         headers=member.headers,
     )
@@ -143,15 +143,15 @@ async def test_organization_and_repository_by_id(
     member = await sign_in()
     org = await install(member)
     [repo] = await make_repos(org)
-    got = await client.get(f"/api/v1/organizations/{org.id}", headers=member.headers)
+    got = await client.get(f"/api/v2/organizations/{org.id}", headers=member.headers)
     assert got.status_code == 200
     assert got.json()["name"] == org.name
-    got = await client.get(f"/api/v1/repositories/{repo.id}", headers=member.headers)
+    got = await client.get(f"/api/v2/repositories/{repo.id}", headers=member.headers)
     assert got.status_code == 200
     conforms(schemas.RepositoryRead, got.json())
     assert got.json() | {"topics": ["python"]} == got.json()
     assert got.json()["organization_id"] == org.id
-    for path in (f"/api/v1/organizations/{uuid.uuid4()}", f"/api/v1/repositories/{uuid.uuid4()}"):
+    for path in (f"/api/v2/organizations/{uuid.uuid4()}", f"/api/v2/repositories/{uuid.uuid4()}"):
         assert (await client.get(path, headers=member.headers)).status_code == 404
 
 
@@ -168,7 +168,7 @@ async def test_issues_and_pull_requests_of_a_repository(
     await seed.issues(repo, 5)
     await seed.pull_requests(repo, 3)
 
-    path = f"/api/v1/issues/github/{org.name}/{repo.name}"
+    path = f"/api/v2/issues/github/{org.name}/{repo.name}"
     first = await client.get(path, params={"limit": 3}, headers=member.headers)
     assert first.status_code == 200, first.text
     assert len(first.json()["items"]) == 3
@@ -188,7 +188,7 @@ async def test_issues_and_pull_requests_of_a_repository(
     assert len(opened.json()["items"]) == 3
 
     prs = await client.get(
-        f"/api/v1/pull_requests/github/{org.name}/{repo.name}", headers=member.headers
+        f"/api/v2/pull_requests/github/{org.name}/{repo.name}", headers=member.headers
     )
     assert prs.status_code == 200
     assert len(prs.json()["items"]) == 3
@@ -208,7 +208,7 @@ async def test_rewards(
     [repo] = await make_repos(org)
     [issue_id] = await seed.issues(repo, 1)
     created = await client.post(
-        "/api/v1/rewards",
+        "/api/v2/rewards",
         json={"issue_id": issue_id, "amount": {"currency": "usd", "amount": 2500}},
         headers=member.headers,
     )
@@ -219,7 +219,7 @@ async def test_rewards(
     assert reward["backer_user_id"] == member.user_id
     assert reward["issue_id"] == issue_id
     listed = await client.get(
-        f"/api/v1/rewards/github/{org.name}/{repo.name}", headers=member.headers
+        f"/api/v2/rewards/github/{org.name}/{repo.name}", headers=member.headers
     )
     assert listed.status_code == 200
     assert [r["id"] for r in listed.json()["items"]] == [reward["id"]]
@@ -233,10 +233,10 @@ async def test_unknown_repository_names_are_404(
     org = await install(member)
     for kind in ("issues", "pull_requests", "rewards"):
         response = await client.get(
-            f"/api/v1/{kind}/github/{org.name}/nope", headers=member.headers
+            f"/api/v2/{kind}/github/{org.name}/nope", headers=member.headers
         )
         assert response.status_code == 404, kind
-        response = await client.get(f"/api/v1/{kind}/github/no-such-org/x", headers=member.headers)
+        response = await client.get(f"/api/v2/{kind}/github/no-such-org/x", headers=member.headers)
         assert response.status_code == 404, kind
 
 
@@ -245,8 +245,8 @@ async def test_request_ids_travel_to_the_services_and_back(
 ) -> None:
     member = await sign_in()
     response = await client.get(
-        "/api/v1/users/me", headers=member.headers | {"X-Request-ID": "trace-me-123"}
+        "/api/v2/users/me", headers=member.headers | {"X-Request-ID": "trace-me-123"}
     )
     assert response.headers["x-request-id"] == "trace-me-123"
-    weird = await client.get("/api/v1/users/me", headers={"X-Request-ID": "bad id\twith tab"})
+    weird = await client.get("/api/v2/users/me", headers={"X-Request-ID": "bad id\twith tab"})
     assert weird.headers["x-request-id"] != "bad id\twith tab"

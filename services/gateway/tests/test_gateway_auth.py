@@ -15,8 +15,8 @@ from polar_gateway.settings import GatewaySettings
 from polar_gateway.testing import RunningGateway
 from polar_gateway.token import main as token_main
 
-AUTHORIZE = "/api/v1/integrations/github/authorize"
-CALLBACK = "/api/v1/integrations/github/callback"
+AUTHORIZE = "/api/v2/integrations/github/authorize"
+CALLBACK = "/api/v2/integrations/github/callback"
 
 
 async def test_authorize_redirects_to_github_with_a_signed_state(
@@ -30,7 +30,7 @@ async def test_authorize_redirects_to_github_with_a_signed_state(
     )
     query = parse_qs(location.query)
     assert query["client_id"] == [CLIENT_ID]
-    assert query["redirect_uri"] == ["http://testserver.local/api/v1/integrations/github/callback"]
+    assert query["redirect_uri"] == ["http://testserver.local/api/v2/integrations/github/callback"]
     assert query["state"][0]
     cookie = response.headers["set-cookie"]
     assert "polar_oauth_state=" in cookie
@@ -47,7 +47,7 @@ async def test_sign_in_sets_a_session_cookie_and_returns_to_the_page(
         assert response.headers["location"] == "/x"
         cookie = next(c for c in response.headers.get_list("set-cookie") if "polar_session=" in c)
         assert "httponly" in cookie.lower()
-        me = await http.get("/api/v1/users/me")
+        me = await http.get("/api/v2/users/me")
     assert me.status_code == 200
     body = me.json()
     assert body["username"] == user.login
@@ -66,7 +66,7 @@ async def test_signing_in_again_is_the_same_user(
     for _ in range(2):
         async with httpx.AsyncClient(base_url=gateway.url) as http:
             assert (await oauth_sign_in(http, user)).status_code == 303
-            ids.append((await http.get("/api/v1/users/me")).json()["id"])
+            ids.append((await http.get("/api/v2/users/me")).json()["id"])
     assert ids[0] == ids[1]
 
 
@@ -74,7 +74,7 @@ async def test_the_session_token_works_as_a_bearer_token(
     client: httpx.AsyncClient, sign_in: SignIn
 ) -> None:
     member = await sign_in()
-    response = await client.get("/api/v1/users/me", headers=member.headers)
+    response = await client.get("/api/v2/users/me", headers=member.headers)
     assert response.status_code == 200
     assert response.json()["id"] == member.user_id
 
@@ -148,11 +148,11 @@ async def test_logout_revokes_the_token_and_clears_the_cookie(
     member = await sign_in()
     async with httpx.AsyncClient(base_url=gateway.url) as http:
         http.cookies.set("polar_session", member.token)
-        response = await http.post("/api/v1/auth/logout")
+        response = await http.post("/api/v2/auth/logout")
         assert response.status_code == 204
         assert 'polar_session=""' in response.headers["set-cookie"]
     async with httpx.AsyncClient(base_url=gateway.url) as http:
-        response = await http.get("/api/v1/users/me", headers=member.headers)
+        response = await http.get("/api/v2/users/me", headers=member.headers)
     assert response.status_code == 401
     assert "signed out" in response.json()["error"]["message"]
 
@@ -163,14 +163,14 @@ async def test_a_revocation_reaches_every_gateway(
     starter = start_gateway
     member = await sign_in()
     async with starter() as other, httpx.AsyncClient(base_url=other.url) as http:
-        assert (await http.get("/api/v1/users/me", headers=member.headers)).status_code == 200
+        assert (await http.get("/api/v2/users/me", headers=member.headers)).status_code == 200
         async with httpx.AsyncClient(base_url=gateway.url) as first:
             assert (
-                await first.post("/api/v1/auth/logout", headers=member.headers)
+                await first.post("/api/v2/auth/logout", headers=member.headers)
             ).status_code == 204
         deadline = time.monotonic() + 5
         while True:
-            status = (await http.get("/api/v1/users/me", headers=member.headers)).status_code
+            status = (await http.get("/api/v2/users/me", headers=member.headers)).status_code
             if status == 401 or time.monotonic() > deadline:
                 break
         assert status == 401
@@ -182,13 +182,13 @@ async def test_bad_tokens_are_401_with_one_error_shape(client: httpx.AsyncClient
         {"Authorization": "Basic dXNlcjpwYXNz"},
         {"Authorization": "Bearer"},
     ):
-        response = await client.get("/api/v1/users/me", headers=headers)
+        response = await client.get("/api/v2/users/me", headers=headers)
         assert response.status_code == 401, headers
         error = response.json()["error"]
         assert error["code"] == "unauthenticated"
         assert error["request_id"] == response.headers["x-request-id"]
     client.cookies.set("polar_session", "garbage")
-    assert (await client.get("/api/v1/users/me")).status_code == 401
+    assert (await client.get("/api/v2/users/me")).status_code == 401
 
 
 async def test_an_expired_token_is_401(
@@ -197,7 +197,7 @@ async def test_an_expired_token_is_401(
     member = await sign_in()
     signer = TokenSigner(gateway_settings)
     expired = signer.sign({"typ": "session", "sub": member.user_id, "sid": "x"}, ttl=-10)
-    response = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {expired}"})
+    response = await client.get("/api/v2/users/me", headers={"Authorization": f"Bearer {expired}"})
     assert response.status_code == 401
 
 
@@ -208,7 +208,7 @@ async def test_the_state_token_is_not_a_session_token(
     state = TokenSigner(gateway_settings).sign(
         {"typ": "oauth_state", "sub": member.user_id, "sid": "x"}, ttl=60
     )
-    response = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {state}"})
+    response = await client.get("/api/v2/users/me", headers={"Authorization": f"Bearer {state}"})
     assert response.status_code == 401
 
 
@@ -223,6 +223,6 @@ async def test_token_command_mints_a_working_token(
     monkeypatch.setenv("POLAR_SESSION_SECRET", gateway_settings.session_secret.get_secret_value())
     assert token_main([member.user_id, "--ttl", "60"]) == 0
     token = capsys.readouterr().out.strip().splitlines()[-1]
-    response = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+    response = await client.get("/api/v2/users/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
     assert token_main(["not-a-uuid"]) == 2

@@ -140,7 +140,7 @@ class Stream:
         self._task = asyncio.create_task(self._read(http, headers))
 
     async def _read(self, http: httpx.AsyncClient, headers: dict[str, str]) -> None:
-        async with http.stream("GET", "/api/v1/stream", headers=headers) as response:
+        async with http.stream("GET", "/api/v2/stream", headers=headers) as response:
             assert response.status_code == 200
             frame: dict[str, Any] = {}
             async for line in response.aiter_lines():
@@ -182,7 +182,7 @@ def load(fixtures: Path, name: str) -> dict[str, Any]:
 async def deliver(http: httpx.AsyncClient, event: str, payload: dict[str, Any]) -> None:
     body = json.dumps(payload).encode()
     response = await http.post(
-        "/api/v1/integrations/github/webhook",
+        "/api/v2/integrations/github/webhook",
         content=body,
         headers={
             "Content-Type": "application/json",
@@ -210,7 +210,7 @@ async def test_a_new_maintainer_from_sign_in_to_live_events(
             installation = world.new_installation(user)
             account = installation["account"]
             installed = await http.post(
-                "/api/v1/integrations/github/installations",
+                "/api/v2/integrations/github/installations",
                 json={"platform": "github", "external_id": installation["id"]},
                 headers=headers,
             )
@@ -249,23 +249,23 @@ async def test_a_new_maintainer_from_sign_in_to_live_events(
 
             # 4. List them.
             base = f"github/{account['login']}/{repo_name}"
-            [issue] = await eventually(http, f"/api/v1/issues/{base}", headers)
-            [pull_request] = await eventually(http, f"/api/v1/pull_requests/{base}", headers)
+            [issue] = await eventually(http, f"/api/v2/issues/{base}", headers)
+            [pull_request] = await eventually(http, f"/api/v2/pull_requests/{base}", headers)
             assert issue["number"] == 1
             assert pull_request["number"] == 2
-            mine = await http.get("/api/v1/user/organizations", headers=headers)
+            mine = await http.get("/api/v2/user/organizations", headers=headers)
             [listed] = mine.json()["items"]
             assert listed["id"] == org["id"]
             assert [r["name"] for r in listed["repositories"]] == [repo_name]
 
             # 5. A reward on the issue.
             reward = await http.post(
-                "/api/v1/rewards",
+                "/api/v2/rewards",
                 json={"issue_id": issue["id"], "amount": {"currency": "USD", "amount": 1000}},
                 headers=headers,
             )
             assert reward.status_code == 201, reward.text
-            rewards = await http.get(f"/api/v1/rewards/{base}", headers=headers)
+            rewards = await http.get(f"/api/v2/rewards/{base}", headers=headers)
             assert [r["id"] for r in rewards.json()["items"]] == [reward.json()["id"]]
 
             # 6. All of it on the stream.

@@ -47,7 +47,7 @@ async def test_readyz_and_routes_when_a_service_is_down(
         ready = await http.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"] == {"organization": False, "repository": True, "nats": True}
-        response = await http.get("/api/v1/users/me", headers=member.headers)
+        response = await http.get("/api/v2/users/me", headers=member.headers)
         assert response.status_code == 503
         assert response.headers["retry-after"]
         error = response.json()["error"]
@@ -57,54 +57,54 @@ async def test_readyz_and_routes_when_a_service_is_down(
 
 async def test_metrics(client: httpx.AsyncClient, sign_in: SignIn) -> None:
     member = await sign_in()
-    await client.get("/api/v1/users/me", headers=member.headers)
-    await client.get("/api/v1/organizations/not-a-uuid", headers=member.headers)
+    await client.get("/api/v2/users/me", headers=member.headers)
+    await client.get("/api/v2/organizations/not-a-uuid", headers=member.headers)
     text = (await client.get("/metrics")).text
     assert (
-        'polar_gateway_http_requests_total{method="GET",route="/api/v1/users/me",status="200"}'
+        'polar_gateway_http_requests_total{method="GET",route="/api/v2/users/me",status="200"}'
         in text
     )
-    assert 'route="/api/v1/organizations/{id}",status="422"' in text
+    assert 'route="/api/v2/organizations/{id}",status="422"' in text
     assert "polar_gateway_http_request_duration_seconds_bucket" in text
     assert 'grpc_client_handled_total{grpc_code="OK",grpc_method="GetUser"' in text
 
 
 async def test_openapi_document(client: httpx.AsyncClient) -> None:
-    response = await client.get("/api/v1/openapi.json")
+    response = await client.get("/api/v2/openapi.json")
     assert response.status_code == 200
     paths = response.json()["paths"]
     for path in (
-        "/api/v1/users/me",
-        "/api/v1/user/organizations",
-        "/api/v1/integrations/github/installations",
-        "/api/v1/integrations/github/webhook",
-        "/api/v1/integrations/github/authorize",
-        "/api/v1/integrations/github/callback",
-        "/api/v1/issues/{platform}/{org}/{repo}",
-        "/api/v1/pull_requests/{platform}/{org}/{repo}",
-        "/api/v1/rewards",
-        "/api/v1/rewards/{platform}/{org}/{repo}",
-        "/api/v1/organizations/{id}",
-        "/api/v1/repositories/{id}",
-        "/api/v1/stream",
+        "/api/v2/users/me",
+        "/api/v2/user/organizations",
+        "/api/v2/integrations/github/installations",
+        "/api/v2/integrations/github/webhook",
+        "/api/v2/integrations/github/authorize",
+        "/api/v2/integrations/github/callback",
+        "/api/v2/issues/{platform}/{org}/{repo}",
+        "/api/v2/pull_requests/{platform}/{org}/{repo}",
+        "/api/v2/rewards",
+        "/api/v2/rewards/{platform}/{org}/{repo}",
+        "/api/v2/organizations/{id}",
+        "/api/v2/repositories/{id}",
+        "/api/v2/stream",
     ):
         assert path in paths, path
-    assert set(paths["/api/v1/users/me"]) == {"get", "patch"}
+    assert set(paths["/api/v2/users/me"]) == {"get", "patch"}
 
 
 async def test_unknown_routes_and_methods_have_the_error_shape(client: httpx.AsyncClient) -> None:
-    missing = await client.get("/api/v1/nothing-here")
+    missing = await client.get("/api/v2/nothing-here")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "not_found"
     assert missing.json()["error"]["request_id"] == missing.headers["x-request-id"]
-    wrong = await client.put("/api/v1/rewards")
+    wrong = await client.put("/api/v2/rewards")
     assert wrong.status_code == 405
     assert wrong.json()["error"]["code"] == "method_not_allowed"
 
 
 async def test_cors(client: httpx.AsyncClient) -> None:
     preflight = await client.options(
-        "/api/v1/users/me",
+        "/api/v2/users/me",
         headers={
             "Origin": "http://app.example",
             "Access-Control-Request-Method": "GET",
@@ -115,7 +115,7 @@ async def test_cors(client: httpx.AsyncClient) -> None:
     assert preflight.headers["access-control-allow-origin"] == "http://app.example"
     assert preflight.headers["access-control-allow-credentials"] == "true"
     other = await client.options(
-        "/api/v1/users/me",
+        "/api/v2/users/me",
         headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"},
     )
     assert "access-control-allow-origin" not in other.headers
@@ -166,7 +166,7 @@ async def test_unavailable_is_retried_and_every_call_has_a_deadline_and_the_requ
         httpx.AsyncClient(base_url=gateway.url) as http,
     ):
         response = await http.get(
-            "/api/v1/users/me",
+            "/api/v2/users/me",
             headers={"Authorization": f"Bearer {token}", "X-Request-ID": "req-42"},
         )
     assert response.status_code == 200, response.text
@@ -190,7 +190,7 @@ async def test_a_slow_service_is_503_at_the_deadline(
         httpx.AsyncClient(base_url=gateway.url) as http,
     ):
         started = time.monotonic()
-        response = await http.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+        response = await http.get("/api/v2/users/me", headers={"Authorization": f"Bearer {token}"})
         elapsed = time.monotonic() - started
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "deadline_exceeded"

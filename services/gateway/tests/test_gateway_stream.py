@@ -21,7 +21,7 @@ from polar.repository.v1 import repository_pb2
 from polar_gateway.settings import GatewaySettings
 from polar_kit.nats import publish
 
-STREAM = "/api/v1/stream"
+STREAM = "/api/v2/stream"
 
 
 class EventStream:

@@ -21,7 +21,7 @@ from polar_gateway.testing import RunningGateway
 from polar_kit.nats import WEBHOOKS
 from polar_kit.testing import count_messages
 
-URL = "/api/v1/integrations/github/webhook"
+URL = "/api/v2/integrations/github/webhook"
 
 
 def delivery_headers(

@@ -15,6 +15,8 @@ from polar.organization.v1 import organization_service_pb2 as pb
 if TYPE_CHECKING:
     from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceAsyncStub
 from polar_db.models import OutboxEvent, User
+from polar_organization import superuser
+from polar_organization.settings import OrganizationSettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 Stub: TypeAlias = "OrganizationServiceAsyncStub"
@@ -301,6 +303,39 @@ async def test_membership_lifecycle(stub: Stub, make_org: Any, make_user: Any) -
         stub.RemoveMember(pb.RemoveMemberRequest(organization_id=org_id, user_id=alice.id)),
         grpc.StatusCode.NOT_FOUND,
     )
+
+
+async def test_delete_user(
+    stub: Stub, make_org: Any, make_user: Any, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The user, their GitHub link and memberships go (member_removed each); signing in
+    again with the same GitHub account makes a new user."""
+    org_id = str(await make_org())
+    made = await make_user(github_user_id=4242999, login="leaving-gh")
+    user = made.user
+    await stub.AddMember(pb.AddMemberRequest(organization_id=org_id, user_id=user.id))
+    await stub.DeleteUser(pb.DeleteUserRequest(id=user.id))
+    await expect_code(stub.GetUser(pb.GetUserRequest(id=user.id)), grpc.StatusCode.NOT_FOUND)
+    await expect_code(stub.DeleteUser(pb.DeleteUserRequest(id=user.id)), grpc.StatusCode.NOT_FOUND)
+    assert (await outbox_subjects(sessionmaker, user.id))[-1] == (
+        "polar.organization.v1.member_removed"
+    )
+    again = await make_user(github_user_id=4242999, login="leaving-gh")
+    assert again.created
+    assert again.user.id != user.id
+
+
+async def test_superuser_command(
+    stub: Stub, make_user: Any, settings: OrganizationSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user = (await make_user()).user
+    assert not user.is_superuser
+    assert await superuser.run(user.username, True, settings) == 0
+    assert (await stub.GetUser(pb.GetUserRequest(id=user.id))).user.is_superuser
+    assert await superuser.run(user.id, False, settings) == 0
+    assert not (await stub.GetUser(pb.GetUserRequest(id=user.id))).user.is_superuser
+    assert await superuser.run(str(uuid.uuid4()), True, settings) == 1
+    assert "not found" in capsys.readouterr().out
 
 
 async def test_membership_errors(stub: Stub, make_org: Any, make_user: Any) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 import pytest
 import sqlalchemy as sa
+from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from polar.common.v1.common_pb2 import PLATFORM_GITHUB, PLATFORM_UNSPECIFIED, Money
 from polar.repository.v1 import events_pb2
@@ -842,7 +843,9 @@ async def test_list_issues_matches_get_issue(
             .where(Issue.id == made[0].id)
             .values(modified_at=datetime(2025, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC))
         )
-    listed = await stub.ListIssues(pb.ListIssuesRequest(repository_id=str(repo.id)))
+    listed = await stub.ListIssues(
+        pb.ListIssuesRequest(repository_id=str(repo.id), include_github_objects=True)
+    )
     assert len(listed.issues) == len(ODD_VALUES)
     for issue in listed.issues:
         got = await stub.GetIssue(pb.GetIssueRequest(id=issue.id))
@@ -869,11 +872,64 @@ async def test_list_pull_requests_matches_get_pull_request(
     ]
     for n, values in enumerate(odd):
         await make_pull_requests(repo, 1, start=n + 1, **values)
-    listed = await stub.ListPullRequests(pb.ListPullRequestsRequest(repository_id=str(repo.id)))
+    listed = await stub.ListPullRequests(
+        pb.ListPullRequestsRequest(repository_id=str(repo.id), include_github_objects=True)
+    )
     assert len(listed.pull_requests) == len(odd)
     for pr in listed.pull_requests:
         got = await stub.GetPullRequest(pb.GetPullRequestRequest(id=pr.id))
         assert pr == got.pull_request
+
+
+async def test_lists_carry_githubs_own_objects(
+    stub: Stub, make_repo: MakeRepo, make_pull_requests: MakePullRequests
+) -> None:
+    """What the monolith's v1 contract shows (milestone, reactions, refs, closed_by,
+    merged_by...) comes back from the lists as the payloads carried it."""
+    repo = await make_repo()
+    milestone = {"id": 5, "number": 2, "title": "v2", "state": "open", "due_on": None}
+    reactions = {"total_count": 3, "+1": 2, "heart": 1}
+    head = {"label": "o:f", "ref": "f", "sha": "abc", "user": {"id": 1, "login": "o"}}
+    values: dict[str, Any] = {
+        "milestone": milestone,
+        "reactions": reactions,
+        "closed_by": {"id": 9, "login": "closer"},
+        "assignee": {"id": 8, "login": "doer"},
+        "head": head,
+        "base": {"ref": "main"},
+        "merged_by": {"id": 7, "login": "merger"},
+        "requested_teams": [{"id": 3, "slug": "core"}, "garbage"],
+        "maintainer_can_modify": True,
+        "is_mergeable": False,
+        "mergeable_state": "dirty",
+        "comments": 4,
+        "state_reason": "completed",
+    }
+    await make_pull_requests(repo, 1, **values)
+    request = pb.ListPullRequestsRequest(repository_id=str(repo.id))
+    # Without asking, a page skips GitHub's objects (v2 shows none of them)...
+    [lean] = (await stub.ListPullRequests(request)).pull_requests
+    assert not lean.HasField("milestone_object")
+    assert not lean.HasField("head")
+    assert (lean.mergeable_state, lean.comments) == ("dirty", 4)
+    # ... and carries them when asked.
+    request.include_github_objects = True
+    [pr] = (await stub.ListPullRequests(request)).pull_requests
+    assert MessageToDict(pr.milestone_object) == milestone
+    assert MessageToDict(pr.reactions) == reactions
+    assert MessageToDict(pr.head) == head
+    assert [MessageToDict(t) for t in pr.requested_teams] == [{"id": 3, "slug": "core"}]
+    assert (pr.closed_by.login, pr.assignee.login, pr.merged_by.login) == (
+        "closer",
+        "doer",
+        "merger",
+    )
+    assert pr.maintainer_can_modify is True
+    assert pr.HasField("is_mergeable")
+    assert pr.is_mergeable is False
+    assert (pr.mergeable_state, pr.comments, pr.state_reason) == ("dirty", 4, "completed")
+    got = await stub.GetPullRequest(pb.GetPullRequestRequest(id=pr.id))
+    assert got.pull_request == pr
 
 
 async def test_batch_upsert_racing_for_a_name(stub: Stub, make_org: MakeOrg) -> None:

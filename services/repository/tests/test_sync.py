@@ -388,6 +388,15 @@ async def test_sync_stores_issues_and_pull_requests_with_events(
     ]
     assert all(p.organization_id == str(repo.organization_id) for p in progress)
     assert [(c.issues, c.pull_requests) for c in completed] == [(230, 20)]
+    # Each names the last issue stored so far (the v1 stream's issue.synced).
+    async with sessionmaker() as session:
+        titles = {
+            str(i): t
+            for i, t in await session.execute(
+                sa.select(Issue.id, Issue.title).where(Issue.repository_id == repo.id)
+            )
+        }
+    assert all(titles[p.issue_id] == p.issue_title for p in progress)
 
     async with sessionmaker() as session:
         subjects = (

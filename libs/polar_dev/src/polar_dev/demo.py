@@ -37,7 +37,7 @@ STORY = (
     "pull_request/labeled.payload.json",
     "pull_request/closed.payload.json",
 )
-AUTHORIZE_PATH = "/api/v1/integrations/github/authorize"
+AUTHORIZE_PATH = "/api/v2/integrations/github/authorize"
 REWARD_BODY = """'{"issue_id": "'$ISSUE_ID'", "amount": {"currency": "USD", "amount": 5000}}'"""
 
 
@@ -114,7 +114,7 @@ async def send_story(webhooks: Path, env: Mapping[str, str]) -> None:
 
 async def wait_for_issues(gateway: str, token: str, within: float = 60) -> list[dict[str, Any]]:
     """The repository's issues, once the webhooks and the sync have brought theirs."""
-    path = f"/api/v1/issues/github/{ORGANIZATION}/{REPOSITORY}"
+    path = f"/api/v2/issues/github/{ORGANIZATION}/{REPOSITORY}"
     headers = {"Authorization": f"Bearer {token}"}
     deadline = asyncio.get_running_loop().time() + within
     async with httpx.AsyncClient(base_url=gateway, timeout=10) as http:
@@ -133,7 +133,7 @@ async def wait_for_issues(gateway: str, token: str, within: float = 60) -> list[
 
 async def user_id(gateway: str, token: str) -> str:
     async with httpx.AsyncClient(base_url=gateway, timeout=10) as http:
-        me = await http.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+        me = await http.get("/api/v2/users/me", headers={"Authorization": f"Bearer {token}"})
         me.raise_for_status()
         return str(me.json()["id"])
 
@@ -148,10 +148,10 @@ def instructions(
         f"TOKEN={token}",
         f"ISSUE_ID={issue_id}",
         "try (paste the three lines above first):",
-        f"  curl {auth} {gateway}/api/v1/issues/github/{ORGANIZATION}/{REPOSITORY}",
-        f"  curl {auth} -H 'Content-Type: application/json' {gateway}/api/v1/rewards "
+        f"  curl {auth} {gateway}/api/v2/issues/github/{ORGANIZATION}/{REPOSITORY}",
+        f"  curl {auth} -H 'Content-Type: application/json' {gateway}/api/v2/rewards "
         '-d \'{"issue_id": "\'$ISSUE_ID\'", "amount": {"currency": "USD", "amount": 5000}}\'',
-        f"  curl -N {auth} {gateway}/api/v1/stream   # live events: create a reward meanwhile",
+        f"  curl -N {auth} {gateway}/api/v2/stream   # live events: create a reward meanwhile",
         f"  .tools/bin/uv run python -m polar_dev.grpc_call {grpc_organization} "
         "polar.organization.v1.OrganizationService/ListOrganizations "
         "'{\"member_user_id\": \"'$USER_ID'\"}'",

@@ -1,19 +1,26 @@
-"""The FastAPI application: routes under /api/v1, probes and metrics at the root."""
+"""The FastAPI application: /api/v2 (recommended) and /api/v1 (the monolith's contract),
+each with its own OpenAPI document; probes and metrics at the root."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.requests import Request
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from .errors import install_error_handlers
 from .middleware import RequestContextMiddleware
 from .routes import auth, health, organizations, repositories, stream, users, webhooks
-from .routes._common import API_PREFIX
+from .routes._common import V1, V2
 from .settings import DEV_SESSION_SECRET, DEV_WEBHOOK_SECRET, GatewaySettings
 from .state import Gateway
 
@@ -39,21 +46,21 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         finally:
             await gateway.close()
 
-    app = FastAPI(
-        title="Polar API",
-        version="1.0.0",
-        description="Polar's public HTTP/JSON API (the gateway in front of the gRPC services).",
-        openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
-        redoc_url=None,
-        lifespan=lifespan,
-    )
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
     # Routes are matched in order: the busiest (webhook ingress) first.
-    for module in (webhooks, auth, users, organizations, repositories, stream):
-        # The routers carry the /api/v1 prefix themselves, so a matched route's `path` is
+    modules = (webhooks, auth, users, organizations, repositories, stream)
+    for module in modules:
+        # The routers carry their /api/vN prefix themselves, so a matched route's `path` is
         # the full template (the metrics label).
         app.include_router(module.router)
+    for module in modules:
+        app.include_router(module.router_v1)
     app.include_router(health.router)
+    app.state.api_routes = {
+        V2: [r for m in modules for r in m.router.routes],
+        V1: [r for m in modules for r in m.router_v1.routes],
+    }
+    _documents(app)
     install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -65,6 +72,41 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             expose_headers=["X-Request-ID"],
         )
     return app
+
+
+API_VERSIONS = {
+    V2: (
+        "2.0.0",
+        "Polar's HTTP/JSON API, the recommended version: cursor pages, money with a "
+        "currency, one error object.",
+    ),
+    V1: ("1.0.0", "The monolith's contract, kept for its clients: use /api/v2 for new work."),
+}
+
+
+def openapi_document(app: FastAPI, prefix: str) -> dict[str, Any]:
+    """The OpenAPI document of one version: its routes only."""
+    version, description = API_VERSIONS[prefix]
+    routes: list[BaseRoute] = app.state.api_routes[prefix]
+    return get_openapi(title="Polar API", version=version, description=description, routes=routes)
+
+
+def _documents(app: FastAPI) -> None:
+    for prefix in API_VERSIONS:
+        cache: dict[str, Any] = {}
+
+        async def document(
+            request: Request, prefix: str = prefix, cache: dict[str, Any] = cache
+        ) -> JSONResponse:
+            if not cache:
+                cache.update(openapi_document(app, prefix))
+            return JSONResponse(cache)
+
+        async def docs(request: Request, prefix: str = prefix) -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url=f"{prefix}/openapi.json", title="Polar API")
+
+        app.add_route(f"{prefix}/openapi.json", document, include_in_schema=False)
+        app.add_route(f"{prefix}/docs", docs, include_in_schema=False)
 
 
 def asgi(app: FastAPI) -> ASGIApp:

@@ -11,6 +11,9 @@ change something first (e.g. sign in with GitHub again); 409 stays for ALREADY_E
 ABORTED, real conflicts with another write. An upstream INTERNAL/UNKNOWN/DATA_LOSS is 502
 (the gateway works; the service behind it failed); UNAVAILABLE/DEADLINE_EXCEEDED are 503 with
 Retry-After so clients (and GitHub) try again.
+
+/api/v1 keeps the monolith's shape instead (same statuses): `{"detail": "<message>"}`, and
+for validation errors `{"detail": [{"loc", "msg", "type"}, ...]}` with 422.
 """
 
 from __future__ import annotations
@@ -111,11 +114,40 @@ def error_response(
     return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
 
 
+V1_PREFIX = "/api/v1/"
+
+
+def is_v1(path: str) -> bool:
+    return path.startswith(V1_PREFIX)
+
+
+def v1_error_body(detail: str | list[dict[str, Any]]) -> dict[str, Any]:
+    return {"detail": detail}
+
+
+def _answer(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: Sequence[Mapping[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    if is_v1(request.url.path):
+        # v1's 422 is always the validation list, whoever found the value invalid.
+        detail: str | list[dict[str, Any]] = (
+            [{"loc": [], "msg": message, "type": "value_error"}] if status == 422 else message
+        )
+        return JSONResponse(v1_error_body(detail), status_code=status, headers=headers)
+    return error_response(status, code, message, details=details, headers=headers)
+
+
 def status_for(code: grpc.StatusCode) -> int:
     return GRPC_TO_HTTP.get(code, UPSTREAM_FAILURE)
 
 
-def from_rpc_error(exc: grpc.aio.AioRpcError) -> Response:
+def from_rpc_error(exc: grpc.aio.AioRpcError, request: Request | None = None) -> Response:
     code = exc.code()
     status = status_for(code)
     if code in _OPAQUE:
@@ -127,6 +159,8 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> Response:
     headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
     if status >= 500:
         log.warning("upstream call failed", code=code.name, details=exc.details())
+    if request is not None:
+        return _answer(request, status, code.name.lower(), message, headers=headers)
     return error_response(status, code.name.lower(), message, headers=headers)
 
 
@@ -146,14 +180,20 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
 def install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
+        return _answer(request, exc.status, exc.code, exc.message, headers=exc.headers)
 
     async def rpc_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, grpc.aio.AioRpcError)
-        return from_rpc_error(exc)
+        return from_rpc_error(exc, request)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
+        if is_v1(request.url.path):
+            detail = [
+                {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e["type"]}
+                for e in exc.errors()
+            ]
+            return JSONResponse(v1_error_body(detail), status_code=422)
         return error_response(
             422,
             "invalid_argument",
@@ -164,6 +204,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         message = exc.detail if isinstance(exc.detail, str) else "error"
+        if is_v1(request.url.path):
+            return JSONResponse(
+                v1_error_body(message), status_code=exc.status_code, headers=exc.headers
+            )
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
         return error_response(
@@ -175,7 +219,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", path=request.url.path)
-        return error_response(500, "internal", "internal error")
+        return _answer(request, 500, "internal", "internal error")
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(grpc.aio.AioRpcError, rpc_error)

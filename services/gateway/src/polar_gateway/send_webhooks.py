@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             body = file.read_bytes()
             signature = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
             response = http.post(
-                "/api/v1/integrations/github/webhook",
+                "/api/v2/integrations/github/webhook",
                 content=body,
                 headers={
                     "Content-Type": "application/json",

@@ -2,7 +2,7 @@
 
 Signed with POLAR_SESSION_SECRET like a sign-in would; send it as `Authorization: Bearer
 <token>`. For development and operations only: whoever holds the secret can mint tokens.
-Find a user id with GET /api/v1/users/me after signing in once, or in the users table.
+Find a user id with GET /api/v2/users/me after signing in once, or in the users table.
 """
 
 from __future__ import annotations

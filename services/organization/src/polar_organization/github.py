@@ -77,7 +77,7 @@ class GitHubClient:
         # Imported on first use: githubkit costs ~15 MB of memory, and only InstallOrganization
         # needs it, so an idle service stays small.
         from githubkit import GitHub
-        from githubkit.exception import RequestFailed
+        from githubkit.exception import RequestError, RequestFailed
 
         async with GitHub(token, base_url=self.base_url, timeout=self.timeout) as gh:
             page = 1
@@ -92,7 +92,8 @@ class GitHubClient:
                             "GitHub rejected the user's token; sign in with GitHub again"
                         ) from e
                     raise GitHubUnavailable(f"GitHub answered {e.response.status_code}") from e
-                except httpx.HTTPError as e:
+                # githubkit wraps transport failures (refused, reset, timeout) in RequestError.
+                except (RequestError, httpx.HTTPError) as e:
                     raise GitHubUnavailable(f"GitHub is unreachable: {e!r}") from e
                 installations = response.json().get("installations") or []
                 for item in installations:

@@ -72,6 +72,8 @@ def user(u: User) -> organization_pb2.User:
         avatar_url=u.avatar_url or "",
         created_at=timestamp(u.created_at),
         modified_at=timestamp(u.modified_at),
+        is_superuser=u.is_superuser,
+        profile=struct(u.profile or None),
     )
 
 

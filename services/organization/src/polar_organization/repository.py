@@ -117,6 +117,16 @@ async def remove_member(
     return result.first() is not None
 
 
+async def remove_user_memberships(session: AsyncSession, user_id: uuid.UUID) -> list[uuid.UUID]:
+    """Removes every membership of the user; the organization ids they were in."""
+    result = await session.execute(
+        sa.delete(UserOrganization)
+        .where(UserOrganization.user_id == user_id)
+        .returning(UserOrganization.organization_id)
+    )
+    return list(result.scalars())
+
+
 async def remove_all_members(session: AsyncSession, organization_id: uuid.UUID) -> list[uuid.UUID]:
     result = await session.execute(
         sa.delete(UserOrganization)

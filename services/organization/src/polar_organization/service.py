@@ -340,12 +340,42 @@ class GitHubProfile:
     access_token: str
     access_token_expires_at: int | None
     refresh_token: str | None
+    public_profile: dict[str, Any] | None = None  # GitHub's (login, name, avatar_url...)
 
 
 async def get_user(session: AsyncSession, id: uuid.UUID) -> User:
     user = await repo.get_user(session, id)
     if user is None:
         raise UserNotFound(id)
+    return user
+
+
+async def delete_user(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """A superuser's act (v1 DELETE /users/{id}): the user, their GitHub account link and
+    memberships go (member_removed for each); their rewards stay, without a backer. A later
+    sign-in with GitHub creates a new user."""
+    user = await get_user(session, user_id)
+    for organization_id in await repo.remove_user_memberships(session, user.id):
+        org = await session.get(Organization, organization_id)
+        if org is not None:
+            await events.member_removed(session, org, str(user.id))
+    await session.delete(user)
+    await session.flush()
+
+
+async def set_superuser(session: AsyncSession, key: str, value: bool) -> User:
+    """An operator's act (python -m polar_organization.superuser): the user, by id or
+    username, may (or may no longer) use the user-admin routes."""
+    try:
+        user = await repo.get_user(session, uuid.UUID(key))
+    except ValueError:
+        user = await repo.get_user_by(session, User.username == key)
+    if user is None:
+        raise UserNotFound(key)
+    if user.is_superuser != value:
+        user.is_superuser = value
+        await session.flush()
+        await events.user_updated(session, user)
     return user
 
 
@@ -371,6 +401,8 @@ async def upsert_user_from_github(
         session.add(user)
     user.username = profile.login
     user.avatar_url = profile.avatar_url
+    if profile.public_profile is not None:
+        user.profile = profile.public_profile
     if profile.email and owner in (None, user):
         user.email = profile.email
         user.email_verified = profile.email_verified

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf.json_format import MessageToDict
 from polar.organization.v1 import organization_service_pb2 as pb
 from polar.organization.v1 import organization_service_pb2_grpc as pb_grpc
 from polar_kit.errors import InvalidArgument
@@ -162,6 +163,9 @@ class OrganizationServicer(pb_grpc.OrganizationServiceServicer):
             access_token=require_text("access_token", request.access_token, max_length=4096),
             access_token_expires_at=request.access_token_expires_at or None,
             refresh_token=request.refresh_token or None,
+            public_profile=(
+                MessageToDict(request.profile) if request.HasField("profile") else None
+            ),
         )
         user, created = await service.upsert_user_from_github(current_session(), profile)
         return pb.UpsertUserFromGitHubResponse(user=mappers.user(user), created=created)
@@ -169,3 +173,9 @@ class OrganizationServicer(pb_grpc.OrganizationServiceServicer):
     async def GetUser(self, request: pb.GetUserRequest, context: Context) -> pb.GetUserResponse:
         user = await service.get_user(current_session(), parse_uuid("id", request.id))
         return pb.GetUserResponse(user=mappers.user(user))
+
+    async def DeleteUser(
+        self, request: pb.DeleteUserRequest, context: Context
+    ) -> pb.DeleteUserResponse:
+        await service.delete_user(current_session(), parse_uuid("id", request.id))
+        return pb.DeleteUserResponse()

@@ -159,12 +159,16 @@ async def sync_progress(
     organization_id: uuid.UUID,
     synced: int,
     expected: int,
+    issue: tuple[str, str] | None = None,
 ) -> None:
+    issue_id, issue_title = issue or ("", "")
     message = events_pb2.RepositorySyncProgress(
         repository_id=str(repository_id),
         organization_id=str(organization_id),
         synced=synced,
         expected=expected,
+        issue_id=issue_id,
+        issue_title=issue_title,
     )
     await record_event(session, SYNC_PROGRESS, message, source=SOURCE)
 

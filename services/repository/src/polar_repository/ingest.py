@@ -212,6 +212,7 @@ def repository_row(repo: Mapping[str, Any]) -> Row:
         "is_issues_enabled": repo.get("has_issues"),
         "is_wiki_enabled": repo.get("has_wiki"),
         "is_projects_enabled": repo.get("has_projects"),
+        "is_pages_enabled": repo.get("has_pages"),
         "is_downloads_enabled": repo.get("has_downloads"),
         "is_archived": repo.get("archived"),
         "is_disabled": repo.get("disabled"),

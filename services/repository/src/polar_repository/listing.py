@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from polar_db.models import IssueState
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .mappers import json_int, json_str
+from .mappers import json_int, json_object, json_objects, json_str
 
 Message = dict[str, Any]  # keyword arguments of the protobuf message's constructor
 
@@ -91,6 +91,32 @@ PULL_REQUEST_FIELDS: dict[str, str] = {
     "deletions": _count("deletions"),
     "changed_files": _count("changed_files"),
     "review_comments": _count("review_comments"),
+    "comments": _count("comments"),
+    "state_reason": _text("state_reason"),
+    "maintainer_can_modify": "maintainer_can_modify",
+    "is_mergeable": "is_mergeable",
+    "mergeable_state": _text("mergeable_state"),
+}
+# GitHub's own objects, on request only (include_github_objects): turning them into Struct
+# messages costs ~20 us a row with a real milestone and reactions, three times the rest.
+_OBJECT_FIELDS: dict[str, str] = {
+    "assignee": "assignee",  # trimmed in Python
+    "closed_by": "closed_by",  # trimmed in Python
+    "milestone_object": "milestone",  # checked in Python
+    "reactions": "reactions",  # checked in Python
+}
+_PULL_REQUEST_OBJECT_FIELDS: dict[str, str] = {
+    **_OBJECT_FIELDS,
+    "requested_teams": "requested_teams",  # checked in Python
+    "head": "head",  # checked in Python
+    "base": "base",  # checked in Python
+    "merged_by": "merged_by",  # trimmed in Python
+}
+FIELDS: dict[tuple[str, bool], dict[str, str]] = {
+    ("issues", False): ISSUE_FIELDS,
+    ("issues", True): {**ISSUE_FIELDS, **_OBJECT_FIELDS},
+    ("pull_requests", False): PULL_REQUEST_FIELDS,
+    ("pull_requests", True): {**PULL_REQUEST_FIELDS, **_PULL_REQUEST_OBJECT_FIELDS},
 }
 
 
@@ -119,9 +145,9 @@ def _page_sql(table: str, fields: dict[str, str], *, state: bool, before: bool) 
     )
 
 
-_STATEMENTS: dict[tuple[str, bool, bool], sa.TextClause] = {
-    (table, state, before): sa.text(_page_sql(table, fields, state=state, before=before))
-    for table, fields in (("issues", ISSUE_FIELDS), ("pull_requests", PULL_REQUEST_FIELDS))
+_STATEMENTS: dict[tuple[str, bool, bool, bool], sa.TextClause] = {
+    (table, objects, state, before): sa.text(_page_sql(table, fields, state=state, before=before))
+    for (table, objects), fields in FIELDS.items()
     for state in (False, True)
     for before in (False, True)
 }
@@ -135,21 +161,25 @@ async def page(
     state: IssueState | None,
     before: int | None,
     limit: int,
+    github_objects: bool = False,
 ) -> list[Message]:
     """Up to `limit` rows of `table` ("issues" or "pull_requests") of a live repository,
     by number descending, below `before` when given; [] for an unknown repository. Each
-    is the keyword arguments of an Issue / PullRequest message."""
+    is the keyword arguments of an Issue / PullRequest message, with GitHub's own objects
+    when `github_objects`."""
     params: dict[str, Any] = {"repository_id": repository_id, "limit": limit}
     if state is not None:
         params["state"] = state.value
     if before is not None:
         params["before"] = before
-    statement = _STATEMENTS[(table, state is not None, before is not None)]
+    statement = _STATEMENTS[(table, github_objects, state is not None, before is not None)]
     text: str = (await session.execute(statement, params)).scalar_one()
     messages: list[Message] = json.loads(text)
     finish = _finish_issue if table == "issues" else _finish_pull_request
     for message in messages:
         finish(message)
+        if github_objects:
+            _finish_objects(message, pull_request=table != "issues")
     return messages
 
 
@@ -197,6 +227,18 @@ def _finish_common(m: Message, timestamps: tuple[str, ...]) -> None:
     m["author"] = _account(m["author"])
     m["labels"] = _labels(m["labels"])
     m["assignees"] = _accounts(m["assignees"])
+
+
+def _finish_objects(m: Message, *, pull_request: bool) -> None:
+    m["assignee"] = _account(m["assignee"])
+    m["closed_by"] = _account(m["closed_by"])
+    m["milestone_object"] = json_object(m["milestone_object"])
+    m["reactions"] = json_object(m["reactions"])
+    if pull_request:
+        m["requested_teams"] = json_objects(m["requested_teams"])
+        m["head"] = json_object(m["head"])
+        m["base"] = json_object(m["base"])
+        m["merged_by"] = _account(m["merged_by"])
 
 
 def _finish_issue(m: Message) -> None:

@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 from polar.common.v1 import common_pb2
 from polar.repository.v1 import repository_pb2, repository_service_pb2
@@ -107,6 +108,28 @@ def _ref(value: Any) -> str:
     return json_str(value.get("ref")) if isinstance(value, dict) else ""
 
 
+def json_object(value: Any) -> dict[str, Any] | None:
+    """A GitHub object kept as JSON (milestone, reactions, a ref), for a Struct field (the
+    message constructor takes the dict as it is; listing passes it so)."""
+    return value if isinstance(value, dict) else None
+
+
+def json_objects(values: Any) -> list[dict[str, Any]]:
+    return [v for v in values if isinstance(v, dict)] if isinstance(values, list) else []
+
+
+def struct(value: Any) -> Struct | None:
+    if not isinstance(value, dict):
+        return None
+    message = Struct()
+    message.update(value)
+    return message
+
+
+def structs(values: Any) -> list[Struct]:
+    return [s for s in map(struct, json_objects(values)) if s is not None]
+
+
 def money(amount: int, currency: str) -> common_pb2.Money:
     return common_pb2.Money(currency=currency, minor_units=amount)
 
@@ -135,6 +158,12 @@ def repository(r: Repository) -> repository_pb2.Repository:
         repository_modified_at=timestamp(r.repository_modified_at),
         created_at=timestamp(r.created_at),
         modified_at=timestamp(r.modified_at),
+        is_issues_enabled=r.is_issues_enabled,
+        is_projects_enabled=r.is_projects_enabled,
+        is_wiki_enabled=r.is_wiki_enabled,
+        is_pages_enabled=r.is_pages_enabled,
+        is_downloads_enabled=r.is_downloads_enabled,
+        is_disabled=r.is_disabled,
     )
 
 
@@ -162,6 +191,10 @@ def issue(i: Issue) -> repository_pb2.Issue:
         issue_closed_at=timestamp(i.issue_closed_at),
         created_at=timestamp(i.created_at),
         modified_at=timestamp(i.modified_at),
+        assignee=github_account(i.assignee),
+        closed_by=github_account(i.closed_by),
+        milestone_object=struct(i.milestone),
+        reactions=struct(i.reactions),
     )
 
 
@@ -197,6 +230,19 @@ def pull_request(p: PullRequest) -> repository_pb2.PullRequest:
         issue_closed_at=timestamp(p.issue_closed_at),
         created_at=timestamp(p.created_at),
         modified_at=timestamp(p.modified_at),
+        comments=p.comments or 0,
+        state_reason=p.state_reason or "",
+        assignee=github_account(p.assignee),
+        closed_by=github_account(p.closed_by),
+        milestone_object=struct(p.milestone),
+        reactions=struct(p.reactions),
+        requested_teams=structs(p.requested_teams),
+        head=struct(p.head),
+        base=struct(p.base),
+        maintainer_can_modify=p.maintainer_can_modify,
+        is_mergeable=p.is_mergeable,
+        mergeable_state=p.mergeable_state or "",
+        merged_by=github_account(p.merged_by),
     )
 
 

@@ -166,11 +166,18 @@ async def list_issues(
     state: IssueState | None,
     before: int | None,
     limit: int,
+    github_objects: bool = False,
 ) -> list[listing.Message]:
     """Newest first: ordered by number descending; `before` is the last number seen.
     Proto-shaped Issue fields (see listing); [] for an unknown or deleted repository."""
     return await listing.page(
-        session, "issues", repository_id, state=state, before=before, limit=limit
+        session,
+        "issues",
+        repository_id,
+        state=state,
+        before=before,
+        limit=limit,
+        github_objects=github_objects,
     )
 
 
@@ -181,9 +188,16 @@ async def list_pull_requests(
     state: IssueState | None,
     before: int | None,
     limit: int,
+    github_objects: bool = False,
 ) -> list[listing.Message]:
     return await listing.page(
-        session, "pull_requests", repository_id, state=state, before=before, limit=limit
+        session,
+        "pull_requests",
+        repository_id,
+        state=state,
+        before=before,
+        limit=limit,
+        github_objects=github_objects,
     )
 
 

@@ -211,11 +211,17 @@ async def list_issues(
     state: IssueState | None,
     page_size: int,
     page_token: str,
+    github_objects: bool = False,
 ) -> Page[Message]:
     """Proto-shaped Issue fields (see listing), for mappers.listed_issue."""
     before = _number_token(page_token)
     rows = await repo.list_issues(
-        session, repository_id, state=state, before=before, limit=page_size + 1
+        session,
+        repository_id,
+        state=state,
+        before=before,
+        limit=page_size + 1,
+        github_objects=github_objects,
     )
     return await _number_page(session, repository_id, rows, page_size)
 
@@ -227,11 +233,17 @@ async def list_pull_requests(
     state: IssueState | None,
     page_size: int,
     page_token: str,
+    github_objects: bool = False,
 ) -> Page[Message]:
     """Proto-shaped PullRequest fields (see listing), for mappers.listed_pull_request."""
     before = _number_token(page_token)
     rows = await repo.list_pull_requests(
-        session, repository_id, state=state, before=before, limit=page_size + 1
+        session,
+        repository_id,
+        state=state,
+        before=before,
+        limit=page_size + 1,
+        github_objects=github_objects,
     )
     return await _number_page(session, repository_id, rows, page_size)
 

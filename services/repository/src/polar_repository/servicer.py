@@ -120,6 +120,7 @@ class RepositoryServicer(pb_grpc.RepositoryServiceServicer):
             state=mappers.state_from_proto(request.state),
             page_size=page_size(request.page_size),
             page_token=request.page_token,
+            github_objects=request.include_github_objects,
         )
         return pb.ListIssuesResponse(
             issues=[mappers.listed_issue(i) for i in page.items],
@@ -141,6 +142,7 @@ class RepositoryServicer(pb_grpc.RepositoryServiceServicer):
             state=mappers.state_from_proto(request.state),
             page_size=page_size(request.page_size),
             page_token=request.page_token,
+            github_objects=request.include_github_objects,
         )
         return pb.ListPullRequestsResponse(
             pull_requests=[mappers.listed_pull_request(p) for p in page.items],

@@ -112,6 +112,7 @@ class SyncResult:
     pull_requests: int = 0
     issue_listing: Listing = field(default_factory=Listing)
     pull_listing: Listing = field(default_factory=Listing)
+    last_issue: tuple[str, str] | None = None  # (id, title) of the last issue stored
 
     @property
     def synced(self) -> int:
@@ -353,8 +354,10 @@ class SyncRunner:
                 result.issue_listing.add(page)
                 async with self._page(target, key, result) as session:
                     # ingest records issue_created/updated for the rows it writes.
-                    await ingest.upsert_issues(session, rows)
+                    written = await ingest.upsert_issues(session, rows)
                     result.issues += len(rows)
+                    if written:
+                        result.last_issue = (str(written[-1].row.id), written[-1].row.title)
             async for page in gh.pulls(target.owner, target.name):
                 rows = ingest.pull_request_rows(page.items, **ids)
                 result.pull_listing.add(page)
@@ -389,6 +392,7 @@ class SyncRunner:
                 organization_id=target.organization_id,
                 synced=result.synced,
                 expected=result.expected,
+                issue=result.last_issue,
             )
 
     # -- Worker -----------------------------------------------------------------------------

@@ -62,5 +62,6 @@ class Repository(IdMixin, TimestampMixin, SoftDeleteMixin, Base):
     is_wiki_enabled: Mapped[bool | None]
     is_projects_enabled: Mapped[bool | None]
     is_downloads_enabled: Mapped[bool | None]
+    is_pages_enabled: Mapped[bool | None]
     is_archived: Mapped[bool | None]
     is_disabled: Mapped[bool | None]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import ForeignKey, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -19,6 +20,8 @@ class User(IdMixin, TimestampMixin, SoftDeleteMixin, Base):
     email_verified: Mapped[bool] = mapped_column(default=False)
     avatar_url: Mapped[str | None]
     profile: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # May use the v1 user-admin routes; granted by an operator, never through the API.
+    is_superuser: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
 class OAuthAccount(IdMixin, TimestampMixin, Base):

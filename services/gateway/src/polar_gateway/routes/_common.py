@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import orjson
@@ -11,8 +11,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from ..schemas import ErrorResponse
+from ..schemas_v1 import ErrorDetail, HTTPValidationError
 
-API_PREFIX = "/api/v1"
+# /api/v2 is the recommended API (envelopes, cursors, money with a currency, one error
+# object); /api/v1 is the monolith's contract, kept for its clients (docs/decisions/0009).
+V1 = "/api/v1"
+V2 = "/api/v2"
+API_PREFIX = V2
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Items per page (1 to 100).")]
 Cursor = Annotated[
@@ -35,7 +40,17 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 AUTHED = errors(401, 403, 404, 422, 503)
 
 
-def json_response(content: Mapping[str, Any] | BaseModel, status_code: int = 200) -> Response:
+def v1_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The same for /api/v1: `{"detail": "..."}`, or for 422 `{"detail": [{loc, msg, type}]}`."""
+    return {
+        status: {"model": HTTPValidationError if status == 422 else ErrorDetail}
+        for status in statuses
+    }
+
+
+def json_response(
+    content: Mapping[str, Any] | Sequence[Any] | BaseModel, status_code: int = 200
+) -> Response:
     """Encode with orjson (datetimes as RFC 3339 with Z). Routes keep their response_model
     for the OpenAPI document; FastAPI does not re-validate what the mappers built."""
     if isinstance(content, BaseModel):

@@ -7,6 +7,13 @@
    the user upserted by the organization service, and a session token set as the session
    cookie; the browser is sent back to `return_to`.
 3. POST /auth/logout: revokes the session (bearer or cookie) and clears the cookie.
+
+/api/v1 keeps the monolith's flow, which its web app drives with XHR: `authorize` answers
+`{"authorization_url"}` whose `state` is itself a signed, 10-minute token (no cookie: the
+monolith's state was a signed JWT too), without a redirect_uri so GitHub returns to the
+App's configured callback URL (the web app's page); the page passes code and state to
+`callback`, which sets the session cookie and answers `{"action": "login", "success": true}`.
+`POST /users/logout` answers `{"action": "logout", "success": true}`.
 """
 
 from __future__ import annotations
@@ -21,22 +28,26 @@ import httpx
 import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
+from google.protobuf.struct_pb2 import Struct
 from polar.organization.v1 import organization_service_pb2 as org_pb
 
-from ..auth import GatewayDep, read_session
+from .. import schemas_v1
+from ..auth import CurrentSession, GatewayDep, read_session
 from ..errors import ApiError
 from ..schemas import ErrorResponse
 from ..sessions import OAUTH_STATE
 from ..state import Gateway
-from ._common import API_PREFIX
+from ._common import V1, V2, json_response, v1_errors
 
 log = structlog.get_logger(__name__)
 
-router = APIRouter(prefix=API_PREFIX, tags=["auth"])
+router = APIRouter(prefix=V2, tags=["auth"])
+router_v1 = APIRouter(prefix=V1, tags=["auth"])
 
 STATE_COOKIE = "polar_oauth_state"
 STATE_TTL = 600
-CALLBACK_PATH = "/api/v1/integrations/github/callback"
+STATE_COOKIE_PATH = V2 + "/integrations/github"
+CALLBACK_PATH = V2 + "/integrations/github/callback"
 
 
 class SignInFailed(ApiError):
@@ -74,8 +85,7 @@ async def authorize(
     return_to: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> Response:
     s = gateway.settings
-    if not s.github_client_id:
-        raise ApiError(503, "GitHub sign-in is not configured (POLAR_GITHUB_CLIENT_ID)")
+    _require_configured(gateway)
     state = secrets.token_urlsafe(24)
     signed = gateway.tokens.sign(
         {"typ": OAUTH_STATE, "state": state, "return_to": _safe_return_to(return_to)}, STATE_TTL
@@ -95,7 +105,7 @@ async def authorize(
         STATE_COOKIE,
         signed,
         max_age=STATE_TTL,
-        path="/api/v1/integrations/github",
+        path=STATE_COOKIE_PATH,
         httponly=True,
         secure=s.cookie_secure,
         samesite="lax",
@@ -133,19 +143,26 @@ async def _github_json(gateway: Gateway, method: str, url: str, **kw: Any) -> tu
         return response.status_code, None
 
 
-async def _exchange_code(gateway: Gateway, code: str) -> dict[str, Any]:
+def _require_configured(gateway: Gateway) -> None:
+    if not gateway.settings.github_client_id:
+        raise ApiError(503, "GitHub sign-in is not configured (POLAR_GITHUB_CLIENT_ID)")
+
+
+async def _exchange_code(
+    gateway: Gateway, code: str, *, redirect_uri: str | None, code_verifier: str | None = None
+) -> dict[str, Any]:
     s = gateway.settings
+    form = {
+        "client_id": s.github_client_id,
+        "client_secret": s.github_client_secret.get_secret_value(),
+        "code": code,
+    }
+    if redirect_uri:
+        form["redirect_uri"] = redirect_uri
+    if code_verifier:
+        form["code_verifier"] = code_verifier
     status, body = await _github_json(
-        gateway,
-        "POST",
-        s.github_token_url,
-        data={
-            "client_id": s.github_client_id,
-            "client_secret": s.github_client_secret.get_secret_value(),
-            "code": code,
-            "redirect_uri": s.public_url.rstrip("/") + CALLBACK_PATH,
-        },
-        headers={"Accept": "application/json"},
+        gateway, "POST", s.github_token_url, data=form, headers={"Accept": "application/json"}
     )
     # GitHub answers 200 with {"error": ...} for a bad or expired code.
     if status != 200 or not isinstance(body, dict) or not body.get("access_token"):
@@ -196,7 +213,22 @@ async def callback(
         raise SignInFailed(f"GitHub sign-in was not completed: {error}", code="access_denied")
     if not code:
         raise SignInFailed("the callback has no code", code="bad_request", status=400)
-    grant = await _exchange_code(gateway, code)
+    redirect_uri = gateway.settings.public_url.rstrip("/") + CALLBACK_PATH
+    session_token = await _sign_in(gateway, code, redirect_uri=redirect_uri)
+    target = (gateway.settings.frontend_url.rstrip("/") or "") + return_to
+    response = RedirectResponse(target, status_code=303)
+    _set_session_cookie(gateway, response, session_token)
+    response.delete_cookie(STATE_COOKIE, path=STATE_COOKIE_PATH)
+    return response
+
+
+async def _sign_in(
+    gateway: Gateway, code: str, *, redirect_uri: str | None, code_verifier: str | None = None
+) -> str:
+    """Exchange the code, read the profile, upsert the user: a new session token."""
+    grant = await _exchange_code(
+        gateway, code, redirect_uri=redirect_uri, code_verifier=code_verifier
+    )
     token = str(grant["access_token"])
     user, email, verified = await _profile(gateway, token)
     expires_in = grant.get("expires_in")
@@ -211,12 +243,46 @@ async def callback(
             access_token=token,
             access_token_expires_at=int(time.time()) + int(expires_in) if expires_in else 0,
             refresh_token=str(grant.get("refresh_token") or ""),
+            profile=_public_profile(user),
         ),
     )
     session_token, session = gateway.tokens.issue_session(upserted.user.id)
     log.info("signed in", user_id=session.user_id, created=upserted.created)
-    target = (gateway.settings.frontend_url.rstrip("/") or "") + return_to
-    response = RedirectResponse(target, status_code=303)
+    return session_token
+
+
+# GitHub's public profile fields kept as the user's profile (v1's UserRead.profile).
+PROFILE_FIELDS = (
+    "login",
+    "id",
+    "avatar_url",
+    "html_url",
+    "type",
+    "site_admin",
+    "name",
+    "company",
+    "blog",
+    "location",
+    "bio",
+    "twitter_username",
+)
+
+
+def _public_profile(user: dict[str, Any]) -> Struct:
+    profile = Struct()
+    profile.update(
+        {
+            k: user[k]
+            for k in PROFILE_FIELDS
+            if k in user
+            and (user[k] is None or isinstance(user[k], bool | int | str))
+            and len(str(user[k])) <= 1024
+        }
+    )
+    return profile
+
+
+def _set_session_cookie(gateway: Gateway, response: Response, session_token: str) -> None:
     _set_cookie(
         gateway,
         response,
@@ -225,8 +291,6 @@ async def callback(
         max_age=gateway.settings.session_ttl_seconds,
         path="/",
     )
-    response.delete_cookie(STATE_COOKIE, path="/api/v1/integrations/github")
-    return response
 
 
 @router.post(
@@ -236,6 +300,12 @@ async def callback(
 )
 async def logout(request: Request, gateway: GatewayDep) -> Response:
     response = Response(status_code=204)
+    await _end_session(request, gateway, response)
+    return response
+
+
+async def _end_session(request: Request, gateway: Gateway, response: Response) -> None:
+    """Clear the cookie and revoke the caller's session (503 when it cannot be stored)."""
     s = gateway.settings
     response.delete_cookie(
         s.session_cookie_name,
@@ -248,7 +318,7 @@ async def logout(request: Request, gateway: GatewayDep) -> Response:
     try:
         session = read_session(request, gateway)
     except ApiError:
-        return response  # already invalid: nothing to revoke
+        return  # already invalid: nothing to revoke
     if session is not None:
         try:
             gateway.bus.jetstream()
@@ -258,4 +328,68 @@ async def logout(request: Request, gateway: GatewayDep) -> Response:
             raise ApiError(
                 503, "could not sign out everywhere, try again", headers={"Retry-After": "1"}
             ) from exc
+
+
+# --- v1 ------------------------------------------------------------------------------------
+
+V1_STATE = "v1"
+
+
+@router_v1.get(
+    "/integrations/github/authorize",
+    response_model=schemas_v1.OAuth2AuthorizeResponse,
+    responses=v1_errors(422, 503),
+)
+async def authorize_v1(
+    gateway: GatewayDep,
+    scopes: Annotated[list[str] | None, Query(max_length=64)] = None,
+) -> Response:
+    s = gateway.settings
+    _require_configured(gateway)
+    state = gateway.tokens.sign(
+        {"typ": OAUTH_STATE, "api": V1_STATE, "nonce": secrets.token_urlsafe(16)}, STATE_TTL
+    )
+    query = urlencode(
+        {
+            "client_id": s.github_client_id,
+            "scope": " ".join(scopes) if scopes else s.github_oauth_scope,
+            "state": state,
+            "allow_signup": "true",
+        }
+    )
+    return json_response({"authorization_url": f"{s.github_authorize_url}?{query}"})
+
+
+@router_v1.get(
+    "/integrations/github/callback",
+    response_model=schemas_v1.ActionResponse,
+    responses=v1_errors(400, 401, 409, 422, 503),
+)
+async def callback_v1(
+    gateway: GatewayDep,
+    code: Annotated[str | None, Query(max_length=512)] = None,
+    code_verifier: Annotated[str | None, Query(max_length=512)] = None,
+    state: Annotated[str | None, Query(max_length=2048)] = None,
+    error: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    if error:
+        raise SignInFailed(f"GitHub sign-in was not completed: {error}", status=400)
+    claims = gateway.tokens.verify(state, OAUTH_STATE) if state else None
+    if claims is None or claims.get("api") != V1_STATE:
+        raise SignInFailed("the sign-in state is unknown or expired; start again", status=400)
+    if not code:
+        raise SignInFailed("the callback has no code", status=400)
+    _require_configured(gateway)
+    session_token = await _sign_in(gateway, code, redirect_uri=None, code_verifier=code_verifier)
+    response = json_response({"action": "login", "success": True})
+    _set_session_cookie(gateway, response, session_token)
+    return response
+
+
+@router_v1.post(
+    "/users/logout", response_model=schemas_v1.ActionResponse, responses=v1_errors(401, 503)
+)
+async def logout_v1(request: Request, session: CurrentSession, gateway: GatewayDep) -> Response:
+    response = json_response({"action": "logout", "success": True})
+    await _end_session(request, gateway, response)
     return response

@@ -1,4 +1,4 @@
-"""Probes and metrics (outside /api/v1): /healthz, /readyz, /metrics."""
+"""Probes and metrics (outside the API versions): /healthz, /readyz, /metrics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GET /api/v1/stream: Server-Sent Events of the domain events the user may see.
+"""GET /api/v2/stream (and /api/v1/stream): Server-Sent Events of the events a user may see.
 
 Each connection reads the EVENTS stream through its own ordered, ephemeral JetStream
 consumer (flow-controlled, recreated by the client library after a gap or a reconnect; the
@@ -11,6 +11,11 @@ NATS less with thousands of clients (see the README).
 Channels: without parameters, the user's own events and those of every organization they
 belong to (following memberships as they change); `organization_id` narrows to one
 organization, `repository_id` to one repository — each must be the user's, else 403.
+
+/api/v1/stream is the monolith's: `organization_id` is required, and each event is a plain
+`data:` line (no `event:` name, so EventSource's onmessage sees it) holding
+`{"id", "key", "payload"}` with the monolith's keys (mappers_v1.stream_event); events it
+had no key for are not sent there.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 import nats.errors
+import orjson
 import structlog
 from fastapi import APIRouter, Header, Query, Request
 from nats.js import JetStreamContext
@@ -31,16 +37,31 @@ from polar.repository.v1 import repository_service_pb2 as repo_pb
 from polar_kit.nats import EVENTS, strip_prefix, subject_for
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from .. import events
+from .. import events, mappers_v1
 from ..auth import CurrentSession, GatewayDep
 from ..errors import ApiError
 from ..metrics import STREAM_CLIENTS, STREAM_EVENTS
 from ..state import Gateway
-from ._common import API_PREFIX, errors
+from ._common import V1, V2, errors, v1_errors
 
 log = structlog.get_logger(__name__)
 
-router = APIRouter(prefix=API_PREFIX, tags=["stream"])
+router = APIRouter(prefix=V2, tags=["stream"])
+router_v1 = APIRouter(prefix=V1, tags=["stream"])
+
+Format = Callable[[events.Event], ServerSentEvent | None]
+
+
+def _v2_event(event: events.Event) -> ServerSentEvent:
+    return ServerSentEvent(data=event.to_json(), event=event.subject, id=str(event.sequence))
+
+
+def _v1_event(event: events.Event) -> ServerSentEvent | None:
+    data = mappers_v1.stream_event(event)
+    if data is None:
+        return None
+    return ServerSentEvent(data=orjson.dumps(data).decode(), id=str(event.sequence))
+
 
 ORGANIZATION_PAGE = 100
 
@@ -117,7 +138,11 @@ async def _subscribe(
 
 
 async def _events(
-    request: Request, gateway: Gateway, channels: events.Channels, start: int | None
+    request: Request,
+    gateway: Gateway,
+    channels: events.Channels,
+    start: int | None,
+    format: Format = _v2_event,
 ) -> AsyncIterator[ServerSentEvent]:
     js = gateway.bus.jetstream()
     sub = await _subscribe(js, gateway, start)
@@ -141,11 +166,10 @@ async def _events(
             if event is None:
                 continue
             send, keep_open = channels.process(event)
-            if send:
+            sse = format(event) if send else None
+            if sse is not None:
                 STREAM_EVENTS.inc()
-                yield ServerSentEvent(
-                    data=event.to_json(), event=event.subject, id=str(event.sequence)
-                )
+                yield sse
             if not keep_open:
                 return
     finally:
@@ -190,6 +214,36 @@ async def stream(
     )
     return EventSourceResponse(
         _events(request, gateway, channels, start),
+        ping=gateway.settings.stream_ping_seconds,
+        send_timeout=gateway.settings.stream_send_timeout_seconds,
+    )
+
+
+@router_v1.get(
+    "/stream",
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
+        **v1_errors(401, 403, 404, 422, 503),
+    },
+)
+async def stream_v1(
+    request: Request,
+    session: CurrentSession,
+    gateway: GatewayDep,
+    organization_id: Annotated[uuid.UUID, Query()],
+    repository_id: Annotated[uuid.UUID | None, Query()] = None,
+    last_event_id: Annotated[str | None, Header(max_length=32, include_in_schema=False)] = None,
+) -> EventSourceResponse:
+    start = _start_sequence(last_event_id)
+    gateway.bus.jetstream()
+    channels = await _channels(
+        gateway,
+        session.user_id,
+        str(organization_id),
+        str(repository_id) if repository_id else None,
+    )
+    return EventSourceResponse(
+        _events(request, gateway, channels, start, _v1_event),
         ping=gateway.settings.stream_ping_seconds,
         send_timeout=gateway.settings.stream_send_timeout_seconds,
     )

@@ -1,4 +1,4 @@
-"""POST /api/v1/integrations/github/webhook: GitHub deliveries into JetStream.
+"""POST /api/v2/integrations/github/webhook (and /api/v1/...): GitHub deliveries into JetStream.
 
 Checks, each answered with a 4xx and nothing published: body over the limit (413, read in
 chunks and abandoned at the limit), a content type other than JSON (415; configure the
@@ -12,6 +12,10 @@ for events without an action) with Nats-Msg-Id = X-GitHub-Delivery, and answered
 after JetStream's PubAck: an accepted delivery is stored. A redelivery within the duplicate
 window is acknowledged as a duplicate and stored once. NATS down or no ack in time: 503, so
 GitHub redelivers. `ping` is answered 200 and not published.
+
+/api/v1's path does the same with the monolith's answers: 200 with WebhookResponse
+`{"success": true, "message", "task_id"}` (task_id = the delivery id; message "duplicate"
+or "pong"), errors as `{"detail": "..."}` with the same statuses.
 """
 
 from __future__ import annotations
@@ -30,17 +34,21 @@ from fastapi.responses import Response
 from polar_kit.nats import publish, subject_for
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import mappers_v1
 from ..bus import NatsUnavailable
-from ..errors import ApiError, error_body
+from ..errors import ApiError, error_body, v1_error_body
 from ..metrics import WEBHOOKS
 from ..schemas import WebhookAccepted
+from ..schemas_v1 import WebhookResponse
 from ..state import Gateway
-from ._common import API_PREFIX, errors, json_response
+from ._common import V1, V2, errors, json_response, v1_errors
 
 log = structlog.get_logger(__name__)
 
-router = APIRouter(prefix=API_PREFIX, tags=["webhooks"])
-PATH = API_PREFIX + "/integrations/github/webhook"
+router = APIRouter(prefix=V2, tags=["webhooks"])
+router_v1 = APIRouter(prefix=V1, tags=["webhooks"])
+PATH = V2 + "/integrations/github/webhook"
+PATH_V1 = V1 + "/integrations/github/webhook"
 
 _WORD = re.compile(r"^[a-z0-9_]{1,64}$")
 _DELIVERY = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -158,6 +166,22 @@ async def github_webhook(request: Request) -> Response:
     return json_response(answer, status)
 
 
+def _v1_answer(answer: WebhookAccepted) -> dict[str, Any]:
+    return mappers_v1.webhook(answer.status, answer.delivery, answer.duplicate)
+
+
+@router_v1.post(
+    "/integrations/github/webhook",
+    response_model=WebhookResponse,
+    responses=v1_errors(400, 401, 413, 415, 503),
+)
+async def github_webhook_v1(request: Request) -> Response:
+    """The same ingress, answered the monolith's way (served by `WebhookIngress` too)."""
+    gateway: Gateway = request.app.state.gateway
+    _, answer = await ingest(gateway, request.headers, request.stream())
+    return json_response(_v1_answer(answer))
+
+
 class WebhookIngress:
     """ASGI middleware answering POST {PATH} itself, without FastAPI's routing, dependency
     and validation machinery: the ingress is the gateway's busiest, most latency-sensitive
@@ -168,10 +192,12 @@ class WebhookIngress:
         self.gateway_app = gateway_app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+        path = scope["path"] if scope["type"] == "http" else None
+        if path not in (PATH, PATH_V1) or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        scope["polar.route"] = PATH
+        scope["polar.route"] = path
+        v1 = path == PATH_V1
         gateway: Gateway = self.gateway_app.state.gateway
         extra: dict[str, str] = {}
         content: Any
@@ -179,12 +205,15 @@ class WebhookIngress:
             # ASGI header names are lower-case already; one dict instead of a scan per lookup.
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             status, answer = await ingest(gateway, headers, _chunks(receive))
-            content = answer.model_dump(mode="json")
+            content = _v1_answer(answer) if v1 else answer.model_dump(mode="json")
+            status = 200 if v1 else status
         except ApiError as exc:
-            status, content, extra = exc.status, error_body(exc.code, exc.message), exc.headers
+            status, extra = exc.status, exc.headers
+            content = v1_error_body(exc.message) if v1 else error_body(exc.code, exc.message)
         except Exception:  # outside FastAPI's error middleware: answer like it would
             log.exception("unhandled error in webhook ingress")
-            status, content = 500, error_body("internal", "internal error")
+            status, message = 500, "internal error"
+            content = v1_error_body(message) if v1 else error_body("internal", message)
         raw = [(b"content-type", b"application/json")]
         raw += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw})

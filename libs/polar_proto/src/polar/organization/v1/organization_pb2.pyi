@@ -124,15 +124,23 @@ class User(_message.Message):
     AVATAR_URL_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     MODIFIED_AT_FIELD_NUMBER: _builtins.int
+    IS_SUPERUSER_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     username: _builtins.str
     email: _builtins.str
     email_verified: _builtins.bool
     avatar_url: _builtins.str
+    is_superuser: _builtins.bool
+    """May use the user-admin routes (an operator grants it: python -m polar_organization.superuser)."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def modified_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def profile(self) -> _struct_pb2.Struct:
+        """GitHub's public profile as of the last sign-in (login, name, avatar_url...)."""
+
     def __init__(
         self,
         *,
@@ -143,10 +151,12 @@ class User(_message.Message):
         avatar_url: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         modified_at: _timestamp_pb2.Timestamp | None = ...,
+        is_superuser: _builtins.bool = ...,
+        profile: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "modified_at", b"modified_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "modified_at", b"modified_at", "profile", b"profile"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["avatar_url", b"avatar_url", "created_at", b"created_at", "email", b"email", "email_verified", b"email_verified", "id", b"id", "modified_at", b"modified_at", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avatar_url", b"avatar_url", "created_at", b"created_at", "email", b"email", "email_verified", b"email_verified", "id", b"id", "is_superuser", b"is_superuser", "modified_at", b"modified_at", "profile", b"profile", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -101,6 +101,11 @@ class OrganizationServiceStub:
                 request_serializer=polar_dot_organization_dot_v1_dot_organization__service__pb2.GetUserRequest.SerializeToString,
                 response_deserializer=polar_dot_organization_dot_v1_dot_organization__service__pb2.GetUserResponse.FromString,
                 _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/polar.organization.v1.OrganizationService/DeleteUser',
+                request_serializer=polar_dot_organization_dot_v1_dot_organization__service__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=polar_dot_organization_dot_v1_dot_organization__service__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
 
 
 class OrganizationServiceServicer:
@@ -190,6 +195,13 @@ class OrganizationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteUser(self, request, context):
+        """Deletes a user, their GitHub account link and their memberships (v1 user admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrganizationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -257,6 +269,11 @@ def add_OrganizationServiceServicer_to_server(servicer, server):
                     servicer.GetUser,
                     request_deserializer=polar_dot_organization_dot_v1_dot_organization__service__pb2.GetUserRequest.FromString,
                     response_serializer=polar_dot_organization_dot_v1_dot_organization__service__pb2.GetUserResponse.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=polar_dot_organization_dot_v1_dot_organization__service__pb2.DeleteUserRequest.FromString,
+                    response_serializer=polar_dot_organization_dot_v1_dot_organization__service__pb2.DeleteUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -612,6 +629,33 @@ class OrganizationService:
             '/polar.organization.v1.OrganizationService/GetUser',
             polar_dot_organization_dot_v1_dot_organization__service__pb2.GetUserRequest.SerializeToString,
             polar_dot_organization_dot_v1_dot_organization__service__pb2.GetUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/polar.organization.v1.OrganizationService/DeleteUser',
+            polar_dot_organization_dot_v1_dot_organization__service__pb2.DeleteUserRequest.SerializeToString,
+            polar_dot_organization_dot_v1_dot_organization__service__pb2.DeleteUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,8 @@ class OrganizationServiceStub:
     UpsertUserFromGitHub: _grpc.UnaryUnaryMultiCallable[_organization_service_pb2.UpsertUserFromGitHubRequest, _organization_service_pb2.UpsertUserFromGitHubResponse]
     """Creates or updates a user and its GitHub OAuth account from a GitHub profile."""
     GetUser: _grpc.UnaryUnaryMultiCallable[_organization_service_pb2.GetUserRequest, _organization_service_pb2.GetUserResponse]
+    DeleteUser: _grpc.UnaryUnaryMultiCallable[_organization_service_pb2.DeleteUserRequest, _organization_service_pb2.DeleteUserResponse]
+    """Deletes a user, their GitHub account link and their memberships (v1 user admin)."""
 
 @_typing.type_check_only
 class OrganizationServiceAsyncStub(OrganizationServiceStub):
@@ -79,6 +81,8 @@ class OrganizationServiceAsyncStub(OrganizationServiceStub):
     UpsertUserFromGitHub: _aio.UnaryUnaryMultiCallable[_organization_service_pb2.UpsertUserFromGitHubRequest, _organization_service_pb2.UpsertUserFromGitHubResponse]  # type: ignore[assignment]
     """Creates or updates a user and its GitHub OAuth account from a GitHub profile."""
     GetUser: _aio.UnaryUnaryMultiCallable[_organization_service_pb2.GetUserRequest, _organization_service_pb2.GetUserResponse]  # type: ignore[assignment]
+    DeleteUser: _aio.UnaryUnaryMultiCallable[_organization_service_pb2.DeleteUserRequest, _organization_service_pb2.DeleteUserResponse]  # type: ignore[assignment]
+    """Deletes a user, their GitHub account link and their memberships (v1 user admin)."""
 
 class OrganizationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Users, their GitHub accounts, organizations and memberships.
@@ -180,5 +184,13 @@ class OrganizationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _organization_service_pb2.GetUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_organization_service_pb2.GetUserResponse, _abc.Awaitable[_organization_service_pb2.GetUserResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteUser(
+        self,
+        request: _organization_service_pb2.DeleteUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_organization_service_pb2.DeleteUserResponse, _abc.Awaitable[_organization_service_pb2.DeleteUserResponse]]:
+        """Deletes a user, their GitHub account link and their memberships (v1 user admin)."""
 
 def add_OrganizationServiceServicer_to_server(servicer: OrganizationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

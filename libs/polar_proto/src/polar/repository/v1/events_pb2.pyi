@@ -216,10 +216,17 @@ class RepositorySyncProgress(_message.Message):
     ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
     SYNCED_FIELD_NUMBER: _builtins.int
     EXPECTED_FIELD_NUMBER: _builtins.int
+    ISSUE_ID_FIELD_NUMBER: _builtins.int
+    ISSUE_TITLE_FIELD_NUMBER: _builtins.int
     repository_id: _builtins.str
     organization_id: _builtins.str
     synced: _builtins.int
     expected: _builtins.int
+    issue_id: _builtins.str
+    """The last issue this sync stored so far (empty before the first): the v1 stream's
+    issue.synced names it.
+    """
+    issue_title: _builtins.str
     def __init__(
         self,
         *,
@@ -227,10 +234,12 @@ class RepositorySyncProgress(_message.Message):
         organization_id: _builtins.str = ...,
         synced: _builtins.int = ...,
         expected: _builtins.int = ...,
+        issue_id: _builtins.str = ...,
+        issue_title: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected", b"expected", "organization_id", b"organization_id", "repository_id", b"repository_id", "synced", b"synced"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected", b"expected", "issue_id", b"issue_id", "issue_title", b"issue_title", "organization_id", b"organization_id", "repository_id", b"repository_id", "synced", b"synced"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

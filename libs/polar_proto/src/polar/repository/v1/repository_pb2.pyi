@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -67,6 +68,12 @@ class Repository(_message.Message):
     REPOSITORY_MODIFIED_AT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     MODIFIED_AT_FIELD_NUMBER: _builtins.int
+    IS_ISSUES_ENABLED_FIELD_NUMBER: _builtins.int
+    IS_PROJECTS_ENABLED_FIELD_NUMBER: _builtins.int
+    IS_WIKI_ENABLED_FIELD_NUMBER: _builtins.int
+    IS_PAGES_ENABLED_FIELD_NUMBER: _builtins.int
+    IS_DOWNLOADS_ENABLED_FIELD_NUMBER: _builtins.int
+    IS_DISABLED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     platform: _common_pb2.Platform.ValueType
     organization_id: _builtins.str
@@ -83,6 +90,13 @@ class Repository(_message.Message):
     main_branch: _builtins.str
     license: _builtins.str
     homepage: _builtins.str
+    is_issues_enabled: _builtins.bool
+    """GitHub's repository feature flags; unset when GitHub did not say."""
+    is_projects_enabled: _builtins.bool
+    is_wiki_enabled: _builtins.bool
+    is_pages_enabled: _builtins.bool
+    is_downloads_enabled: _builtins.bool
+    is_disabled: _builtins.bool
     @_builtins.property
     def topics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -120,12 +134,41 @@ class Repository(_message.Message):
         repository_modified_at: _timestamp_pb2.Timestamp | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         modified_at: _timestamp_pb2.Timestamp | None = ...,
+        is_issues_enabled: _builtins.bool | None = ...,
+        is_projects_enabled: _builtins.bool | None = ...,
+        is_wiki_enabled: _builtins.bool | None = ...,
+        is_pages_enabled: _builtins.bool | None = ...,
+        is_downloads_enabled: _builtins.bool | None = ...,
+        is_disabled: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "modified_at", b"modified_at", "repository_created_at", b"repository_created_at", "repository_modified_at", b"repository_modified_at", "repository_pushed_at", b"repository_pushed_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_is_disabled", b"_is_disabled", "_is_downloads_enabled", b"_is_downloads_enabled", "_is_issues_enabled", b"_is_issues_enabled", "_is_pages_enabled", b"_is_pages_enabled", "_is_projects_enabled", b"_is_projects_enabled", "_is_wiki_enabled", b"_is_wiki_enabled", "created_at", b"created_at", "is_disabled", b"is_disabled", "is_downloads_enabled", b"is_downloads_enabled", "is_issues_enabled", b"is_issues_enabled", "is_pages_enabled", b"is_pages_enabled", "is_projects_enabled", b"is_projects_enabled", "is_wiki_enabled", b"is_wiki_enabled", "modified_at", b"modified_at", "repository_created_at", b"repository_created_at", "repository_modified_at", b"repository_modified_at", "repository_pushed_at", b"repository_pushed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "description", b"description", "external_id", b"external_id", "forks", b"forks", "homepage", b"homepage", "id", b"id", "is_archived", b"is_archived", "is_fork", b"is_fork", "is_private", b"is_private", "license", b"license", "main_branch", b"main_branch", "modified_at", b"modified_at", "name", b"name", "open_issues", b"open_issues", "organization_id", b"organization_id", "platform", b"platform", "repository_created_at", b"repository_created_at", "repository_modified_at", b"repository_modified_at", "repository_pushed_at", b"repository_pushed_at", "stars", b"stars", "topics", b"topics", "watchers", b"watchers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_is_disabled", b"_is_disabled", "_is_downloads_enabled", b"_is_downloads_enabled", "_is_issues_enabled", b"_is_issues_enabled", "_is_pages_enabled", b"_is_pages_enabled", "_is_projects_enabled", b"_is_projects_enabled", "_is_wiki_enabled", b"_is_wiki_enabled", "created_at", b"created_at", "description", b"description", "external_id", b"external_id", "forks", b"forks", "homepage", b"homepage", "id", b"id", "is_archived", b"is_archived", "is_disabled", b"is_disabled", "is_downloads_enabled", b"is_downloads_enabled", "is_fork", b"is_fork", "is_issues_enabled", b"is_issues_enabled", "is_pages_enabled", b"is_pages_enabled", "is_private", b"is_private", "is_projects_enabled", b"is_projects_enabled", "is_wiki_enabled", b"is_wiki_enabled", "license", b"license", "main_branch", b"main_branch", "modified_at", b"modified_at", "name", b"name", "open_issues", b"open_issues", "organization_id", b"organization_id", "platform", b"platform", "repository_created_at", b"repository_created_at", "repository_modified_at", b"repository_modified_at", "repository_pushed_at", b"repository_pushed_at", "stars", b"stars", "topics", b"topics", "watchers", b"watchers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__is_disabled: _TypeAlias = _typing.Literal["is_disabled"]  # noqa: Y015
+    _WhichOneofArgType__is_disabled: _TypeAlias = _typing.Literal["_is_disabled", b"_is_disabled"]  # noqa: Y015
+    _WhichOneofReturnType__is_downloads_enabled: _TypeAlias = _typing.Literal["is_downloads_enabled"]  # noqa: Y015
+    _WhichOneofArgType__is_downloads_enabled: _TypeAlias = _typing.Literal["_is_downloads_enabled", b"_is_downloads_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__is_issues_enabled: _TypeAlias = _typing.Literal["is_issues_enabled"]  # noqa: Y015
+    _WhichOneofArgType__is_issues_enabled: _TypeAlias = _typing.Literal["_is_issues_enabled", b"_is_issues_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__is_pages_enabled: _TypeAlias = _typing.Literal["is_pages_enabled"]  # noqa: Y015
+    _WhichOneofArgType__is_pages_enabled: _TypeAlias = _typing.Literal["_is_pages_enabled", b"_is_pages_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__is_projects_enabled: _TypeAlias = _typing.Literal["is_projects_enabled"]  # noqa: Y015
+    _WhichOneofArgType__is_projects_enabled: _TypeAlias = _typing.Literal["_is_projects_enabled", b"_is_projects_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__is_wiki_enabled: _TypeAlias = _typing.Literal["is_wiki_enabled"]  # noqa: Y015
+    _WhichOneofArgType__is_wiki_enabled: _TypeAlias = _typing.Literal["_is_wiki_enabled", b"_is_wiki_enabled"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_disabled) -> _WhichOneofReturnType__is_disabled | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_downloads_enabled) -> _WhichOneofReturnType__is_downloads_enabled | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_issues_enabled) -> _WhichOneofReturnType__is_issues_enabled | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_pages_enabled) -> _WhichOneofReturnType__is_pages_enabled | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_projects_enabled) -> _WhichOneofReturnType__is_projects_enabled | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_wiki_enabled) -> _WhichOneofReturnType__is_wiki_enabled | None: ...
 
 Global___Repository: _TypeAlias = Repository  # noqa: Y015
 
@@ -157,6 +200,10 @@ class Issue(_message.Message):
     ISSUE_CLOSED_AT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     MODIFIED_AT_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_FIELD_NUMBER: _builtins.int
+    CLOSED_BY_FIELD_NUMBER: _builtins.int
+    MILESTONE_OBJECT_FIELD_NUMBER: _builtins.int
+    REACTIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     platform: _common_pb2.Platform.ValueType
     organization_id: _builtins.str
@@ -188,6 +235,16 @@ class Issue(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def modified_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def assignee(self) -> _common_pb2.GitHubAccount:
+        """GitHub's own objects, as the payloads carried them (unset when absent)."""
+
+    @_builtins.property
+    def closed_by(self) -> _common_pb2.GitHubAccount: ...
+    @_builtins.property
+    def milestone_object(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def reactions(self) -> _struct_pb2.Struct: ...
     def __init__(
         self,
         *,
@@ -213,10 +270,14 @@ class Issue(_message.Message):
         issue_closed_at: _timestamp_pb2.Timestamp | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         modified_at: _timestamp_pb2.Timestamp | None = ...,
+        assignee: _common_pb2.GitHubAccount | None = ...,
+        closed_by: _common_pb2.GitHubAccount | None = ...,
+        milestone_object: _struct_pb2.Struct | None = ...,
+        reactions: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "created_at", b"created_at", "issue_closed_at", b"issue_closed_at", "issue_created_at", b"issue_created_at", "issue_modified_at", b"issue_modified_at", "modified_at", b"modified_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignee", b"assignee", "author", b"author", "closed_by", b"closed_by", "created_at", b"created_at", "issue_closed_at", b"issue_closed_at", "issue_created_at", b"issue_created_at", "issue_modified_at", b"issue_modified_at", "milestone_object", b"milestone_object", "modified_at", b"modified_at", "reactions", b"reactions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignees", b"assignees", "author", b"author", "author_association", b"author_association", "body", b"body", "comments", b"comments", "created_at", b"created_at", "external_id", b"external_id", "id", b"id", "issue_closed_at", b"issue_closed_at", "issue_created_at", b"issue_created_at", "issue_modified_at", b"issue_modified_at", "labels", b"labels", "milestone", b"milestone", "modified_at", b"modified_at", "number", b"number", "organization_id", b"organization_id", "platform", b"platform", "reactions_total", b"reactions_total", "repository_id", b"repository_id", "state", b"state", "state_reason", b"state_reason", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee", b"assignee", "assignees", b"assignees", "author", b"author", "author_association", b"author_association", "body", b"body", "closed_by", b"closed_by", "comments", b"comments", "created_at", b"created_at", "external_id", b"external_id", "id", b"id", "issue_closed_at", b"issue_closed_at", "issue_created_at", b"issue_created_at", "issue_modified_at", b"issue_modified_at", "labels", b"labels", "milestone", b"milestone", "milestone_object", b"milestone_object", "modified_at", b"modified_at", "number", b"number", "organization_id", b"organization_id", "platform", b"platform", "reactions", b"reactions", "reactions_total", b"reactions_total", "repository_id", b"repository_id", "state", b"state", "state_reason", b"state_reason", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -258,6 +319,19 @@ class PullRequest(_message.Message):
     ISSUE_CLOSED_AT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     MODIFIED_AT_FIELD_NUMBER: _builtins.int
+    COMMENTS_FIELD_NUMBER: _builtins.int
+    STATE_REASON_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_FIELD_NUMBER: _builtins.int
+    CLOSED_BY_FIELD_NUMBER: _builtins.int
+    MILESTONE_OBJECT_FIELD_NUMBER: _builtins.int
+    REACTIONS_FIELD_NUMBER: _builtins.int
+    REQUESTED_TEAMS_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
+    BASE_FIELD_NUMBER: _builtins.int
+    MAINTAINER_CAN_MODIFY_FIELD_NUMBER: _builtins.int
+    IS_MERGEABLE_FIELD_NUMBER: _builtins.int
+    MERGEABLE_STATE_FIELD_NUMBER: _builtins.int
+    MERGED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     platform: _common_pb2.Platform.ValueType
     organization_id: _builtins.str
@@ -278,6 +352,11 @@ class PullRequest(_message.Message):
     deletions: _builtins.int
     changed_files: _builtins.int
     review_comments: _builtins.int
+    comments: _builtins.int
+    state_reason: _builtins.str
+    maintainer_can_modify: _builtins.bool
+    is_mergeable: _builtins.bool
+    mergeable_state: _builtins.str
     @_builtins.property
     def author(self) -> _common_pb2.GitHubAccount: ...
     @_builtins.property
@@ -298,6 +377,26 @@ class PullRequest(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def modified_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def assignee(self) -> _common_pb2.GitHubAccount:
+        """GitHub's own objects, as the payloads carried them (unset when absent)."""
+
+    @_builtins.property
+    def closed_by(self) -> _common_pb2.GitHubAccount: ...
+    @_builtins.property
+    def milestone_object(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def reactions(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def requested_teams(self) -> _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]: ...
+    @_builtins.property
+    def head(self) -> _struct_pb2.Struct:
+        """GitHub's head and base refs (label, ref, sha, user; without the embedded repository)."""
+
+    @_builtins.property
+    def base(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def merged_by(self) -> _common_pb2.GitHubAccount: ...
     def __init__(
         self,
         *,
@@ -331,12 +430,32 @@ class PullRequest(_message.Message):
         issue_closed_at: _timestamp_pb2.Timestamp | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         modified_at: _timestamp_pb2.Timestamp | None = ...,
+        comments: _builtins.int = ...,
+        state_reason: _builtins.str = ...,
+        assignee: _common_pb2.GitHubAccount | None = ...,
+        closed_by: _common_pb2.GitHubAccount | None = ...,
+        milestone_object: _struct_pb2.Struct | None = ...,
+        reactions: _struct_pb2.Struct | None = ...,
+        requested_teams: _abc.Iterable[_struct_pb2.Struct] | None = ...,
+        head: _struct_pb2.Struct | None = ...,
+        base: _struct_pb2.Struct | None = ...,
+        maintainer_can_modify: _builtins.bool | None = ...,
+        is_mergeable: _builtins.bool | None = ...,
+        mergeable_state: _builtins.str = ...,
+        merged_by: _common_pb2.GitHubAccount | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "created_at", b"created_at", "issue_closed_at", b"issue_closed_at", "issue_created_at", b"issue_created_at", "issue_modified_at", b"issue_modified_at", "merged_at", b"merged_at", "modified_at", b"modified_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_is_mergeable", b"_is_mergeable", "_maintainer_can_modify", b"_maintainer_can_modify", "assignee", b"assignee", "author", b"author", "base", b"base", "closed_by", b"closed_by", "created_at", b"created_at", "head", b"head", "is_mergeable", b"is_mergeable", "issue_closed_at", b"issue_closed_at", "issue_created_at", b"issue_created_at", "issue_modified_at", b"issue_modified_at", "maintainer_can_modify", b"maintainer_can_modify", "merged_at", b"merged_at", "merged_by", b"merged_by", "milestone_object", b"milestone_object", "modified_at", b"modified_at", "reactions", b"reactions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additions", b"additions", "assignees", b"assignees", "author", b"author", "author_association", b"author_association", "base_ref", b"base_ref", "body", b"body", "changed_files", b"changed_files", "commits", b"commits", "created_at", b"created_at", "deletions", b"deletions", "external_id", b"external_id", "head_ref", b"head_ref", "id", b"id", "is_draft", b"is_draft", "is_merged", b"is_merged", "issue_closed_at", b"issue_closed_at", "issue_created_at", b"issue_created_at", "issue_modified_at", b"issue_modified_at", "labels", b"labels", "merge_commit_sha", b"merge_commit_sha", "merged_at", b"merged_at", "modified_at", b"modified_at", "number", b"number", "organization_id", b"organization_id", "platform", b"platform", "repository_id", b"repository_id", "requested_reviewers", b"requested_reviewers", "review_comments", b"review_comments", "state", b"state", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_is_mergeable", b"_is_mergeable", "_maintainer_can_modify", b"_maintainer_can_modify", "additions", b"additions", "assignee", b"assignee", "assignees", b"assignees", "author", b"author", "author_association", b"author_association", "base", b"base", "base_ref", b"base_ref", "body", b"body", "changed_files", b"changed_files", "closed_by", b"closed_by", "comments", b"comments", "commits", b"commits", "created_at", b"created_at", "deletions", b"deletions", "external_id", b"external_id", "head", b"head", "head_ref", b"head_ref", "id", b"id", "is_draft", b"is_draft", "is_mergeable", b"is_mergeable", "is_merged", b"is_merged", "issue_closed_at", b"issue_closed_at", "issue_created_at", b"issue_created_at", "issue_modified_at", b"issue_modified_at", "labels", b"labels", "maintainer_can_modify", b"maintainer_can_modify", "merge_commit_sha", b"merge_commit_sha", "mergeable_state", b"mergeable_state", "merged_at", b"merged_at", "merged_by", b"merged_by", "milestone_object", b"milestone_object", "modified_at", b"modified_at", "number", b"number", "organization_id", b"organization_id", "platform", b"platform", "reactions", b"reactions", "repository_id", b"repository_id", "requested_reviewers", b"requested_reviewers", "requested_teams", b"requested_teams", "review_comments", b"review_comments", "state", b"state", "state_reason", b"state_reason", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__is_mergeable: _TypeAlias = _typing.Literal["is_mergeable"]  # noqa: Y015
+    _WhichOneofArgType__is_mergeable: _TypeAlias = _typing.Literal["_is_mergeable", b"_is_mergeable"]  # noqa: Y015
+    _WhichOneofReturnType__maintainer_can_modify: _TypeAlias = _typing.Literal["maintainer_can_modify"]  # noqa: Y015
+    _WhichOneofArgType__maintainer_can_modify: _TypeAlias = _typing.Literal["_maintainer_can_modify", b"_maintainer_can_modify"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_mergeable) -> _WhichOneofReturnType__is_mergeable | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__maintainer_can_modify) -> _WhichOneofReturnType__maintainer_can_modify | None: ...
 
 Global___PullRequest: _TypeAlias = PullRequest  # noqa: Y015
 

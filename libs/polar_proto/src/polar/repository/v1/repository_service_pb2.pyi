@@ -389,11 +389,16 @@ class ListIssuesRequest(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    INCLUDE_GITHUB_OBJECTS_FIELD_NUMBER: _builtins.int
     repository_id: _builtins.str
     state: _repository_pb2.IssueState.ValueType
     """Unspecified lists both open and closed."""
     page_size: _builtins.int
     page_token: _builtins.str
+    include_github_objects: _builtins.bool
+    """Also fill GitHub's own objects (assignee, closed_by, milestone_object, reactions): what
+    the gateway's /api/v1 shows. Off, the page skips their cost (~20 us a row).
+    """
     def __init__(
         self,
         *,
@@ -401,10 +406,11 @@ class ListIssuesRequest(_message.Message):
         state: _repository_pb2.IssueState.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        include_github_objects: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "repository_id", b"repository_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_github_objects", b"include_github_objects", "page_size", b"page_size", "page_token", b"page_token", "repository_id", b"repository_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -480,10 +486,13 @@ class ListPullRequestsRequest(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    INCLUDE_GITHUB_OBJECTS_FIELD_NUMBER: _builtins.int
     repository_id: _builtins.str
     state: _repository_pb2.IssueState.ValueType
     page_size: _builtins.int
     page_token: _builtins.str
+    include_github_objects: _builtins.bool
+    """As ListIssuesRequest's, plus requested_teams, head, base and merged_by."""
     def __init__(
         self,
         *,
@@ -491,10 +500,11 @@ class ListPullRequestsRequest(_message.Message):
         state: _repository_pb2.IssueState.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        include_github_objects: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "repository_id", b"repository_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_github_objects", b"include_github_objects", "page_size", b"page_size", "page_token", b"page_token", "repository_id", b"repository_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
