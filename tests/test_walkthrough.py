@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from polar_dev.infra import EmbeddedNats, EmbeddedPostgres
+from polar_dev.paths import dev_dir
 
 REPO = Path(__file__).resolve().parent.parent
 READY = "ready; Ctrl-C stops everything"
@@ -74,8 +78,10 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    data_dir = tmp_path_factory.mktemp("dev")
+def cluster() -> Iterator[Cluster]:
+    # Not under pytest's temporary root: a concurrent pytest run resets that to mode 0700, and
+    # the embedded PostgreSQL (run as an unprivileged user when we are root) must reach it.
+    data_dir = Path(tempfile.mkdtemp(prefix="test-walkthrough-", dir=dev_dir()))
     ports = {name: free_port() for name in SERVICES}
     env = {
         key: value
@@ -111,6 +117,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+            EmbeddedPostgres(data_dir / "postgres", 0).stop()
+            EmbeddedNats(data_dir / "nats", 0).stop_leftover()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def test_demo_prints_what_to_paste(cluster: Cluster) -> None:

@@ -223,7 +223,11 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         if (self.pgdata / "postmaster.pid").exists():
-            self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop", check=False)
+            done = self._run(
+                "pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop", check=False
+            )
+            if done.returncode != 0:  # never leave a server behind without saying so
+                _notice(f"PostgreSQL in {self.pgdata} did not stop (pg_ctl exit {done.returncode})")
 
     def ensure_database(self, name: str) -> str:
         """Creates database `name` unless it exists; returns its URL."""
