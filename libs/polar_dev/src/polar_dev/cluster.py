@@ -62,8 +62,14 @@ def service_env(
 ) -> dict[str, str]:
     """The environment of every service: `base` plus every service's port variable, so a
     service (the gateway) can find the others however their ports were configured."""
-    # The runner is local development by definition: the dev secrets are allowed.
-    env = {"POLAR_DEV_MODE": "true", **base, "PYTHONUNBUFFERED": "1"}
+    # The runner is local development by definition: the dev secrets (the internal one too,
+    # when POLAR_INTERNAL_SECRET is unset) are allowed, and grpcurl may list the services.
+    env = {
+        "POLAR_DEV_MODE": "true",
+        "POLAR_GRPC_REFLECTION": "true",
+        **base,
+        "PYTHONUNBUFFERED": "1",
+    }
     env.update({s.port_env: str(ports[s.name]) for s in specs})
     return env
 
