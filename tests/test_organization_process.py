@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from polar.organization.v1 import events_pb2
 from polar.organization.v1 import organization_service_pb2 as pb
 from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceStub
+from polar_kit.grpc.auth import operator_channel
 from polar_kit.testing import eventually
 
 SERVICE = "polar.organization.v1.OrganizationService"
@@ -87,7 +88,7 @@ async def test_webhook_to_rpc_to_event_and_graceful_stop(
         headers={"Nats-Msg-Id": delivery, "X-GitHub-Delivery": delivery},
     )
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with operator_channel(f"127.0.0.1:{port}") as channel:
         stub = OrganizationServiceStub(channel)
 
         async def mirrored() -> bool:

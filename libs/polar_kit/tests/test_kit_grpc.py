@@ -34,9 +34,11 @@ from polar_kit.grpc.auth import (
     SCHEME,
     CallerCredentials,
     caller_key,
-    channel as auth_channel,
     credentials,
     operator_channel,
+)
+from polar_kit.grpc.auth import (
+    channel as auth_channel,
 )
 from polar_kit.secrets import InsecureSecretError
 from polar_kit.settings import ServiceSettings
@@ -370,7 +372,9 @@ async def test_no_server_starts_without_a_real_secret(
         )
 
 
-async def test_a_caller_refuses_missing_or_development_credentials(auth_settings: ServiceSettings) -> None:
+async def test_a_caller_refuses_missing_or_development_credentials(
+    auth_settings: ServiceSettings,
+) -> None:
     unset = auth_settings.model_copy(update={"internal_secret": SecretStr("")})
     with pytest.raises(InsecureSecretError, match="POLAR_INTERNAL_SECRET"):
         credentials(GATEWAY, unset)

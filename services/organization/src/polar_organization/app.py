@@ -14,6 +14,7 @@ from .consumers import INSTALLATION_SUBJECTS, on_installation
 from .github import GitHubClient
 from .servicer import OrganizationServicer
 from .settings import OrganizationSettings
+from .tokens import TokenCipher
 
 SERVICE_NAME = organization_service_pb2.DESCRIPTOR.services_by_name["OrganizationService"].full_name
 
@@ -41,7 +42,10 @@ def service_spec(settings: OrganizationSettings) -> ServiceSpec:
     return ServiceSpec(
         name=SERVICE_NAME,
         add_to_server=organization_service_pb2_grpc.add_OrganizationServiceServicer_to_server,
-        servicer=OrganizationServicer(GitHubClient(settings.github_api_url)),
+        # Refuses to start without real encryption keys outside development mode.
+        servicer=OrganizationServicer(
+            GitHubClient(settings.github_api_url), TokenCipher.from_settings(settings)
+        ),
         callers=CALLERS,
     )
 

@@ -48,8 +48,8 @@ REPOSITORY = "repository"
 OPERATOR = "operator"
 CALLERS = frozenset({GATEWAY, ORGANIZATION, REPOSITORY, OPERATOR})
 
-# Public (it is in this file): only a server in POLAR_DEV_MODE accepts it.
-DEV_INTERNAL_SECRET = "dev-only-internal-secret"  # noqa: S105
+# Public (here and in polar_kit.secrets.PUBLISHED_SECRETS): only POLAR_DEV_MODE accepts it.
+DEV_INTERNAL_SECRET = "dev-only-internal-secret"
 
 # Methods open to every caller, with or without credentials.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -59,7 +59,9 @@ _TOKEN = re.compile(r"v1\.([a-z]+)\.(\d{1,12})\.([0-9a-f]{64})")
 
 def caller_key(secret: str, caller: str) -> str:
     """The signing key of `caller`: what `python -m polar_kit.grpc.auth key CALLER` prints."""
-    return hmac.new(secret.encode(), f"polar-internal:{caller}".encode(), hashlib.sha256).hexdigest()
+    return hmac.new(
+        secret.encode(), f"polar-internal:{caller}".encode(), hashlib.sha256
+    ).hexdigest()
 
 
 def _mac(key: str, caller: str, method: str, expires: int) -> str:
@@ -155,9 +157,7 @@ class AuthInterceptor(ScopeInterceptor):
             yield
 
     def _verify(self, method: str, context: Context) -> str | None:
-        value = next(
-            (v for k, v in context.invocation_metadata() or () if k == METADATA_KEY), None
-        )
+        value = next((v for k, v in context.invocation_metadata() or () if k == METADATA_KEY), None)
         if not isinstance(value, str) or not value.startswith(SCHEME):
             return None
         match = _TOKEN.fullmatch(value.removeprefix(SCHEME))
