@@ -247,3 +247,19 @@ def test_no_server_starts_without_a_real_token_key(
         ).decrypt(Fernet(real.encode()).encrypt(b"t").decode())
         == "t"
     )
+
+
+async def test_a_deleted_user_cannot_sign_in_again(
+    stub: Stub, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    n = 74_000_000 + uuid.uuid4().int % 1_000_000
+    user = (await stub.UpsertUserFromGitHub(sign_in(n))).user
+    async with sessionmaker.begin() as session:
+        await session.execute(
+            sa.update(User)
+            .where(User.id == uuid.UUID(user.id))
+            .values(deleted_at=datetime.now(UTC))
+        )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.UpsertUserFromGitHub(sign_in(n))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -180,8 +180,8 @@ def _trailers(context: Context) -> Any:
 
 
 class CredentialsInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
 ):
     """Adds the caller's token to every call of a grpc.aio channel."""
 
