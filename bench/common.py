@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -38,6 +39,7 @@ CPUS = os.cpu_count() or 1
 # Every process of a run verifies (services) or signs (gateway, the load generator) internal
 # calls with this; a fresh one per run, as a deployment would have its own.
 INTERNAL_SECRET = secrets.token_hex(32)
+TOKEN_KEY = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()  # a Fernet key
 
 
 def bench_channel(target: str, **kwargs: Any) -> grpc.aio.Channel:
@@ -128,6 +130,7 @@ class ServiceProcess:
             "POLAR_NATS_URL": self.nats_url,
             "POLAR_NATS_PREFIX": self.nats_prefix,
             "POLAR_INTERNAL_SECRET": INTERNAL_SECRET,
+            "POLAR_TOKEN_ENCRYPTION_KEYS": TOKEN_KEY,
             self.port_env: str(self.port),
             # Never reached by these benchmarks; keeps every byte on 127.0.0.1 regardless.
             "POLAR_GITHUB_API_URL": f"http://{HOST}:9",

@@ -52,6 +52,7 @@ from sqlalchemy import func, insert, select
 from bench.common import (
     HOST,
     INTERNAL_SECRET,
+    TOKEN_KEY,
     LoadResult,
     bench_database,
     bench_prefix,
@@ -370,6 +371,7 @@ async def organizations(server_url: str, nats_url: str, config: Config) -> dict[
             "POLAR_NATS_URL": nats_url,
             "POLAR_NATS_PREFIX": prefix,
             "POLAR_INTERNAL_SECRET": INTERNAL_SECRET,
+            "POLAR_TOKEN_ENCRYPTION_KEYS": TOKEN_KEY,
             "POLAR_LOG_LEVEL": "WARNING",
             "POLAR_GITHUB_API_URL": f"http://{HOST}:9",
         }
@@ -477,6 +479,7 @@ async def end_to_end(server_url: str, nats_url: str, config: Config, count: int)
             "POLAR_NATS_URL": nats_url,
             "POLAR_NATS_PREFIX": prefix,
             "POLAR_INTERNAL_SECRET": INTERNAL_SECRET,
+            "POLAR_TOKEN_ENCRYPTION_KEYS": TOKEN_KEY,
             "POLAR_LOG_LEVEL": "WARNING",
             "POLAR_GITHUB_API_URL": f"http://{HOST}:9",
         }

@@ -21,6 +21,7 @@ realistic order; then all of them again, shuffled, with more duplicates among th
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ctypes
 import hashlib
@@ -69,6 +70,7 @@ REPLICAS = 2
 WEBHOOK_SECRET = "cluster-e2e-webhook-secret"
 SESSION_SECRET = "cluster-e2e-session-secret-" + "x" * 32
 INTERNAL_SECRET = secrets.token_hex(32)
+TOKEN_KEY = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 GRACE_SECONDS = 5
 HEALTH_NAMES = {
     "organization": "polar.organization.v1.OrganizationService",
@@ -376,6 +378,7 @@ async def cluster(
             "POLAR_GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "POLAR_SESSION_SECRET": SESSION_SECRET,
             "POLAR_INTERNAL_SECRET": INTERNAL_SECRET,
+            "POLAR_TOKEN_ENCRYPTION_KEYS": TOKEN_KEY,
             "POLAR_CONSUMER_RETRY_BASE_SECONDS": "0.2",
             "POLAR_CONSUMER_RETRY_MAX_SECONDS": "1",
             "POLAR_CONSUMER_MAX_ATTEMPTS": "20",

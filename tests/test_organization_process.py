@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -143,3 +144,38 @@ def _append(into: list[Msg]) -> Callable[[Msg], Awaitable[None]]:
         into.append(msg)
 
     return cb
+
+
+async def test_the_process_refuses_callers_without_credentials(
+    organization_process: tuple[asyncio.subprocess.Process, int],
+) -> None:
+    """Issue 10, finding 6, against the real process: health answers anyone (probes), every
+    method wants credentials, and reflection is off unless configured."""
+    _, port = organization_process
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        stub = OrganizationServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.ListOrganizations(pb.ListOrganizationsRequest())
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in reflection.ServerReflectionInfo(iter([request])):
+                pass
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_the_process_does_not_start_without_an_internal_secret(
+    settings_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = os.environ | settings_env | {"POLAR_ORGANIZATION_GRPC_PORT": str(free_port())}
+    env = {k: v for k, v in env.items() if k not in ("POLAR_DEV_MODE", "POLAR_INTERNAL_SECRET")}
+    env["POLAR_TOKEN_ENCRYPTION_KEYS"] = "cmVhbC1sb29raW5nLWtleS1mb3ItdGhpcy10ZXN0ISE="
+    with (tmp_path / "organization.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "polar_organization", env=env, stdout=log, stderr=log
+        )
+    assert await asyncio.wait_for(process.wait(), timeout=30) != 0
+    assert "POLAR_INTERNAL_SECRET is not set" in (tmp_path / "organization.log").read_text()

@@ -14,7 +14,9 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 from polar.organization.v1 import organization_service_pb2 as pb
+from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceStub
 from polar_db.models import OAuthAccount, User
+from polar_kit.grpc import RunningServer, auth
 from polar_kit.paging import encode_token
 from polar_kit.secrets import InsecureSecretError
 from polar_organization.settings import OrganizationSettings
@@ -263,3 +265,48 @@ async def test_a_deleted_user_cannot_sign_in_again(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.UpsertUserFromGitHub(sign_in(n))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+# --- who may call ------------------------------------------------------------------------------
+
+
+async def test_only_allowed_callers_reach_the_organization_service(
+    server: RunningServer, settings: OrganizationSettings, make_org: Any, make_user: Any
+) -> None:
+    org_id = str(await make_org())
+    user_id = (await make_user()).user.id
+    add = pb.AddMemberRequest(organization_id=org_id, user_id=user_id)
+    target = f"127.0.0.1:{server.port}"
+    # Without credentials: the finding's attack (add oneself to any organization).
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = OrganizationServiceStub(ch)
+        assert await code_of(stub.AddMember(add)) == grpc.StatusCode.UNAUTHENTICATED
+        assert (
+            await code_of(stub.ListOrganizations(pb.ListOrganizationsRequest()))
+            == grpc.StatusCode.UNAUTHENTICATED
+        )
+    # The gateway's credentials: what its routes use, not membership changes or deletion.
+    async with auth.channel(target, auth.credentials(auth.GATEWAY, settings)) as ch:
+        stub = OrganizationServiceStub(ch)
+        assert await code_of(stub.GetUser(pb.GetUserRequest(id=user_id))) == grpc.StatusCode.OK
+        assert await code_of(stub.AddMember(add)) == grpc.StatusCode.PERMISSION_DENIED
+        delete = stub.DeleteOrganization(pb.DeleteOrganizationRequest(id=org_id))
+        assert await code_of(delete) == grpc.StatusCode.PERMISSION_DENIED
+    # Another service's credentials: the repository service calls nothing here.
+    async with auth.channel(target, auth.credentials(auth.REPOSITORY, settings)) as ch:
+        stub = OrganizationServiceStub(ch)
+        assert await code_of(stub.AddMember(add)) == grpc.StatusCode.PERMISSION_DENIED
+        assert (
+            await code_of(stub.GetUser(pb.GetUserRequest(id=user_id)))
+            == grpc.StatusCode.PERMISSION_DENIED
+        )
+    members = await stub_members(target, settings, org_id)
+    assert user_id not in members
+
+
+async def stub_members(target: str, settings: OrganizationSettings, org_id: str) -> list[str]:
+    async with auth.operator_channel(target, settings) as ch:
+        listed = await OrganizationServiceStub(ch).ListMembers(
+            pb.ListMembersRequest(organization_id=org_id)
+        )
+    return [m.user_id for m in listed.members]

@@ -11,8 +11,11 @@ import grpc
 import pytest
 from polar.common.v1.common_pb2 import Money
 from polar.repository.v1 import repository_service_pb2 as pb
+from polar.repository.v1.repository_service_pb2_grpc import RepositoryServiceStub
 from polar_db.models import OrganizationStatus
+from polar_kit.grpc import RunningServer, auth
 from polar_kit.paging import encode_token
+from polar_repository.settings import RepositorySettings
 
 if TYPE_CHECKING:
     from polar.repository.v1.repository_service_pb2_grpc import RepositoryServiceAsyncStub
@@ -141,3 +144,31 @@ async def test_rewards_within_the_bounds_are_created(
     [issue] = await make_issues(await make_repo())
     created = await stub.CreateReward(reward(issue.id, minor_units, currency))
     assert created.reward.amount.minor_units == minor_units
+
+
+# --- who may call ------------------------------------------------------------------------------
+
+
+async def test_only_allowed_callers_reach_the_repository_service(
+    server: RunningServer, settings: RepositorySettings, make_repo: MakeRepo
+) -> None:
+    repo = await make_repo()
+    target = f"127.0.0.1:{server.port}"
+    get = pb.GetRepositoryRequest(id=str(repo.id))
+    delete = pb.DeleteRepositoryRequest(id=str(repo.id))
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = RepositoryServiceStub(ch)
+        assert await code_of(stub.GetRepository(get)) == grpc.StatusCode.UNAUTHENTICATED
+        assert await code_of(stub.DeleteRepository(delete)) == grpc.StatusCode.UNAUTHENTICATED
+    async with auth.channel(target, auth.credentials(auth.GATEWAY, settings)) as ch:
+        stub = RepositoryServiceStub(ch)
+        assert await code_of(stub.GetRepository(get)) == grpc.StatusCode.OK
+        assert await code_of(stub.DeleteRepository(delete)) == grpc.StatusCode.PERMISSION_DENIED
+        sync = stub.SyncRepository(pb.SyncRepositoryRequest(id=str(repo.id)))
+        assert await code_of(sync) == grpc.StatusCode.PERMISSION_DENIED
+    async with auth.channel(target, auth.credentials(auth.ORGANIZATION, settings)) as ch:
+        stub = RepositoryServiceStub(ch)
+        assert await code_of(stub.GetRepository(get)) == grpc.StatusCode.PERMISSION_DENIED
+    async with auth.operator_channel(target, settings) as ch:
+        got = await RepositoryServiceStub(ch).GetRepository(get)
+    assert got.repository.id == str(repo.id)  # nothing was deleted
