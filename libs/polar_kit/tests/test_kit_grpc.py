@@ -300,10 +300,20 @@ async def code_of(ch: grpc.aio.Channel, method: str = "Echo", **kw: object) -> g
 
 
 async def test_without_credentials_is_unauthenticated(auth_server: RunningServer) -> None:
+    def refused() -> float:
+        labels = {"grpc_service": SERVICE, "grpc_method": "Echo", "grpc_code": "UNAUTHENTICATED"}
+        return REGISTRY.get_sample_value("grpc_server_handled_total", labels) or 0.0
+
+    before = refused()
     async with grpc.aio.insecure_channel(target(auth_server)) as ch:
-        assert await code_of(ch) == grpc.StatusCode.UNAUTHENTICATED
+        rpc = call(ch, "Echo")(StringValue(), metadata=((REQUEST_ID_KEY, "req-refused"),))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await rpc
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert trailing_request_id(caught.value.trailing_metadata()) == "req-refused"
         bad = ((METADATA_KEY, SCHEME + "v1.operator.99999999999.deadbeef"),)
         assert await code_of(ch, metadata=bad) == grpc.StatusCode.UNAUTHENTICATED
+    assert refused() == before + 2  # counted like any other answer
 
 
 async def test_the_right_caller_gets_through(
