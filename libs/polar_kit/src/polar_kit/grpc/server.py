@@ -72,8 +72,8 @@ async def start_server(
     host: str = "[::]",
 ) -> RunningServer:
     """Start a server with health, reflection (when `settings.grpc_reflection`) and the
-    standard interceptors. `port=0` picks a free port (see RunningServer.port). Refuses to start without a real internal secret outside
-    development mode."""
+    standard interceptors. `port=0` picks a free port (see RunningServer.port). Refuses to
+    start without a real internal secret outside development mode."""
     auth = AuthInterceptor(internal_secret(settings), {s.name: s.callers for s in services})
     server = grpc.aio.server(
         interceptors=[
