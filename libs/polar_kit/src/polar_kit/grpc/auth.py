@@ -40,8 +40,8 @@ TOKEN_SECONDS = 60
 # Clocks of two pods may disagree a little; a token from further ahead is refused.
 CLOCK_SKEW_SECONDS = 30
 
-# The identities a token may name. `operator` is a person's tool (bench, scripts, the
-# README's example): it needs the internal secret itself.
+# The identities a token may name. `operator` is a person's tool (bench, scripts, calls by
+# hand through `operator_channel`): it needs the internal secret itself.
 GATEWAY = "gateway"
 ORGANIZATION = "organization"
 REPOSITORY = "repository"
