@@ -355,15 +355,20 @@ async def upsert_user_from_github(
     create one; then store the profile and the token (encrypted). Returns (user, created).
 
     Concurrent sign-ins of one person race to create the same user or account: the loser
-    hits a unique constraint once the winner commits, rolls its savepoint back and runs
-    again, now finding what the winner wrote."""
-    for _ in range(SIGN_IN_ATTEMPTS):
+    hits a unique constraint once the winner commits (or sees the winner's user appear
+    between two of its reads), rolls its savepoint back and runs again, now finding what
+    the winner wrote."""
+    for _ in range(SIGN_IN_ATTEMPTS - 1):
         try:
             async with session.begin_nested():
                 return await _upsert_user_from_github(session, profile, cipher)
-        except IntegrityError:
+        except (IntegrityError, UsernameTaken):
             continue
-    raise SignInConflict()
+    try:
+        async with session.begin_nested():
+            return await _upsert_user_from_github(session, profile, cipher)
+    except IntegrityError:
+        raise SignInConflict() from None
 
 
 async def _upsert_user_from_github(
