@@ -13,6 +13,7 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
+from polar.common.v1.common_pb2 import PLATFORM_GITHUB
 from polar.organization.v1 import organization_service_pb2 as pb
 from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceStub
 from polar_db.models import OAuthAccount, User
@@ -311,3 +312,25 @@ async def stub_members(target: str, settings: OrganizationSettings, org_id: str)
             pb.ListMembersRequest(organization_id=org_id)
         )
     return [m.user_id for m in listed.members]
+
+
+async def test_a_token_no_key_opens_asks_for_a_new_sign_in(
+    stub: Stub, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    n = 75_000_000 + uuid.uuid4().int % 1_000_000
+    user = (await stub.UpsertUserFromGitHub(sign_in(n))).user
+    other_key = TokenCipher([Fernet.generate_key().decode()])
+    async with sessionmaker.begin() as session:  # e.g. written under a key since removed
+        await session.execute(
+            sa.update(OAuthAccount)
+            .where(OAuthAccount.user_id == uuid.UUID(user.id))
+            .values(access_token=other_key.encrypt("gho_lost"))
+        )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.InstallOrganization(
+            pb.InstallOrganizationRequest(
+                user_id=user.id, platform=PLATFORM_GITHUB, installation_id=12345
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "sign in with GitHub" in (caught.value.details() or "")

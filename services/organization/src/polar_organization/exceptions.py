@@ -35,7 +35,7 @@ class AlreadyAMember(AlreadyExists):
 
 class NoGitHubAccount(FailedPrecondition):
     def __init__(self) -> None:
-        super().__init__("the user has not signed in with GitHub")
+        super().__init__("the user has no usable GitHub sign-in: sign in with GitHub (again)")
 
 
 class NotInstalled(FailedPrecondition):
