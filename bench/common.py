@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -25,7 +26,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from polar_db.engine import asyncpg_dsn
 from polar_db.migrate import upgrade
 from polar_dev.infra import free_port
+from polar_kit.grpc.auth import OPERATOR, channel, credentials
 from polar_kit.nats import STREAMS
+from polar_kit.settings import ServiceSettings
 from polar_organization.app import SERVICE_NAME
 from polar_repository.app import SERVICE_NAME as REPOSITORY_SERVICE_NAME
 from sqlalchemy.engine import make_url
@@ -33,6 +36,16 @@ from sqlalchemy.engine import make_url
 RESULTS_DIR = Path(__file__).parent / "results"
 HOST = "127.0.0.1"
 CPUS = os.cpu_count() or 1
+# Every process of a run verifies (services) or signs (gateway, the load generator) internal
+# calls with this; a fresh one per run, as a deployment would have its own.
+INTERNAL_SECRET = secrets.token_hex(32)
+TOKEN_KEY = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()  # a Fernet key
+
+
+def bench_channel(target: str, **kwargs: Any) -> grpc.aio.Channel:
+    """A channel to a service under test, its calls signed as the operator."""
+    settings = ServiceSettings(internal_secret=INTERNAL_SECRET)
+    return channel(target, credentials(OPERATOR, settings), **kwargs)
 
 
 # --- database and NATS -----------------------------------------------------------------------
@@ -116,6 +129,8 @@ class ServiceProcess:
             "POLAR_DATABASE_URL": self.database_url,
             "POLAR_NATS_URL": self.nats_url,
             "POLAR_NATS_PREFIX": self.nats_prefix,
+            "POLAR_INTERNAL_SECRET": INTERNAL_SECRET,
+            "POLAR_TOKEN_ENCRYPTION_KEYS": TOKEN_KEY,
             self.port_env: str(self.port),
             # Never reached by these benchmarks; keeps every byte on 127.0.0.1 regardless.
             "POLAR_GITHUB_API_URL": f"http://{HOST}:9",

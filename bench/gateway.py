@@ -51,6 +51,8 @@ from sqlalchemy import func, insert, select
 
 from bench.common import (
     HOST,
+    INTERNAL_SECRET,
+    TOKEN_KEY,
     LoadResult,
     bench_database,
     bench_prefix,
@@ -165,6 +167,7 @@ def gateway_process(port: int, nats_url: str, prefix: str, **targets: str) -> Pr
         "POLAR_NATS_PREFIX": prefix,
         "POLAR_GITHUB_WEBHOOK_SECRET": SECRET,
         "POLAR_SESSION_SECRET": SESSION_SECRET,
+        "POLAR_INTERNAL_SECRET": INTERNAL_SECRET,
         "POLAR_LOG_LEVEL": "WARNING",
         "POLAR_GITHUB_API_URL": f"http://{HOST}:9",
         **{f"POLAR_{k.upper()}": v for k, v in targets.items()},
@@ -367,6 +370,8 @@ async def organizations(server_url: str, nats_url: str, config: Config) -> dict[
             "POLAR_DATABASE_URL": url,
             "POLAR_NATS_URL": nats_url,
             "POLAR_NATS_PREFIX": prefix,
+            "POLAR_INTERNAL_SECRET": INTERNAL_SECRET,
+            "POLAR_TOKEN_ENCRYPTION_KEYS": TOKEN_KEY,
             "POLAR_LOG_LEVEL": "WARNING",
             "POLAR_GITHUB_API_URL": f"http://{HOST}:9",
         }
@@ -473,6 +478,8 @@ async def end_to_end(server_url: str, nats_url: str, config: Config, count: int)
             "POLAR_DATABASE_URL": url,
             "POLAR_NATS_URL": nats_url,
             "POLAR_NATS_PREFIX": prefix,
+            "POLAR_INTERNAL_SECRET": INTERNAL_SECRET,
+            "POLAR_TOKEN_ENCRYPTION_KEYS": TOKEN_KEY,
             "POLAR_LOG_LEVEL": "WARNING",
             "POLAR_GITHUB_API_URL": f"http://{HOST}:9",
         }

@@ -27,8 +27,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import asyncpg
-import grpc
-import grpc.aio
 from polar.repository.v1 import repository_pb2
 from polar.repository.v1 import repository_service_pb2 as pb
 from polar.repository.v1 import repository_service_pb2_grpc as pb_grpc
@@ -43,6 +41,7 @@ from bench.common import (
     HOST,
     LoadResult,
     RepositoryProcess,
+    bench_channel,
     bench_database,
     bench_prefix,
     closed_loop,
@@ -181,7 +180,7 @@ async def run(server_url: str, nats_url: str, config: ListConfig) -> dict[str, A
         service = RepositoryProcess(url, nats_url, prefix)
         await service.start()
         try:
-            async with grpc.aio.insecure_channel(f"{HOST}:{service.port}") as channel:
+            async with bench_channel(f"{HOST}:{service.port}") as channel:
                 stub = pb_grpc.RepositoryServiceStub(channel)
                 sequential.append(
                     await walks(

@@ -24,6 +24,7 @@ from bench.common import (
     LoadResult,
     PostgresProbes,
     Probe,
+    bench_channel,
     bench_database,
     bench_prefix,
     closed_loop,
@@ -114,7 +115,7 @@ async def seed(url: str, config: UnaryConfig) -> Seed:
 def _channel(target: str, index: int) -> grpc.aio.Channel:
     # Channels with equal arguments share one connection (gRPC's global subchannel pool);
     # a local pool per channel gives each its own TCP connection and HTTP/2 stream limits.
-    return grpc.aio.insecure_channel(
+    return bench_channel(
         target, options=[("grpc.use_local_subchannel_pool", 1), ("polar.bench.channel", index)]
     )
 

@@ -21,6 +21,7 @@ in a realistic order; then all of them again, shuffled, with more duplicates amo
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ctypes
 import hashlib
@@ -59,13 +60,17 @@ from polar_dev.pytest_plugin import delete_streams, plain_dsn, temporary_databas
 from polar_dev.services import ServiceSpec, discover_services
 from polar_gateway.sessions import Revocations, TokenSigner
 from polar_gateway.settings import GatewaySettings
+from polar_kit.grpc.auth import operator_channel
 from polar_kit.nats import EVENTS, PARKED, WEBHOOKS
+from polar_kit.settings import ServiceSettings
 from polar_kit.testing import eventually
 
 SEED = 20240607
 REPLICAS = 2
 WEBHOOK_SECRET = "cluster-e2e-webhook-secret"
 SESSION_SECRET = "cluster-e2e-session-secret-" + "x" * 32
+INTERNAL_SECRET = secrets.token_hex(32)
+TOKEN_KEY = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 GRACE_SECONDS = 5
 HEALTH_NAMES = {
     "organization": "polar.organization.v1.OrganizationService",
@@ -372,6 +377,8 @@ async def cluster(
             "POLAR_GITHUB_API_URL": fake_github_server.url,
             "POLAR_GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "POLAR_SESSION_SECRET": SESSION_SECRET,
+            "POLAR_INTERNAL_SECRET": INTERNAL_SECRET,
+            "POLAR_TOKEN_ENCRYPTION_KEYS": TOKEN_KEY,
             "POLAR_CONSUMER_RETRY_BASE_SECONDS": "0.2",
             "POLAR_CONSUMER_RETRY_MAX_SECONDS": "1",
             "POLAR_CONSUMER_MAX_ATTEMPTS": "20",
@@ -546,9 +553,9 @@ async def _replay_and_check(
     # is the account) makes them a member. Called on the second replica of each service.
     [account_id] = expected.accounts
     account = expected.accounts[account_id]["account"]
-    async with grpc.aio.insecure_channel(
-        f"127.0.0.1:{cluster.services['organization'][1].port}"
-    ) as channel:
+    target = f"127.0.0.1:{cluster.services['organization'][1].port}"
+    operator = ServiceSettings(internal_secret=INTERNAL_SECRET)
+    async with operator_channel(target, operator) as channel:
         signed_in = await OrganizationServiceStub(channel).UpsertUserFromGitHub(
             org_pb.UpsertUserFromGitHubRequest(
                 github_user_id=account_id,

@@ -16,12 +16,14 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from polar.organization.v1 import events_pb2
 from polar.organization.v1 import organization_service_pb2 as pb
 from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceStub
+from polar_kit.grpc.auth import operator_channel
 from polar_kit.testing import eventually
 
 SERVICE = "polar.organization.v1.OrganizationService"
@@ -87,7 +89,7 @@ async def test_webhook_to_rpc_to_event_and_graceful_stop(
         headers={"Nats-Msg-Id": delivery, "X-GitHub-Delivery": delivery},
     )
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with operator_channel(f"127.0.0.1:{port}") as channel:
         stub = OrganizationServiceStub(channel)
 
         async def mirrored() -> bool:
@@ -142,3 +144,38 @@ def _append(into: list[Msg]) -> Callable[[Msg], Awaitable[None]]:
         into.append(msg)
 
     return cb
+
+
+async def test_the_process_refuses_callers_without_credentials(
+    organization_process: tuple[asyncio.subprocess.Process, int],
+) -> None:
+    """Issue 10, finding 6, against the real process: health answers anyone (probes), every
+    method wants credentials, and reflection is off unless configured."""
+    _, port = organization_process
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        stub = OrganizationServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.ListOrganizations(pb.ListOrganizationsRequest())
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in reflection.ServerReflectionInfo(iter([request])):
+                pass
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_the_process_does_not_start_without_an_internal_secret(
+    settings_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = os.environ | settings_env | {"POLAR_ORGANIZATION_GRPC_PORT": str(free_port())}
+    env = {k: v for k, v in env.items() if k not in ("POLAR_DEV_MODE", "POLAR_INTERNAL_SECRET")}
+    env["POLAR_TOKEN_ENCRYPTION_KEYS"] = "cmVhbC1sb29raW5nLWtleS1mb3ItdGhpcy10ZXN0ISE="
+    with (tmp_path / "organization.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "polar_organization", env=env, stdout=log, stderr=log
+        )
+    assert await asyncio.wait_for(process.wait(), timeout=30) != 0
+    assert "POLAR_INTERNAL_SECRET is not set" in (tmp_path / "organization.log").read_text()

@@ -1,6 +1,7 @@
 import pytest
 from polar_db.engine import asyncpg_dsn, create_engine, create_sessionmaker, sqlalchemy_url
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 
@@ -29,3 +30,16 @@ def test_rejects_other_databases() -> None:
 async def test_session_roundtrip(engine: AsyncEngine) -> None:
     async with create_sessionmaker(engine)() as session:
         assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_errors_do_not_carry_parameters(engine: AsyncEngine) -> None:
+    """A failed statement's error (which ends up in logs) names no parameter values: they
+    can be tokens (issue 10, finding 2)."""
+    async with create_sessionmaker(engine)() as session:
+        await session.execute(text("CREATE TEMPORARY TABLE t (token text UNIQUE)"))
+        insert = text("INSERT INTO t VALUES (:token)")
+        await session.execute(insert, {"token": "gho_unique_secret"})
+        with pytest.raises(IntegrityError) as caught:
+            await session.execute(insert, {"token": "gho_unique_secret"})
+    assert "duplicate key" in str(caught.value)
+    assert "gho_unique_secret" not in str(caught.value)

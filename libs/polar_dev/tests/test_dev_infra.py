@@ -1,12 +1,16 @@
 """The embedded servers, used when POLAR_DATABASE_URL / POLAR_NATS_URL are not set."""
 
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import nats
 import pytest
 from polar_dev.infra import DATABASE_URL_ENV, NATS_URL_ENV, infra
+from polar_dev.paths import dev_dir
 
 
 async def test_embedded_postgres_and_nats(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,9 +50,20 @@ def test_given_urls_are_used_as_is(monkeypatch: pytest.MonkeyPatch) -> None:
         assert servers.data_dir is None
 
 
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data folder for embedded servers, not under pytest's temporary root: a concurrent
+    pytest run resets that to mode 0700, and PostgreSQL (as root we run it as an unprivileged
+    user) must reach its data."""
+    path = Path(tempfile.mkdtemp(prefix="test-ports-", dir=dev_dir()))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def test_embedded_ports_are_kept_across_restarts(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, data_dir: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    tmp_path = data_dir
     monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
     monkeypatch.delenv(NATS_URL_ENV, raising=False)
     with infra(data_dir=tmp_path) as first:

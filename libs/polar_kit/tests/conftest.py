@@ -24,6 +24,8 @@ async def kit_settings(
         database_url=database_url,
         nats_url=nats_url,
         nats_prefix=nats_prefix,
+        dev_mode=True,
+        grpc_reflection=True,
         outbox_poll_seconds=0.2,
         outbox_batch_size=10,
         consumer_max_attempts=3,

@@ -4,9 +4,13 @@ import asyncio
 import json
 import os
 import sys
+import uuid
+from datetime import UTC, datetime
 
 import pytest
 from nats.js import JetStreamContext
+from polar_kit import paging
+from polar_kit.errors import InvalidArgument
 from polar_kit.nats import EVENTS, ensure_streams, stream_prefix, strip_prefix, subject_matches
 from polar_kit.settings import ServiceSettings
 
@@ -112,3 +116,18 @@ async def test_tracebacks_never_show_frame_locals(as_json: str) -> None:
     else:
         assert "sign-in failed" in text.splitlines()[0]
         assert not text.startswith("{")
+
+
+def test_page_tokens_round_trip_and_refuse_what_they_did_not_make() -> None:
+    key = (datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC), uuid.uuid4(), "name", 42)
+    token = paging.encode_token(key)
+    kinds = (paging.timestamp, paging.uuid_, paging.text, paging.positive_int32)
+    assert paging.decode_token(token, *kinds) == key
+    assert paging.decode_token("", *kinds) is None
+    for bad in ("%%%", paging.encode_token(key[:3]), paging.encode_token([2**31])):
+        with pytest.raises(InvalidArgument, match="page_token"):
+            paging.decode_token(bad, *kinds)
+    page = paging.page([1, 2, 3], 2, lambda n: (n,))
+    assert list(page.items) == [1, 2]
+    assert paging.decode_token(page.next_page_token, paging.positive_int32) == (2,)
+    assert paging.page([1, 2], 2, lambda n: (n,)).next_page_token == ""

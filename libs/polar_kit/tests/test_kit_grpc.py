@@ -24,14 +24,33 @@ from polar_kit.grpc import (
     run_until_signal,
     start_server,
 )
+from polar_kit.grpc.auth import (
+    ALL,
+    DEV_INTERNAL_SECRET,
+    GATEWAY,
+    METADATA_KEY,
+    OPERATOR,
+    REPOSITORY,
+    SCHEME,
+    CallerCredentials,
+    caller_key,
+    credentials,
+    operator_channel,
+)
+from polar_kit.grpc.auth import (
+    channel as auth_channel,
+)
+from polar_kit.secrets import InsecureSecretError
 from polar_kit.settings import ServiceSettings
 from prometheus_client import REGISTRY
+from pydantic import SecretStr
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 SERVICE = "polar.test.v1.TestService"
+CALLERS = {OPERATOR: ALL, GATEWAY: {"Echo"}}
 
 
 class EchoServicer:
@@ -73,7 +92,7 @@ async def server(
 ) -> AsyncIterator[RunningServer]:
     running = await start_server(
         port=0,
-        services=[ServiceSpec(SERVICE, add_to_server, EchoServicer())],
+        services=[ServiceSpec(SERVICE, add_to_server, EchoServicer(), CALLERS)],
         sessionmaker=sessionmaker,
         settings=kit_settings,
         host="127.0.0.1",
@@ -83,8 +102,10 @@ async def server(
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+async def channel(
+    server: RunningServer, kit_settings: ServiceSettings
+) -> AsyncIterator[grpc.aio.Channel]:
+    async with operator_channel(f"127.0.0.1:{server.port}", kit_settings) as ch:
         yield ch
 
 
@@ -207,7 +228,7 @@ async def test_sigterm_stops_workers_and_server(
 ) -> None:
     running = await start_server(
         port=0,
-        services=[ServiceSpec(SERVICE, add_to_server, EchoServicer())],
+        services=[ServiceSpec(SERVICE, add_to_server, EchoServicer(), CALLERS)],
         sessionmaker=sessionmaker,
         settings=kit_settings,
         host="127.0.0.1",
@@ -218,7 +239,7 @@ async def test_sigterm_stops_workers_and_server(
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.wait_for(main, 10)
     assert worker.finished
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+    async with operator_channel(f"127.0.0.1:{running.port}", kit_settings) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call(ch, "Echo")(StringValue(), timeout=1)
     assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -231,3 +252,145 @@ async def test_a_crashed_worker_shuts_down_and_is_reported() -> None:
 
     with pytest.raises(RuntimeError, match="worker Crashing failed"):
         await asyncio.wait_for(run_until_signal(None, workers=[Crashing()]), 5)
+
+
+# --- who may call (issue 10, finding 6) --------------------------------------------------------
+# A caller without credentials, with forged, replayed or expired ones, or with another
+# caller's identity for a method it is not allowed, is refused before the handler runs.
+
+SECRET = "a-test-internal-secret-of-more-than-32-bytes"
+
+
+@pytest.fixture(scope="module")
+def auth_settings(kit_settings: ServiceSettings) -> ServiceSettings:
+    """Outside development mode, with a real secret and reflection off (as deployed)."""
+    return kit_settings.model_copy(
+        update={
+            "dev_mode": False,
+            "internal_secret": SecretStr(SECRET),
+            "grpc_reflection": False,
+        }
+    )
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def auth_server(
+    sessionmaker: async_sessionmaker[AsyncSession], auth_settings: ServiceSettings
+) -> AsyncIterator[RunningServer]:
+    running = await start_server(
+        port=0,
+        services=[ServiceSpec(SERVICE, add_to_server, EchoServicer(), CALLERS)],
+        sessionmaker=sessionmaker,
+        settings=auth_settings,
+        host="127.0.0.1",
+    )
+    yield running
+    await running.stop(0)
+
+
+def target(server: RunningServer) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+async def code_of(ch: grpc.aio.Channel, method: str = "Echo", **kw: object) -> grpc.StatusCode:
+    try:
+        await call(ch, method)(StringValue(), timeout=5, **kw)
+    except grpc.aio.AioRpcError as err:
+        return err.code()
+    return grpc.StatusCode.OK
+
+
+async def test_without_credentials_is_unauthenticated(auth_server: RunningServer) -> None:
+    def refused() -> float:
+        labels = {"grpc_service": SERVICE, "grpc_method": "Echo", "grpc_code": "UNAUTHENTICATED"}
+        return REGISTRY.get_sample_value("grpc_server_handled_total", labels) or 0.0
+
+    before = refused()
+    async with grpc.aio.insecure_channel(target(auth_server)) as ch:
+        rpc = call(ch, "Echo")(StringValue(), metadata=((REQUEST_ID_KEY, "req-refused"),))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await rpc
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert trailing_request_id(caught.value.trailing_metadata()) == "req-refused"
+        bad = ((METADATA_KEY, SCHEME + "v1.operator.99999999999.deadbeef"),)
+        assert await code_of(ch, metadata=bad) == grpc.StatusCode.UNAUTHENTICATED
+    assert refused() == before + 2  # counted like any other answer
+
+
+async def test_the_right_caller_gets_through(
+    auth_server: RunningServer, auth_settings: ServiceSettings
+) -> None:
+    async with operator_channel(target(auth_server), auth_settings) as ch:
+        assert await code_of(ch) == grpc.StatusCode.OK
+    async with auth_channel(target(auth_server), credentials(GATEWAY, auth_settings)) as ch:
+        assert await code_of(ch) == grpc.StatusCode.OK
+
+
+async def test_another_callers_credentials_are_refused_where_not_allowed(
+    auth_server: RunningServer, auth_settings: ServiceSettings
+) -> None:
+    # The gateway may call Echo only; the repository service nothing here.
+    async with auth_channel(target(auth_server), credentials(GATEWAY, auth_settings)) as ch:
+        assert await code_of(ch, "Write") == grpc.StatusCode.PERMISSION_DENIED
+    async with auth_channel(target(auth_server), credentials(REPOSITORY, auth_settings)) as ch:
+        assert await code_of(ch) == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_forged_replayed_and_expired_tokens_are_refused(auth_server: RunningServer) -> None:
+    wrong_secret = CallerCredentials(OPERATOR, caller_key("another-secret-" * 3, OPERATOR))
+    dev_secret = CallerCredentials(OPERATOR, caller_key(DEV_INTERNAL_SECRET, OPERATOR))
+    # A gateway key presented under the operator's name.
+    borrowed = CallerCredentials(OPERATOR, caller_key(SECRET, GATEWAY))
+    good = CallerCredentials(OPERATOR, caller_key(SECRET, OPERATOR))
+    async with grpc.aio.insecure_channel(target(auth_server)) as ch:
+        for creds in (wrong_secret, dev_secret, borrowed):
+            metadata = (creds.metadata(f"/{SERVICE}/Echo"),)
+            assert await code_of(ch, metadata=metadata) == grpc.StatusCode.UNAUTHENTICATED
+        # A token seen on the wire for one method does not open another.
+        replayed = (good.metadata(f"/{SERVICE}/Echo"),)
+        assert await code_of(ch, "Write", metadata=replayed) == grpc.StatusCode.UNAUTHENTICATED
+        expired = ((METADATA_KEY, SCHEME + good.token(f"/{SERVICE}/Echo", now=1_000_000)),)
+        assert await code_of(ch, metadata=expired) == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_health_is_open_and_reflection_is_off(auth_server: RunningServer) -> None:
+    async with grpc.aio.insecure_channel(target(auth_server)) as ch:
+        health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in stub.ServerReflectionInfo(iter([request])):
+                pass
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize("secret", ["", DEV_INTERNAL_SECRET, "short"])
+async def test_no_server_starts_without_a_real_secret(
+    secret: str, auth_settings: ServiceSettings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    insecure = auth_settings.model_copy(update={"internal_secret": SecretStr(secret)})
+    with pytest.raises(InsecureSecretError, match="POLAR_INTERNAL_SECRET"):
+        await start_server(
+            port=0,
+            services=[ServiceSpec(SERVICE, add_to_server, EchoServicer(), CALLERS)],
+            sessionmaker=sessionmaker,
+            settings=insecure,
+        )
+
+
+async def test_a_caller_refuses_missing_or_development_credentials(
+    auth_settings: ServiceSettings,
+) -> None:
+    unset = auth_settings.model_copy(update={"internal_secret": SecretStr("")})
+    with pytest.raises(InsecureSecretError, match="POLAR_INTERNAL_SECRET"):
+        credentials(GATEWAY, unset)
+    dev_key = unset.model_copy(
+        update={"internal_caller_key": SecretStr(caller_key(DEV_INTERNAL_SECRET, GATEWAY))}
+    )
+    with pytest.raises(InsecureSecretError, match="POLAR_INTERNAL_CALLER_KEY"):
+        credentials(GATEWAY, dev_key)
+    # Its own key, without the secret: what the gateway is given in a deployment.
+    own = unset.model_copy(update={"internal_caller_key": SecretStr(caller_key(SECRET, GATEWAY))})
+    token = credentials(GATEWAY, own).token("/x.Y/Z")
+    assert token.startswith("v1.gateway.")

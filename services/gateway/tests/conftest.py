@@ -45,6 +45,7 @@ from polar_dev.fake_github import FakeGitHub
 from polar_gateway.settings import GatewaySettings
 from polar_gateway.testing import RunningGateway, running_gateway
 from polar_kit.grpc import RunningServer, start_server
+from polar_kit.grpc.auth import operator_channel
 from polar_kit.nats import ensure_streams
 from polar_kit.outbox import OutboxRelay
 from polar_organization.app import service_spec as organization_spec
@@ -184,10 +185,11 @@ async def client(gateway: RunningGateway) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(scope="session")
-async def repo_stub(repository_server: RunningServer) -> AsyncIterator[RepositoryServiceAsyncStub]:
-    import grpc.aio
-
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{repository_server.port}") as channel:
+async def repo_stub(
+    repository_server: RunningServer, gateway_settings: GatewaySettings
+) -> AsyncIterator[RepositoryServiceAsyncStub]:
+    target = f"127.0.0.1:{repository_server.port}"
+    async with operator_channel(target, gateway_settings) as channel:
         yield RepositoryServiceStub(channel)
 
 

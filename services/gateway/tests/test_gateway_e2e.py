@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from gateway_support import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -40,6 +41,7 @@ from polar_dev.pytest_plugin import delete_streams, temporary_database
 from polar_gateway.settings import GatewaySettings
 from polar_gateway.testing import RunningGateway, running_gateway
 from polar_kit.grpc import RunningServer, Worker, start_server
+from polar_kit.grpc.auth import GATEWAY, caller_key
 from polar_kit.nats import connect, ensure_streams
 from polar_kit.outbox import OutboxRelay
 from polar_organization import app as organization_app
@@ -51,6 +53,9 @@ from polar_repository.settings import RepositorySettings
 class NoSync:
     async def start(self, repository_id: uuid.UUID) -> bool:
         return False
+
+
+INTERNAL_SECRET = secrets.token_hex(32)
 
 
 @dataclass
@@ -71,6 +76,9 @@ async def cluster(polar_infra: Infra, fake_github_server: FakeGitHub) -> AsyncIt
             "consumer_retry_base_seconds": "0.2",
             "outbox_poll_seconds": "0.2",
             "log_json": "false",
+            # As deployed: real secrets, no development mode.
+            "internal_secret": INTERNAL_SECRET,
+            "token_encryption_keys": Fernet.generate_key().decode(),
         }
         org_settings = OrganizationSettings.model_validate(env)
         repo_settings = RepositorySettings.model_validate(env)
@@ -101,9 +109,12 @@ async def cluster(polar_infra: Infra, fake_github_server: FakeGitHub) -> AsyncIt
                         settings=settings,
                     )
                 )
+            # The gateway holds only its own key, as on Kubernetes (Secret polar-internal).
+            gateway_env = {k: v for k, v in env.items() if k != "internal_secret"}
             gateway_settings = GatewaySettings.model_validate(
-                env
+                gateway_env
                 | {
+                    "internal_caller_key": caller_key(INTERNAL_SECRET, GATEWAY),
                     "organization_grpc_target": f"127.0.0.1:{servers[0].port}",
                     "repository_grpc_target": f"127.0.0.1:{servers[1].port}",
                     "github_webhook_secret": WEBHOOK_SECRET,

@@ -13,6 +13,8 @@ from polar.organization.v1.organization_service_pb2_grpc import OrganizationServ
 if TYPE_CHECKING:
     from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceAsyncStub
 from polar_kit.grpc import RunningServer, start_server
+from polar_kit.grpc.auth import operator_channel
+from polar_kit.settings import ServiceSettings
 from polar_organization.app import service_spec
 from polar_organization.github import Installation
 from polar_organization.service import upsert_installation
@@ -46,8 +48,10 @@ async def server(
 
 
 @pytest.fixture(scope="session")
-async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+async def channel(
+    server: RunningServer, settings: ServiceSettings
+) -> AsyncIterator[grpc.aio.Channel]:
+    async with operator_channel(f"127.0.0.1:{server.port}", settings) as channel:
         yield channel
 
 

@@ -28,6 +28,8 @@ from polar_db.models import (
     User,
 )
 from polar_kit.grpc import RunningServer, start_server
+from polar_kit.grpc.auth import operator_channel
+from polar_kit.settings import ServiceSettings
 from polar_repository.app import service_spec
 from polar_repository.settings import RepositorySettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -90,8 +92,10 @@ async def server(
 
 
 @pytest.fixture(scope="session")
-async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+async def channel(
+    server: RunningServer, settings: ServiceSettings
+) -> AsyncIterator[grpc.aio.Channel]:
+    async with operator_channel(f"127.0.0.1:{server.port}", settings) as channel:
         yield channel
 
 

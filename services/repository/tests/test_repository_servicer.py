@@ -715,8 +715,8 @@ async def test_create_reward(
     ("amount", "fragment"),
     [
         (None, "amount is required"),
-        (Money(currency="USD", minor_units=0), "minor_units must be a positive"),
-        (Money(currency="USD", minor_units=-100), "minor_units must be a positive"),
+        (Money(currency="USD", minor_units=0), "minor_units must be between 1 and"),
+        (Money(currency="USD", minor_units=-100), "minor_units must be between 1 and"),
         (Money(currency="", minor_units=100), "currency"),
         (Money(currency="usd", minor_units=100), "currency"),
         (Money(currency="US", minor_units=100), "currency"),

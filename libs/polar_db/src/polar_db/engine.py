@@ -44,13 +44,15 @@ def create_engine(url: str, **kw: Any) -> AsyncEngine:
     Defaults suit one service process: a pool of 10 connections (plus 10 overflow). No
     pre-ping: it would add a round trip to every request (doubling the cost of a simple
     read). A connection broken by a PostgreSQL restart fails one request instead, which the
-    gRPC layer reports as UNAVAILABLE (retryable) and the pool then discards. Any default
-    can be overridden through `kw`.
+    gRPC layer reports as UNAVAILABLE (retryable) and the pool then discards. Errors never
+    carry the statement's parameters (they can be OAuth tokens, and errors get logged).
+    Any default can be overridden through `kw`.
     """
     options: dict[str, Any] = {
         "pool_size": 10,
         "max_overflow": 10,
         "pool_recycle": 1800,
+        "hide_parameters": True,
     }
     options.update(kw)
     return create_async_engine(sqlalchemy_url(url), **options)

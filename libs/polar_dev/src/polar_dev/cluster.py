@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import ctypes
 import os
@@ -83,6 +84,8 @@ def service_env(
         "POLAR_METRICS_HOST": LOCAL,
         "POLAR_GATEWAY_HTTP_HOST": LOCAL,
         "POLAR_LOG_JSON": "false",
+        # grpcurl may list the services; the internal secret is the dev one when unset.
+        "POLAR_GRPC_REFLECTION": "true",
         **base,
         "PYTHONUNBUFFERED": "1",
     }
@@ -309,7 +312,17 @@ def _shown(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
-DEV_SECRETS = ("POLAR_SESSION_SECRET", "POLAR_GITHUB_WEBHOOK_SECRET")
+def _fernet_key() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+# The secrets a cluster needs, generated for this checkout on the first run.
+DEV_SECRETS: dict[str, Callable[[], str]] = {
+    "POLAR_SESSION_SECRET": lambda: secrets.token_urlsafe(32),
+    "POLAR_GITHUB_WEBHOOK_SECRET": lambda: secrets.token_urlsafe(32),
+    "POLAR_INTERNAL_SECRET": lambda: secrets.token_urlsafe(32),
+    "POLAR_TOKEN_ENCRYPTION_KEYS": _fernet_key,
+}
 
 
 def write_dev_env(path: Path, values: Mapping[str, str]) -> dict[str, str]:
@@ -320,7 +333,7 @@ def write_dev_env(path: Path, values: Mapping[str, str]) -> dict[str, str]:
     written.
     """
     old = parse_env_file(path.read_text()) if path.is_file() else {}
-    env = {name: old.get(name) or secrets.token_urlsafe(32) for name in DEV_SECRETS}
+    env = {name: old.get(name) or make() for name, make in DEV_SECRETS.items()}
     env.update(values)
     lines = [
         "# Written by `make dev` (polar_dev.cluster); read by the operator tools when the",

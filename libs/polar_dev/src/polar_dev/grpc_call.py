@@ -2,7 +2,9 @@
 
 For trying the services by hand without grpcurl: the request is the method's input message
 written as protobuf JSON (field names as in the .proto or in lowerCamelCase), the answer is
-printed the same way. Methods are looked up in the generated code of `polar_proto`.
+printed the same way. Methods are looked up in the generated code of `polar_proto`. Calls are
+signed as the `operator` identity with the internal secret (POLAR_INTERNAL_SECRET, or the
+one `make dev` wrote to .dev/env).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.descriptor import MethodDescriptor
+from polar_db.devenv import load_dev_env
+from polar_kit.grpc.auth import OPERATOR, credentials
+from polar_kit.settings import ServiceSettings
 
 
 def _load_contracts() -> None:
@@ -49,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     response_class = message_factory.GetMessageClass(method.output_type)
     request = json_format.Parse(args.request, request_class())
     path = f"/{method.containing_service.full_name}/{method.name}"
+    # The `operator` identity, signed with the internal secret of `make dev`'s .dev/env (or
+    # POLAR_INTERNAL_SECRET): the services refuse unauthenticated calls.
+    load_dev_env()
+    signed = credentials(OPERATOR, ServiceSettings(), fail_closed=False).metadata(path)
     with grpc.insecure_channel(args.target) as channel:
         call: grpc.UnaryUnaryMultiCallable[Any, Any] = channel.unary_unary(
             path,
@@ -56,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             response_deserializer=response_class.FromString,
         )
         try:
-            response = call(request, timeout=10)
+            response = call(request, timeout=10, metadata=(signed,))
         except grpc.RpcError as err:
             print(f"{err.code().name}: {err.details()}", file=sys.stderr)
             return 1

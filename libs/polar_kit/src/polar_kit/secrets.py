@@ -15,6 +15,8 @@ PUBLISHED_SECRETS: frozenset[str] = frozenset(
     {
         "dev-only-insecure-session-secret-change-me",
         "dev-only-webhook-secret",
+        "dev-only-internal-secret",  # polar_kit.grpc.auth
+        "ZGV2LW9ubHktdG9rZW4ta2V5LW5vdC1hLXNlY3JldCE=",  # polar_organization.tokens
     }
 )
 

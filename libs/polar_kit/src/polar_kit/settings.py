@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,6 +17,26 @@ class ServiceSettings(BaseSettings):
             "Local development mode: allows the repository's public development secrets. "
             "`make dev` and the tests turn it on; never set it in a deployment."
         ),
+    )
+
+    internal_secret: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "Signs and verifies the credentials of calls between Polar's processes (every "
+            "service needs it; see SECURITY.md). Empty: the public development value, which "
+            "only POLAR_DEV_MODE accepts."
+        ),
+    )
+    internal_caller_key: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "A caller's own signing key instead of the internal secret, for a process that "
+            "only calls (the gateway): `python -m polar_kit.grpc.auth key gateway`."
+        ),
+    )
+    grpc_reflection: bool = Field(
+        False,
+        description="Serve gRPC server reflection (grpcurl list/describe); `make dev` turns it on.",
     )
 
     database_url: str = Field(

@@ -1,7 +1,8 @@
 """The gateway's connections to the services: one long-lived grpc.aio channel per service.
 
-Every call goes through `Clients.call`, which adds the deadline and the request id
-(`x-request-id` metadata) and records metrics. UNAVAILABLE is retried with exponential
+Every call goes through `Clients.call`, which adds the deadline, the request id
+(`x-request-id` metadata) and the gateway's signed credentials (polar_kit.grpc.auth), and
+records metrics. UNAVAILABLE is retried with exponential
 backoff by gRPC itself (retryPolicy in the channel's service config), within the deadline;
 CreateReward is left out of the policy because it is not idempotent.
 """
@@ -17,6 +18,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from polar.organization.v1 import organization_service_pb2, organization_service_pb2_grpc
 from polar.repository.v1 import repository_service_pb2, repository_service_pb2_grpc
+from polar_kit.grpc.auth import GATEWAY, credentials
 
 from .context import REQUEST_ID_HEADER, current_request_id
 from .metrics import GRPC_CLIENT_HANDLED, GRPC_CLIENT_SECONDS
@@ -69,10 +71,13 @@ def open_channel(target: str, service: str, max_attempts: int) -> grpc.aio.Chann
     )
 
 
-def _labels(method: object) -> tuple[str, str]:
+def _full_name(method: object) -> str:
     # grpc.aio's multicallable keeps its full name (/pkg.Service/Method) in `_method`.
     raw = getattr(method, "_method", b"")
-    name = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _labels(name: str) -> tuple[str, str]:
     _, service, rpc = [*name.split("/"), "", ""][:3]
     return service or "unknown", rpc or "unknown"
 
@@ -82,6 +87,8 @@ class Clients:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.deadline = settings.grpc_deadline_seconds
+        # Refuses to start without real credentials outside development mode.
+        self.credentials = credentials(GATEWAY, settings)
         attempts = settings.grpc_max_attempts
         self.organization_channel = open_channel(
             settings.organization_grpc_target, ORGANIZATION_SERVICE, attempts
@@ -104,9 +111,12 @@ class Clients:
         timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline, not a sleep
     ) -> Resp:
         """One call with the deadline and the request id; raises grpc.aio.AioRpcError."""
-        service, rpc = _labels(method)
+        name = _full_name(method)
+        service, rpc = _labels(name)
         request_id = current_request_id()
-        metadata = ((REQUEST_ID_HEADER, request_id),) if request_id else None
+        metadata = [self.credentials.metadata(name)]
+        if request_id:
+            metadata.append((REQUEST_ID_HEADER, request_id))
         start = time.perf_counter()
         code = "OK"
         try:

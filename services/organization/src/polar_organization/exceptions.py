@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from polar_kit.errors import AlreadyExists, FailedPrecondition, NotFound
+from polar_kit.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
 
 
 class OrganizationNotFound(NotFound):
@@ -35,7 +35,7 @@ class AlreadyAMember(AlreadyExists):
 
 class NoGitHubAccount(FailedPrecondition):
     def __init__(self) -> None:
-        super().__init__("the user has not signed in with GitHub")
+        super().__init__("the user has no usable GitHub sign-in: sign in with GitHub (again)")
 
 
 class NotInstalled(FailedPrecondition):
@@ -46,3 +46,13 @@ class NotInstalled(FailedPrecondition):
 class UsernameTaken(AlreadyExists):
     def __init__(self, username: str) -> None:
         super().__init__(f"username {username!r} belongs to another user")
+
+
+class SignInConflict(Aborted):
+    def __init__(self) -> None:
+        super().__init__("concurrent sign-ins of this GitHub user kept colliding; retry")
+
+
+class UserDeleted(FailedPrecondition):
+    def __init__(self) -> None:
+        super().__init__("the Polar account of this GitHub user was deleted")

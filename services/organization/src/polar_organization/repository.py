@@ -39,19 +39,20 @@ async def list_organizations(
     session: AsyncSession,
     *,
     member_user_id: uuid.UUID | None,
-    after: tuple[str, str] | None,
+    after: tuple[str, uuid.UUID] | None,
     limit: int,
 ) -> Sequence[Organization]:
     """Keyset page ordered by (name, id)."""
     query = sa.select(Organization).where(Organization.deleted_at.is_(None))
     if member_user_id is not None:
-        query = query.join(
-            UserOrganization, UserOrganization.organization_id == Organization.id
-        ).where(UserOrganization.user_id == member_user_id)
-    if after is not None:
-        query = query.where(
-            sa.tuple_(Organization.name, Organization.id) > sa.tuple_(after[0], uuid.UUID(after[1]))
+        # A soft-deleted user is a member of nothing.
+        query = (
+            query.join(UserOrganization, UserOrganization.organization_id == Organization.id)
+            .join(User, User.id == UserOrganization.user_id)
+            .where(UserOrganization.user_id == member_user_id, User.deleted_at.is_(None))
         )
+    if after is not None:
+        query = query.where(sa.tuple_(Organization.name, Organization.id) > sa.tuple_(*after))
     query = query.order_by(Organization.name, Organization.id).limit(limit)
     return (await session.scalars(query)).all()
 
@@ -142,7 +143,7 @@ async def list_members(
     query = (
         sa.select(UserOrganization, User.username)
         .join(User, User.id == UserOrganization.user_id)
-        .where(UserOrganization.organization_id == organization_id)
+        .where(UserOrganization.organization_id == organization_id, User.deleted_at.is_(None))
     )
     if after is not None:
         query = query.where(UserOrganization.user_id > after)
@@ -153,12 +154,15 @@ async def list_members(
 async def is_member(
     session: AsyncSession, organization_id: uuid.UUID, user_id: uuid.UUID
 ) -> bool | None:
-    """True/False for a live organization; None when the organization does not exist."""
+    """True/False for a live organization; None when the organization does not exist.
+    A soft-deleted user is a member of nothing."""
     member = (
         sa.select(UserOrganization.user_id)
+        .join(User, User.id == UserOrganization.user_id)
         .where(
             UserOrganization.organization_id == Organization.id,
             UserOrganization.user_id == user_id,
+            User.deleted_at.is_(None),
         )
         .exists()
     )
@@ -173,8 +177,13 @@ async def is_member(
 # --- users ---------------------------------------------------------------------------------
 
 
-async def get_user(session: AsyncSession, id: uuid.UUID) -> User | None:
-    return await session.scalar(sa.select(User).where(User.id == id, User.deleted_at.is_(None)))
+async def get_user(
+    session: AsyncSession, id: uuid.UUID, *, include_deleted: bool = False
+) -> User | None:
+    query = sa.select(User).where(User.id == id)
+    if not include_deleted:
+        query = query.where(User.deleted_at.is_(None))
+    return await session.scalar(query)
 
 
 async def get_user_by(session: AsyncSession, *where: sa.ColumnElement[bool]) -> User | None:
@@ -199,3 +208,8 @@ async def get_user_oauth_account(
             OAuthAccount.user_id == user_id, OAuthAccount.platform == platform
         )
     )
+
+
+async def all_oauth_accounts(session: AsyncSession) -> Sequence[OAuthAccount]:
+    """Every account, locked: re-encrypting must not overwrite a concurrent sign-in."""
+    return (await session.scalars(sa.select(OAuthAccount).with_for_update())).all()

@@ -7,10 +7,9 @@ the caller owns the unit of work (one per RPC, one per consumed message).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from polar_db.models import (
     OAuthAccount,
@@ -20,7 +19,9 @@ from polar_db.models import (
     User,
     UserOrganization,
 )
-from polar_kit.paging import decode_token, encode_token
+from polar_kit import paging
+from polar_kit.paging import Page
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import events
@@ -32,19 +33,13 @@ from .exceptions import (
     NotAMember,
     NotInstalled,
     OrganizationNotFound,
+    SignInConflict,
+    UserDeleted,
     UsernameTaken,
     UserNotFound,
 )
 from .github import GitHubClient, Installation
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: Sequence[T]
-    next_page_token: str
-
+from .tokens import TokenCipher
 
 # --- organizations -------------------------------------------------------------------------
 
@@ -86,16 +81,11 @@ async def lookup_by_installation_id(session: AsyncSession, installation_id: int)
 async def list_organizations(
     session: AsyncSession, *, member_user_id: uuid.UUID | None, page_size: int, page_token: str
 ) -> Page[Organization]:
-    after = None
-    if page_token:
-        name, id = decode_token(page_token, arity=2)
-        after = (str(name), str(id))
+    after = paging.decode_token(page_token, paging.text, paging.uuid_)
     rows = await repo.list_organizations(
         session, member_user_id=member_user_id, after=after, limit=page_size + 1
     )
-    items = rows[:page_size]
-    token = encode_token([items[-1].name, str(items[-1].id)]) if len(rows) > page_size else ""
-    return Page(items, token)
+    return paging.page(rows, page_size, lambda o: (o.name, o.id))
 
 
 def _installation_values(installation: Installation) -> dict[str, Any]:
@@ -136,16 +126,22 @@ async def upsert_installation(
 
 
 async def install(
-    session: AsyncSession, github: GitHubClient, *, user_id: uuid.UUID, installation_id: int
+    session: AsyncSession,
+    github: GitHubClient,
+    cipher: TokenCipher,
+    *,
+    user_id: uuid.UUID,
+    installation_id: int,
 ) -> Organization:
     """Install for a user: only an installation GitHub shows that user can be claimed."""
     user = await repo.get_user(session, user_id)
     if user is None:
         raise UserNotFound(user_id)
     account = await repo.get_user_oauth_account(session, user.id, Platform.github)
-    if account is None:
+    token = cipher.decrypt(account.access_token) if account is not None else None
+    if token is None:  # never signed in, or a token no configured key opens
         raise NoGitHubAccount()
-    installation = await github.find_user_installation(account.access_token, installation_id)
+    installation = await github.find_user_installation(token, installation_id)
     if installation is None:
         raise InstallationNotFound(installation_id)
     org = await upsert_installation(session, installation, force=True)
@@ -311,11 +307,11 @@ async def list_members(
     session: AsyncSession, organization_id: uuid.UUID, *, page_size: int, page_token: str
 ) -> Page[tuple[UserOrganization, str]]:
     await get_organization(session, organization_id)
-    after = uuid.UUID(str(decode_token(page_token, arity=1)[0])) if page_token else None
-    rows = await repo.list_members(session, organization_id, after=after, limit=page_size + 1)
-    items = rows[:page_size]
-    token = encode_token([str(items[-1][0].user_id)]) if len(rows) > page_size else ""
-    return Page(items, token)
+    after = paging.decode_token(page_token, paging.uuid_)
+    rows = await repo.list_members(
+        session, organization_id, after=after[0] if after else None, limit=page_size + 1
+    )
+    return paging.page(rows, page_size, lambda row: (row[0].user_id,))
 
 
 async def check_membership(
@@ -379,13 +375,41 @@ async def set_superuser(session: AsyncSession, key: str, value: bool) -> User:
     return user
 
 
+SIGN_IN_ATTEMPTS = 3
+
+
 async def upsert_user_from_github(
-    session: AsyncSession, profile: GitHubProfile
+    session: AsyncSession, profile: GitHubProfile, cipher: TokenCipher
 ) -> tuple[User, bool]:
     """Sign-in with GitHub: find the user by GitHub account, else by verified email, else
-    create one; then store the profile and the token. Returns (user, created)."""
+    create one; then store the profile and the token (encrypted). Returns (user, created).
+
+    Concurrent sign-ins of one person race to create the same user or account: the loser
+    hits a unique constraint once the winner commits (or sees the winner's user appear
+    between two of its reads), rolls its savepoint back and runs again, now finding what
+    the winner wrote."""
+    for _ in range(SIGN_IN_ATTEMPTS - 1):
+        try:
+            async with session.begin_nested():
+                return await _upsert_user_from_github(session, profile, cipher)
+        except (IntegrityError, UsernameTaken):
+            continue
+    try:
+        async with session.begin_nested():
+            return await _upsert_user_from_github(session, profile, cipher)
+    except IntegrityError:
+        raise SignInConflict() from None
+
+
+async def _upsert_user_from_github(
+    session: AsyncSession, profile: GitHubProfile, cipher: TokenCipher
+) -> tuple[User, bool]:
     account = await repo.get_oauth_account(session, Platform.github, str(profile.id))
-    user = await repo.get_user(session, account.user_id) if account else None
+    user = None
+    if account is not None:
+        user = await repo.get_user(session, account.user_id, include_deleted=True)
+        if user is not None and user.deleted_at is not None:
+            raise UserDeleted()
     if user is None and profile.email and profile.email_verified:
         user = await repo.get_user_by(session, User.email == profile.email)
     # Look before adding anything: a query would autoflush a half-built user.
@@ -415,9 +439,9 @@ async def upsert_user_from_github(
         session.add(account)
     account.user_id = user.id
     account.account_email = profile.email or ""
-    account.access_token = profile.access_token
+    account.access_token = cipher.encrypt(profile.access_token)
     account.expires_at = profile.access_token_expires_at
-    account.refresh_token = profile.refresh_token
+    account.refresh_token = cipher.encrypt(profile.refresh_token) if profile.refresh_token else None
     await session.flush()
 
     await (events.user_created if created else events.user_updated)(session, user)

@@ -20,13 +20,15 @@ from polar_kit.validation import (
 
 from . import mappers, service
 from .github import GitHubClient
+from .tokens import TokenCipher
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
 class OrganizationServicer(pb_grpc.OrganizationServiceServicer):
-    def __init__(self, github: GitHubClient) -> None:
+    def __init__(self, github: GitHubClient, cipher: TokenCipher) -> None:
         self.github = github
+        self.cipher = cipher
 
     async def GetOrganization(
         self, request: pb.GetOrganizationRequest, context: Context
@@ -77,7 +79,11 @@ class OrganizationServicer(pb_grpc.OrganizationServiceServicer):
         mappers.platform_from_proto(request.platform)
         installation_id = require_positive("installation_id", request.installation_id)
         org = await service.install(
-            current_session(), self.github, user_id=user_id, installation_id=installation_id
+            current_session(),
+            self.github,
+            self.cipher,
+            user_id=user_id,
+            installation_id=installation_id,
         )
         return pb.InstallOrganizationResponse(organization=mappers.organization(org))
 
@@ -167,7 +173,9 @@ class OrganizationServicer(pb_grpc.OrganizationServiceServicer):
                 MessageToDict(request.profile) if request.HasField("profile") else None
             ),
         )
-        user, created = await service.upsert_user_from_github(current_session(), profile)
+        user, created = await service.upsert_user_from_github(
+            current_session(), profile, self.cipher
+        )
         return pb.UpsertUserFromGitHubResponse(user=mappers.user(user), created=created)
 
     async def GetUser(self, request: pb.GetUserRequest, context: Context) -> pb.GetUserResponse:

@@ -11,6 +11,7 @@ from nats.js import JetStreamContext
 from polar.repository.v1 import repository_service_pb2, repository_service_pb2_grpc
 from polar_kit.consumer import Consumer
 from polar_kit.grpc import ServiceSpec
+from polar_kit.grpc.auth import ALL, GATEWAY, OPERATOR, AllowList
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import consumers as webhook_consumers
@@ -20,6 +21,26 @@ from .settings import RepositorySettings
 from .sync import SyncRunner, sync_on_install_consumer
 
 SERVICE_NAME = repository_service_pb2.DESCRIPTOR.services_by_name["RepositoryService"].full_name
+
+# Who may call what (polar_kit.grpc.auth). The gateway reads and creates rewards;
+# repositories, issues and pull requests come from GitHub (webhooks, the sync), or from an
+# operator.
+CALLERS: AllowList = {
+    GATEWAY: frozenset(
+        {
+            "GetRepository",
+            "LookupRepository",
+            "ListRepositories",
+            "GetIssue",
+            "ListIssues",
+            "GetPullRequest",
+            "ListPullRequests",
+            "CreateReward",
+            "ListRewards",
+        }
+    ),
+    OPERATOR: ALL,
+}
 
 
 def sync_runner(
@@ -33,6 +54,7 @@ def service_spec(settings: RepositorySettings, sync: SyncStarter) -> ServiceSpec
         name=SERVICE_NAME,
         add_to_server=repository_service_pb2_grpc.add_RepositoryServiceServicer_to_server,
         servicer=RepositoryServicer(sync),
+        callers=CALLERS,
     )
 
 

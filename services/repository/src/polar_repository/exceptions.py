@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from polar_kit.errors import NotFound
+from polar_kit.errors import FailedPrecondition, NotFound
 
 
 class RepositoryNotFound(NotFound):
@@ -38,3 +38,11 @@ class PullRequestNotFound(NotFound):
 class UserNotFound(NotFound):
     def __init__(self, key: object) -> None:
         super().__init__(f"user {key} not found")
+
+
+class OrganizationSuspended(FailedPrecondition):
+    def __init__(self, key: object) -> None:
+        super().__init__(
+            f"organization {key} is suspended (its GitHub App installation is suspended): "
+            "no new rewards or syncs until it is unsuspended on GitHub"
+        )

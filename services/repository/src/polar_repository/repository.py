@@ -18,6 +18,7 @@ from polar_db.models import (
     Issue,
     IssueState,
     Organization,
+    OrganizationStatus,
     Platform,
     PullRequest,
     Repository,
@@ -30,6 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import listing
 
 # --- organizations (read only: the organization service owns them) ----------------------------
+
+
+async def organization_status(
+    session: AsyncSession, organization_id: uuid.UUID
+) -> OrganizationStatus | None:
+    return await session.scalar(
+        sa.select(Organization.status).where(Organization.id == organization_id)
+    )
 
 
 async def live_organization_ids(

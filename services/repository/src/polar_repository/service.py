@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol
 
 from polar_db.models import (
     Issue,
     IssueState,
+    OrganizationStatus,
     Platform,
     PullRequest,
     Repository,
@@ -22,8 +22,9 @@ from polar_db.models import (
     RewardState,
 )
 from polar_db.upsert import Upserted
+from polar_kit import paging
 from polar_kit.errors import AlreadyExists, InvalidArgument
-from polar_kit.paging import decode_token, encode_token
+from polar_kit.paging import Page
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,21 +33,19 @@ from . import repository as repo
 from .exceptions import (
     IssueNotFound,
     OrganizationsNotFound,
+    OrganizationSuspended,
     PullRequestNotFound,
     RepositoryNotFound,
     UserNotFound,
 )
 from .listing import Message
 
-T = TypeVar("T")
-
 LIVE_NAME_INDEX = "ix_repositories_live_organization_id_name"
 
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: Sequence[T]
-    next_page_token: str
+# Rewards: at most 1,000,000.00 in the currency's minor units, in a currency we can pay out.
+# Only currencies with two decimals, so the bound means the same amount of units everywhere.
+MAX_REWARD_MINOR_UNITS = 100_000_000
+REWARD_CURRENCIES = frozenset({"USD", "EUR", "GBP", "CAD", "AUD", "CHF"})
 
 
 class SyncStarter(Protocol):
@@ -57,10 +56,6 @@ class SyncStarter(Protocol):
     """
 
     async def start(self, repository_id: uuid.UUID) -> bool: ...
-
-
-def _bad_token() -> InvalidArgument:
-    return InvalidArgument("page_token is malformed; pass next_page_token unchanged")
 
 
 # --- repositories ----------------------------------------------------------------------------
@@ -89,19 +84,11 @@ async def list_repositories(
     page_size: int,
     page_token: str,
 ) -> Page[Repository]:
-    after = None
-    if page_token:
-        name, id = decode_token(page_token, arity=2)
-        try:
-            after = (str(name), uuid.UUID(str(id)))
-        except ValueError:
-            raise _bad_token() from None
+    after = paging.decode_token(page_token, paging.text, paging.uuid_)
     rows = await repo.list_repositories(
         session, set(organization_ids), after=after, limit=page_size + 1
     )
-    items = rows[:page_size]
-    more = len(rows) > page_size
-    return Page(items, encode_token([items[-1].name, str(items[-1].id)]) if more else "")
+    return paging.page(rows, page_size, lambda r: (r.name, r.id))
 
 
 async def batch_upsert_repositories(
@@ -175,7 +162,14 @@ async def sync_repository(
     session: AsyncSession, sync: SyncStarter, repository_id: uuid.UUID
 ) -> bool:
     repository = await get_repository(session, repository_id)
+    # GitHub refuses a suspended installation's token anyway: say so now, plainly.
+    await _require_active(session, repository.organization_id)
     return await sync.start(repository.id)
+
+
+async def _require_active(session: AsyncSession, organization_id: uuid.UUID) -> None:
+    if await repo.organization_status(session, organization_id) == OrganizationStatus.suspended:
+        raise OrganizationSuspended(organization_id)
 
 
 # --- issues and pull requests ----------------------------------------------------------------
@@ -196,12 +190,9 @@ async def get_pull_request(session: AsyncSession, id: uuid.UUID) -> PullRequest:
 
 
 def _number_token(token: str) -> int | None:
-    if not token:
-        return None
-    (number,) = decode_token(token, arity=1)
-    if not isinstance(number, int) or number <= 0:
-        raise _bad_token()
-    return number
+    # Issue and pull request numbers are PostgreSQL integers: a larger one is no token of ours.
+    before = paging.decode_token(token, paging.positive_int32)
+    return before[0] if before else None
 
 
 async def list_issues(
@@ -254,8 +245,7 @@ async def _number_page(
     if not rows:
         # Nothing listed: an empty page of a live repository, or NOT_FOUND.
         await get_repository(session, repository_id)
-    items = rows[:page_size]
-    return Page(items, encode_token([items[-1]["number"]]) if len(rows) > page_size else "")
+    return paging.page(rows, page_size, lambda m: (m["number"],))
 
 
 # --- rewards ---------------------------------------------------------------------------------
@@ -270,8 +260,20 @@ async def create_reward(
     backer_user_id: uuid.UUID | None,
     email: str | None,
 ) -> Reward:
-    """`amount` in the currency's minor units (> 0, checked by the caller and the table)."""
+    """`amount` in the currency's minor units. Refused for an organization whose GitHub
+    installation is suspended (decision 0006)."""
+    if not 0 < amount <= MAX_REWARD_MINOR_UNITS:
+        raise InvalidArgument(
+            f"amount.minor_units must be between 1 and {MAX_REWARD_MINOR_UNITS} "
+            f"(1,000,000.00), got {amount}"
+        )
+    if currency not in REWARD_CURRENCIES:
+        raise InvalidArgument(
+            f"amount.currency must be one of {', '.join(sorted(REWARD_CURRENCIES))}, "
+            f"got {currency[:16]!r}"
+        )
     issue = await get_issue(session, issue_id)
+    await _require_active(session, issue.organization_id)
     if backer_user_id is not None and await repo.get_user(session, backer_user_id) is None:
         raise UserNotFound(backer_user_id)
     reward = await repo.add_reward(
@@ -295,17 +297,7 @@ async def create_reward(
 async def list_rewards(
     session: AsyncSession, repository_id: uuid.UUID, *, page_size: int, page_token: str
 ) -> Page[Reward]:
-    before = None
-    if page_token:
-        created_at, id = decode_token(page_token, arity=2)
-        try:
-            before = (datetime.fromisoformat(str(created_at)), uuid.UUID(str(id)))
-        except ValueError:
-            raise _bad_token() from None
+    before = paging.decode_token(page_token, paging.timestamp, paging.uuid_)
     await get_repository(session, repository_id)
     rows = await repo.list_rewards(session, repository_id, before=before, limit=page_size + 1)
-    items = rows[:page_size]
-    token = ""
-    if len(rows) > page_size:
-        token = encode_token([items[-1].created_at.isoformat(), str(items[-1].id)])
-    return Page(items, token)
+    return paging.page(rows, page_size, lambda r: (r.created_at, r.id))

@@ -20,7 +20,6 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 MAX_ORGANIZATION_IDS = 100
 MAX_BATCH = 1000
-_CURRENCY = re.compile(r"[A-Z]{3}")
 # Deliberately loose: one @, something on each side, no spaces. Deliverability is not ours.
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
@@ -157,26 +156,14 @@ class RepositoryServicer(pb_grpc.RepositoryServiceServicer):
         issue_id = parse_uuid("issue_id", request.issue_id)
         if not request.HasField("amount"):
             raise InvalidArgument("amount is required: {currency: 'USD', minor_units: 1000}")
-        currency = request.amount.currency
-        if not _CURRENCY.fullmatch(currency):
-            raise InvalidArgument(
-                f"amount.currency must be an ISO 4217 code of 3 upper-case letters "
-                f"such as USD, got {currency[:16]!r}"
-            )
-        minor_units = request.amount.minor_units
-        if minor_units <= 0:
-            raise InvalidArgument(
-                f"amount.minor_units must be a positive number of minor units "
-                f"(cents for USD), got {minor_units}"
-            )
         email = request.email.strip() or None
         if email is not None and (len(email) > 320 or not _EMAIL.fullmatch(email)):
             raise InvalidArgument(f"email must be an email address, got {email[:64]!r}")
         reward = await service.create_reward(
             current_session(),
             issue_id,
-            amount=minor_units,
-            currency=currency,
+            amount=request.amount.minor_units,
+            currency=request.amount.currency,
             backer_user_id=optional_uuid("backer_user_id", request.backer_user_id),
             email=email,
         )

@@ -48,7 +48,7 @@ def run_sync(connection: Connection) -> None:
 
 
 async def run_online() -> None:
-    engine = create_async_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    engine = create_async_engine(sqlalchemy_url(url), poolclass=pool.NullPool, hide_parameters=True)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(run_sync)

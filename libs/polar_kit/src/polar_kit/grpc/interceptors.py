@@ -1,6 +1,7 @@
 """Server interceptors. Each one runs every RPC inside an async context manager (`scope`).
 
-Order at the server, outermost first: request id, metrics, errors, unit of work. The error
+Order at the server, outermost first: request id, metrics, caller
+authentication (polar_kit.grpc.auth), errors, unit of work. The error
 mapper sits inside metrics so the recorded code is the one the caller sees, and outside the
 unit of work so a failed commit is mapped too.
 """

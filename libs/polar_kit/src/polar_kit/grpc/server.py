@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from nats.aio.client import Client as NatsClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from polar_kit.grpc.auth import AllowList, AuthInterceptor, internal_secret
 from polar_kit.grpc.interceptors import (
     ErrorInterceptor,
     MetricsInterceptor,
@@ -34,11 +35,13 @@ log = structlog.get_logger(__name__)
 @dataclass(frozen=True)
 class ServiceSpec:
     """One gRPC service: its full name (`polar.organization.v1.OrganizationService`), the
-    generated `add_<Name>Servicer_to_server` function and the servicer instance."""
+    generated `add_<Name>Servicer_to_server` function, the servicer instance and who may
+    call which of its methods (polar_kit.grpc.auth)."""
 
     name: str
     add_to_server: Callable[[Any, grpc.aio.Server], None]
     servicer: object
+    callers: AllowList
 
 
 class Worker(Protocol):
@@ -68,12 +71,16 @@ async def start_server(
     settings: ServiceSettings,
     host: str = "[::]",
 ) -> RunningServer:
-    """Start a server with health, reflection and the standard interceptors. `port=0` picks a
-    free port (see RunningServer.port)."""
+    """Start a server with health, reflection (when `settings.grpc_reflection`) and the
+    standard interceptors. `port=0` picks a free port (see RunningServer.port). Refuses to
+    start without a real internal secret outside development mode."""
+    auth = AuthInterceptor(internal_secret(settings), {s.name: s.callers for s in services})
     server = grpc.aio.server(
         interceptors=[
             RequestIdInterceptor(),
             MetricsInterceptor(),
+            # Before the unit of work: an unauthenticated call never reaches the database.
+            auth,
             ErrorInterceptor(),
             UnitOfWorkInterceptor(sessionmaker),
         ],
@@ -84,9 +91,10 @@ async def start_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for spec in services:
         spec.add_to_server(spec.servicer, server)
-    reflection.enable_server_reflection(
-        [*(s.name for s in services), health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    if settings.grpc_reflection:
+        reflection.enable_server_reflection(
+            [*(s.name for s in services), health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     for spec in services:
