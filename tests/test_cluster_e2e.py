@@ -57,7 +57,7 @@ from polar_dev.infra import Infra
 from polar_dev.paths import repo_root
 from polar_dev.pytest_plugin import delete_streams, plain_dsn, temporary_database
 from polar_dev.services import ServiceSpec, discover_services
-from polar_gateway.sessions import Revocations, TokenSigner
+from polar_gateway.sessions import TokenSigner, buckets
 from polar_gateway.settings import GatewaySettings
 from polar_kit.nats import EVENTS, PARKED, WEBHOOKS
 from polar_kit.testing import eventually
@@ -366,6 +366,7 @@ async def cluster(
         base = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
+            "POLAR_DEV_MODE": "true",  # a test: its secrets are in the repository
             "POLAR_DATABASE_URL": database_url,
             "POLAR_NATS_URL": polar_infra.nats_url,
             "POLAR_NATS_PREFIX": prefix,
@@ -427,7 +428,9 @@ async def cluster(
                 import nats
 
                 nc = await nats.connect(polar_infra.nats_url)
-                await nc.jetstream().delete_key_value(Revocations(settings).bucket)
+                for bucket in buckets(settings):
+                    with contextlib.suppress(Exception):
+                        await nc.jetstream().delete_key_value(bucket)
                 await nc.close()
             await delete_streams(polar_infra.nats_url, prefix)
 

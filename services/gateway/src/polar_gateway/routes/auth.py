@@ -23,7 +23,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from polar.organization.v1 import organization_service_pb2 as org_pb
 
-from ..auth import GatewayDep, read_session
+from ..auth import GatewayDep, NotSignedIn, read_session, session_cookie, start_session
 from ..errors import ApiError
 from ..schemas import ErrorResponse
 from ..sessions import OAUTH_STATE
@@ -49,19 +49,6 @@ def _safe_return_to(value: str | None) -> str:
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return "/"
     return value
-
-
-def _set_cookie(gateway: Gateway, response: Response, name: str, value: str, **kw: Any) -> None:
-    s = gateway.settings
-    response.set_cookie(
-        name,
-        value,
-        httponly=True,
-        secure=s.cookie_secure,
-        samesite=s.cookie_samesite,
-        domain=s.cookie_domain or None,
-        **kw,
-    )
 
 
 @router.get(
@@ -97,7 +84,7 @@ async def authorize(
         max_age=STATE_TTL,
         path="/api/v1/integrations/github",
         httponly=True,
-        secure=s.cookie_secure,
+        secure=s.secure_cookies,
         samesite="lax",
         domain=s.cookie_domain or None,
     )
@@ -213,18 +200,13 @@ async def callback(
             refresh_token=str(grant.get("refresh_token") or ""),
         ),
     )
-    session_token, session = gateway.tokens.issue_session(upserted.user.id)
+    session_token, session = await start_session(
+        gateway, upserted.user.id, request.headers.get("user-agent", "")
+    )
     log.info("signed in", user_id=session.user_id, created=upserted.created)
     target = (gateway.settings.frontend_url.rstrip("/") or "") + return_to
     response = RedirectResponse(target, status_code=303)
-    _set_cookie(
-        gateway,
-        response,
-        gateway.settings.session_cookie_name,
-        session_token,
-        max_age=gateway.settings.session_ttl_seconds,
-        path="/",
-    )
+    response.raw_headers.append(session_cookie(gateway, session_token))
     response.delete_cookie(STATE_COOKIE, path="/api/v1/integrations/github")
     return response
 
@@ -241,13 +223,13 @@ async def logout(request: Request, gateway: GatewayDep) -> Response:
         s.session_cookie_name,
         path="/",
         domain=s.cookie_domain or None,
-        secure=s.cookie_secure,
+        secure=s.secure_cookies,
         httponly=True,
         samesite=s.cookie_samesite,
     )
     try:
         session = read_session(request, gateway)
-    except ApiError:
+    except NotSignedIn:
         return response  # already invalid: nothing to revoke
     if session is not None:
         try:
