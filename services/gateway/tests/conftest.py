@@ -180,7 +180,8 @@ def start_gateway(gateway_settings: GatewaySettings) -> StartGateway:
     """Another gateway with some settings changed (e.g. pointed at a dead NATS)."""
 
     def start(*, wait_for_nats: bool = True, **overrides: Any) -> Any:
-        settings = gateway_settings.model_copy(update=overrides)
+        # Validated like the environment would be (SecretStr fields, the validators).
+        settings = GatewaySettings.model_validate(gateway_settings.model_dump() | overrides)
         return running_gateway(settings, wait_for_nats=wait_for_nats)
 
     return start

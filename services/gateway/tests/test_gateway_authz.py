@@ -1,7 +1,8 @@
 """Who may do what: member, non-member and anonymous on every route; bad input on every route.
 
 A member gets 2xx; a signed-in non-member 403 (404 for installations GitHub does not show
-them, and for repositories: the same 404 as for a missing one); anonymous 401. Bad input is a 4xx with the one error shape, never a 5xx.
+them, and for repositories: the same 404 as for a missing one); anonymous 401. Bad input is
+a 4xx with the one error shape, never a 5xx.
 """
 
 from __future__ import annotations
