@@ -52,10 +52,11 @@ REAL_SECRET = secrets.token_hex(32)
     [
         ("session_secret", "", "is not set"),
         ("session_secret", "short-but-not-empty", "shorter than 32 bytes"),
-        ("session_secret", DEV_SESSION_SECRET, "published"),
+        ("session_secret", DEV_SESSION_SECRET, "is not set"),
         ("session_secret", "compose-local-session-secret-not-for-production", "published"),
         ("github_webhook_secret", "", "is not set"),
-        ("github_webhook_secret", DEV_WEBHOOK_SECRET, "published"),
+        ("github_webhook_secret", DEV_WEBHOOK_SECRET, "is not set"),
+        ("github_webhook_secret", "test-webhook-secret", "published"),
         ("github_webhook_secret", "compose-local-webhook-secret", "published"),
     ],
 )
@@ -79,7 +80,8 @@ def test_the_gateway_process_exits_with_a_clear_error_without_secrets() -> None:
         check=False,
     )
     assert result.returncode == 2, result.stderr
-    assert "POLAR_SESSION_SECRET is a value published in the Polar repository" in result.stderr
+    assert "POLAR_SESSION_SECRET is not set" in result.stderr
+    assert "openssl rand -hex 32" in result.stderr
 
 
 async def test_an_empty_webhook_secret_verifies_nothing(start_gateway: StartGateway) -> None:

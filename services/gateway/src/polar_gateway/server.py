@@ -137,8 +137,9 @@ def config(
         http=http_protocol(settings),
         log_config=None,  # structlog owns the root logger (configure_logging)
         access_log=False,  # the middleware logs failures and counts everything
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # X-Forwarded-For only from the configured proxies (the rate limits' client address).
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
         server_header=False,
         timeout_keep_alive=settings.http_keep_alive_seconds,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,

@@ -81,11 +81,11 @@ class GatewaySettings(ServiceSettings):
         5, ge=1, description="An idle keep-alive connection is closed after this time."
     )
     forwarded_allow_ips: str = Field(
-        "127.0.0.1",
+        "",
         description=(
             "Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For/-Proto are trusted: "
-            "the client address used by the rate limits. Only your ingress, never `*` when "
-            "clients can reach the gateway directly."
+            "the client address used by the rate limits. Empty: none (clients connect "
+            "directly). Only your ingress, never `*`: a client could choose its address."
         ),
     )
     rate_limit_sign_in_per_minute: int = Field(
@@ -234,11 +234,13 @@ class GatewaySettings(ServiceSettings):
     def check_secrets(self) -> None:
         """Raises polar_kit.secrets.InsecureSecretError (at start-up) for a missing, short or
         published secret, outside development mode."""
-        for name, value in (
-            ("POLAR_SESSION_SECRET", self.session_secret),
-            ("POLAR_GITHUB_WEBHOOK_SECRET", self.github_webhook_secret),
+        for name, value, dev_default in (
+            ("POLAR_SESSION_SECRET", self.session_secret, DEV_SESSION_SECRET),
+            ("POLAR_GITHUB_WEBHOOK_SECRET", self.github_webhook_secret, DEV_WEBHOOK_SECRET),
         ):
-            check_secret(name, value.get_secret_value(), dev_mode=self.dev_mode)
+            secret = value.get_secret_value()
+            # The development default stands for "not set" (it is what an unset one reads as).
+            check_secret(name, "" if secret == dev_default else secret, dev_mode=self.dev_mode)
         if len(self.session_secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
             # Even in development mode: HS256 with a short key is guessable offline.
             raise InsecureSecretError(
