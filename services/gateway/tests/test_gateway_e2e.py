@@ -72,6 +72,7 @@ async def cluster(polar_infra: Infra, fake_github_server: FakeGitHub) -> AsyncIt
             "consumer_retry_base_seconds": "0.2",
             "outbox_poll_seconds": "0.2",
             "log_json": "false",
+            "dev_mode": "true",  # a test: its secrets are in the repository
         }
         org_settings = OrganizationSettings.model_validate(env)
         repo_settings = RepositorySettings.model_validate(env)

@@ -1,4 +1,5 @@
-"""Where things live: the workspace root, its `.dev/` data folder and the recorded GitHub fixtures."""
+"""Where things live: the workspace root, its `.dev/` data folder and the recorded GitHub
+fixtures."""
 
 from __future__ import annotations
 

@@ -5,8 +5,9 @@ is the parent folder's name, as in polar_dev/fixtures/github/webhooks). Deliveri
 with POLAR_GITHUB_WEBHOOK_SECRET (or --secret) and sent to the gateway (--url, default
 http://127.0.0.1:$POLAR_GATEWAY_HTTP_PORT), each with a fresh X-GitHub-Delivery.
 
-    python -m polar_gateway.send_webhooks libs/polar_dev/src/polar_dev/fixtures/github/webhooks/installation
-    python -m polar_gateway.send_webhooks libs/polar_dev/src/polar_dev/fixtures/github/webhooks/issues
+    W=libs/polar_dev/src/polar_dev/fixtures/github/webhooks
+    python -m polar_gateway.send_webhooks $W/installation
+    python -m polar_gateway.send_webhooks $W/issues
 """
 
 from __future__ import annotations
