@@ -1,10 +1,12 @@
 """Bounds on what unauthenticated clients can make the gateway hold.
 
 Webhook bodies must be read whole before their signature can be checked, so at most
-`webhook_max_concurrent_bodies` are in memory at once (read, verified, published): a delivery
-waits up to `webhook_publish_timeout_seconds` for a slot, then gets 503 with Retry-After
-(GitHub's deliveries are small and quick; a flood of large unsigned ones queues here instead
-of growing the heap). Slow clients are cut off by the HTTP server (server.py).
+`webhook_max_concurrent_bodies` are being read and verified at once: a delivery waits up to
+`webhook_publish_timeout_seconds` for a slot, then gets 503 with Retry-After (GitHub's
+deliveries are small and quick; a flood of large unsigned ones queues here instead of growing
+the heap: at most about 2 x slots x webhook_max_body_bytes, the chunks and their join). A
+verified body (GitHub's) leaves its slot before it is published. Slow clients are cut off by
+the HTTP server (server.py).
 """
 
 from __future__ import annotations

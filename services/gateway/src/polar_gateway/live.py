@@ -80,12 +80,14 @@ class OpenStream:
         if self._waiter is None:
             self._waiter = asyncio.ensure_future(self.ended.wait())
         get = asyncio.ensure_future(sub.next_msg(timeout=timeout))
+        get.add_done_callback(_retrieve)  # an abandoned read's error is not "never retrieved"
         racing: list[asyncio.Future[Any]] = [get, self._waiter]
-        await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
-        if not get.done():
-            get.cancel()
-            with contextlib.suppress(asyncio.CancelledError, nats.errors.TimeoutError):
-                await get
+        try:
+            await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not get.done():  # ended, or this request cancelled (shutdown, disconnect)
+                get.cancel()
+        if get.cancelled() or not get.done():
             raise StreamEnded
         try:
             return get.result()
@@ -95,6 +97,11 @@ class OpenStream:
     def close(self) -> None:
         if self._waiter is not None:
             self._waiter.cancel()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class LiveStreams:

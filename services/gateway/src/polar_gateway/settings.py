@@ -55,11 +55,12 @@ class GatewaySettings(ServiceSettings):
         5, gt=0, description="How long a webhook waits for JetStream's ack before 503."
     )
     webhook_max_concurrent_bodies: int = Field(
-        8,
+        4,
         ge=1,
         description=(
-            "Webhook bodies held in memory at once (read, verified, published); a delivery "
-            "waits up to webhook_publish_timeout_seconds for a slot, then gets 503."
+            "Webhook bodies read and verified at once (their memory: up to about twice "
+            "this times webhook_max_body_bytes); a delivery waits up to "
+            "webhook_publish_timeout_seconds for a slot, then gets 503."
         ),
     )
 

@@ -96,8 +96,9 @@ async def ingest(
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _JSON_TYPES:
         raise Rejected(415, "deliveries must be application/json")
-    body = await _read_body(headers, chunks, gateway.settings.webhook_max_body_bytes)
-    _verify(gateway, body, headers.get("x-hub-signature-256"))
+    async with gateway.webhook_bodies.hold():  # bounded: unverified bodies in memory
+        body = await _read_body(headers, chunks, gateway.settings.webhook_max_body_bytes)
+        _verify(gateway, body, headers.get("x-hub-signature-256"))
 
     event = headers.get("x-github-event", "")
     delivery = headers.get("x-github-delivery", "")
@@ -154,8 +155,7 @@ async def github_webhook(request: Request) -> Response:
     `WebhookIngress` ahead of the framework; this route documents it (and serves it when the
     fast path is not installed)."""
     gateway: Gateway = request.app.state.gateway
-    async with gateway.webhook_bodies.hold():
-        status, answer = await ingest(gateway, request.headers, request.stream())
+    status, answer = await ingest(gateway, request.headers, request.stream())
     return json_response(answer, status)
 
 
@@ -179,8 +179,7 @@ class WebhookIngress:
         try:
             # ASGI header names are lower-case already; one dict instead of a scan per lookup.
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            async with gateway.webhook_bodies.hold():
-                status, answer = await ingest(gateway, headers, _chunks(receive))
+            status, answer = await ingest(gateway, headers, _chunks(receive))
             content = answer.model_dump(mode="json")
         except ApiError as exc:
             status, content, extra = exc.status, error_body(exc.code, exc.message), exc.headers
