@@ -87,7 +87,7 @@ class RateLimitMiddleware:
         client = (scope.get("client") or ("unknown", 0))[0]
         wait = buckets.retry_after(client)
         if wait:
-            scope["polar.route"] = scope["path"]  # a bounded label: the limited paths are few
+            scope["polar.route"] = f"rate limited: {kind}"  # a bounded metrics label
             await _too_many(send, wait)
             return
         if kind != "webhook":
