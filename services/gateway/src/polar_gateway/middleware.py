@@ -1,5 +1,5 @@
-"""Request id, access metrics and logging for every request (plain ASGI: no buffering, so
-the live stream and large webhook bodies pass straight through)."""
+"""Request id, access metrics and logging, and the security headers of every request (plain
+ASGI: no buffering, so the live stream and large webhook bodies pass straight through)."""
 
 from __future__ import annotations
 
