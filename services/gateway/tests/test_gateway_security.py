@@ -184,6 +184,7 @@ async def test_outside_dev_mode_the_session_cookie_is_host_prefixed_and_secure(
         assert cookie.startswith("__Host-polar=")
         assert {"secure", "httponly", "path=/"} <= set(attributes)
         assert not any(a.startswith("domain=") for a in attributes)
+        assert response.headers["strict-transport-security"] == "max-age=31536000"
         # The docs are off outside dev mode.
         assert (await http.get("/api/v1/docs")).status_code == 404
         assert (await http.get("/api/v1/openapi.json")).status_code == 404

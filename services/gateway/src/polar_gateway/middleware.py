@@ -94,10 +94,11 @@ class RequestContextMiddleware:
 
 
 class SecurityHeadersMiddleware:
-    """Headers of every answer: `X-Content-Type-Options: nosniff`; `Cache-Control: no-store`
-    on answers to requests that carry credentials (no shared or browser cache keeps a user's
-    data); and the refreshed session cookie of a cookie session (auth.REFRESH), recorded as
-    the session's last activity."""
+    """Headers of every answer: `X-Content-Type-Options: nosniff`; `Strict-Transport-Security`
+    when cookies are Secure (HTTPS deployments); `Cache-Control: no-store` on answers to
+    requests that carry credentials (no shared or browser cache keeps a user's data); and the
+    refreshed session cookie of a cookie session (auth.REFRESH), recorded as the session's
+    last activity."""
 
     def __init__(self, app: ASGIApp, *, gateway_app: Any) -> None:
         self.app = app
@@ -114,6 +115,8 @@ class SecurityHeadersMiddleware:
                 headers = list(message.get("headers", []))
                 names = {k.lower() for k, _ in headers}
                 headers.append((b"x-content-type-options", b"nosniff"))
+                if self.gateway.settings.secure_cookies:
+                    headers.append((b"strict-transport-security", b"max-age=31536000"))
                 if credentials and b"cache-control" not in names:
                     headers.append((b"cache-control", b"no-store"))
                 refreshed = scope.get(REFRESH)
