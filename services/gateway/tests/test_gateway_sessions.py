@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc.aio
 import httpx
+import jwt
 import pytest
 import sqlalchemy as sa
 from gateway_support import (
@@ -31,6 +32,7 @@ from polar.organization.v1.organization_service_pb2_grpc import OrganizationServ
 from polar_db.models import User
 from polar_dev.fake_github import FakeGitHub
 from polar_dev.infra import free_port
+from polar_gateway.sessions import TokenSigner
 from polar_gateway.settings import GatewaySettings
 from polar_gateway.testing import RunningGateway
 from polar_kit.grpc import RunningServer
@@ -132,6 +134,33 @@ async def test_an_idle_session_ends_and_activity_extends_it(
         assert (await http.get(ME)).status_code == 200
         await asyncio.sleep(4.5)  # now idle
         assert (await http.get(ME)).status_code == 401
+
+
+async def test_the_absolute_lifetime_holds_whatever_the_tokens_expiry(
+    client: httpx.AsyncClient, gateway_settings: GatewaySettings, sign_in: SignIn
+) -> None:
+    member = await sign_in()
+    signer = TokenSigner(gateway_settings)
+    signed_in = int(time.time()) - gateway_settings.session_ttl_seconds - 1
+    for claims in (
+        {"auth": signed_in},  # signed in longer ago than the lifetime
+        {"iat": signed_in},  # an older token without `auth`: counted from its issue
+    ):
+        token = jwt.encode(
+            {
+                "typ": "session",
+                "sub": member.user_id,
+                "sid": "s",
+                "iss": "polar-gateway",
+                "iat": int(time.time()),
+                "exp": int(time.time()) + 31 * 24 * 3600,
+                **claims,
+            },
+            gateway_settings.session_secret.get_secret_value(),
+        )
+        response = await client.get(ME, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, claims
+    assert signer.read_session(member.token) is not None
 
 
 async def test_a_user_lists_and_ends_their_other_sessions(

@@ -62,12 +62,12 @@ class Session:
     user_id: str
     session_id: str
     expires_at: int  # this token's end (idle deadline, or the absolute one)
-    auth_time: int = 0  # when the user signed in (0: unknown, a token without `auth`)
+    auth_time: int = 0  # when the user signed in
     issued_at: int = 0
 
     def ends_at(self, ttl: int) -> int:
-        """The absolute end of the session (its last token's `exp` at most)."""
-        return self.auth_time + ttl if self.auth_time else self.expires_at
+        """The absolute end of the session."""
+        return self.auth_time + ttl
 
 
 class TokenSigner:
@@ -114,7 +114,7 @@ class TokenSigner:
         """A fresh token for a session past half its idle window (None: not yet, or the
         absolute lifetime leaves nothing to extend)."""
         now = int(time.time())
-        if not session.auth_time or session.expires_at - now > self.idle / 2:
+        if session.expires_at - now > self.idle / 2:
             return None
         if session.expires_at >= session.auth_time + self.ttl:
             return None
@@ -131,14 +131,14 @@ class TokenSigner:
             uuid.UUID(sub)
         except ValueError:
             return None
-        auth = claims.get("auth", 0)
-        return Session(
-            sub,
-            sid,
-            int(claims["exp"]),
-            auth if isinstance(auth, int) else 0,
-            int(claims["iat"]),
-        )
+        issued = int(claims["iat"])
+        # A token from before `auth` existed counts from its issue. The absolute lifetime is
+        # enforced here too, so lowering POLAR_SESSION_TTL_SECONDS shortens live sessions.
+        auth = claims.get("auth")
+        auth_time = auth if isinstance(auth, int) else issued
+        if time.time() >= auth_time + self.ttl:
+            return None
+        return Session(sub, sid, int(claims["exp"]), auth_time, issued)
 
 
 async def open_bucket(js: JetStreamContext, name: str, ttl: int, replicas: int) -> KeyValue:
