@@ -3,8 +3,9 @@
 Webhook bodies must be read whole before their signature can be checked, so at most
 `webhook_max_concurrent_bodies` are being read and verified at once: a delivery waits up to
 `webhook_publish_timeout_seconds` for a slot, then gets 503 with Retry-After (GitHub's
-deliveries are small and quick; a flood of large unsigned ones queues here instead of growing
-the heap: at most about 2 x slots x webhook_max_body_bytes, the chunks and their join). A
+deliveries are small and quick, a slot is held for well under a millisecond; a flood of large
+unsigned ones queues here instead of growing the heap: at most about slots x
+webhook_max_body_bytes, plus the join of the body being verified). A
 verified body (GitHub's) leaves its slot before it is published. Slow clients are cut off by
 the HTTP server (server.py).
 """

@@ -9,9 +9,10 @@ So every open stream is registered here, and:
 - `member_removed` / organization `deleted` events (a core NATS subscription of every
   replica, `watch_memberships`) drop the cached membership answers and take the
   organization away from the user's open streams at once (a stream pinned to it ends);
-- every `stream_recheck_seconds` a stream checks that its session is neither revoked nor
-  expired and that its user still exists (GetUser: a deleted user is NOT_FOUND); the
-  contract has no user-deleted event to react to sooner.
+- at most `stream_recheck_seconds` (5 s) before sending an event, a stream has checked that
+  its session is neither revoked nor expired and that its user still exists (GetUser: a
+  deleted user is NOT_FOUND); the contract has no user-deleted event to react to sooner.
+  Idle streams check at each heartbeat.
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ class OpenStream:
     def end(self) -> None:
         self.ended.set()
 
-    async def next_message(self, sub: Subscription, timeout: float) -> Msg | None:  # noqa: ASYNC109
-        """The next message, None after `timeout`; StreamEnded when the stream must end."""
+    async def _check(self) -> None:
+        """StreamEnded if the session expired, or (checked at most every recheck_seconds)
+        was revoked or lost its user."""
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + self.recheck_seconds
@@ -76,6 +78,12 @@ class OpenStream:
             self.end()
         if self.ended.is_set():
             raise StreamEnded
+
+    async def next_message(self, sub: Subscription, timeout: float) -> Msg | None:  # noqa: ASYNC109
+        """The next message, None after `timeout`; StreamEnded when the stream must end.
+        Checked before waiting and again before a message is handed out, so nothing is sent
+        more than recheck_seconds after the user was deleted."""
+        await self._check()
         timeout = min(timeout, max(0.01, self.session.expires_at - time.time()))
         if self._waiter is None:
             self._waiter = asyncio.ensure_future(self.ended.wait())
@@ -90,9 +98,11 @@ class OpenStream:
         if get.cancelled() or not get.done():
             raise StreamEnded
         try:
-            return get.result()
+            msg = get.result()
         except nats.errors.TimeoutError:
             return None
+        await self._check()
+        return msg
 
     def close(self) -> None:
         if self._waiter is not None:

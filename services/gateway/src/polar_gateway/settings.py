@@ -55,11 +55,11 @@ class GatewaySettings(ServiceSettings):
         5, gt=0, description="How long a webhook waits for JetStream's ack before 503."
     )
     webhook_max_concurrent_bodies: int = Field(
-        4,
+        2,
         ge=1,
         description=(
-            "Webhook bodies read and verified at once (their memory: up to about twice "
-            "this times webhook_max_body_bytes); a delivery waits up to "
+            "Webhook bodies read and verified at once (their memory: about this times "
+            "webhook_max_body_bytes); a delivery waits up to "
             "webhook_publish_timeout_seconds for a slot, then gets 503."
         ),
     )
@@ -186,9 +186,12 @@ class GatewaySettings(ServiceSettings):
         30, gt=0, description="A stream client that does not read for this long is dropped."
     )
     stream_recheck_seconds: float = Field(
-        30,
+        5,
         gt=0,
-        description="An open stream re-checks this often that its user still exists.",
+        description=(
+            "An open stream sends nothing unless it checked within this time that its user "
+            "still exists (one GetUser per stream at most this often)."
+        ),
     )
     stream_replay_seconds: int = Field(
         3600,
