@@ -2,7 +2,7 @@
 
 A replica that has not read the revocation list yet answers every token with 503 (it cannot
 tell a signed-out session from a live one); a cookie session past half its idle window gets
-a fresh cookie (`REFRESH`, set on the answer by the SessionCookieMiddleware).
+a fresh cookie (`REFRESH`, set on the answer by middleware.SecurityHeadersMiddleware).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .errors import RETRY_AFTER_SECONDS, ApiError
 from .sessions import Session
 from .state import Gateway, get_gateway
 
-REFRESH = "polar.session_refresh"  # scope key: the token to set as the new session cookie
+REFRESH = "polar.session_refresh"  # scope key: (token, session) of the new session cookie
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
