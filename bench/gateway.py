@@ -161,6 +161,7 @@ def uvicorn_args(app: str, port: int) -> list[str]:
 
 def gateway_process(port: int, nats_url: str, prefix: str, **targets: str) -> Process:
     env = {
+        "POLAR_DEV_MODE": "true",  # a benchmark: its secrets are in the repository
         "POLAR_GATEWAY_HTTP_HOST": HOST,
         "POLAR_GATEWAY_HTTP_PORT": str(port),
         "POLAR_NATS_URL": nats_url,

@@ -25,6 +25,9 @@ UNUSED_SETTINGS = {"gateway": {"POLAR_DATABASE_URL"}}
 # The migration (`python -m polar_db.migrate`) reads this one variable, with no settings class.
 MIGRATE_MODULE = "polar_db.migrate"
 MIGRATE_ENV = {"POLAR_DATABASE_URL"}
+# What a secret (a secretKeyRef, a line of the user's .env) stands for when the settings
+# classes are instantiated.
+SECRET_PLACEHOLDER = "placeholder-secret-value-of-sufficient-length-0123456789"
 
 
 @dataclass
@@ -119,6 +122,11 @@ def polar_environment(values: Mapping[str, str]) -> Iterator[None]:
         for key in [k for k in os.environ if k.startswith("POLAR_")]:
             del os.environ[key]
         os.environ.update(saved)
+
+
+def dev_mode(env: Mapping[str, str]) -> bool:
+    """POLAR_DEV_MODE is on: public development secrets accepted, insecure cookies."""
+    return env.get("POLAR_DEV_MODE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def required_vars(service: Service) -> set[str]:

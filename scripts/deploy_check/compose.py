@@ -8,14 +8,17 @@ from urllib.parse import urlsplit
 
 import yaml
 from dotenv import dotenv_values
+from pydantic import SecretStr
 
 from .common import (
     MIGRATE_ENV,
     MIGRATE_MODULE,
     ROOT,
+    SECRET_PLACEHOLDER,
     UNUSED_SETTINGS,
     Report,
     Service,
+    dev_mode,
     env_name,
     instantiate,
     module_runnable,
@@ -100,9 +103,23 @@ def check_compose(report: Report, services: list[Service]) -> None:
         report.check(
             not foreign, f"{name}: its environment holds only its own settings", str(foreign)
         )
-        missing = sorted(required_vars(service) - env.keys())
+        # Secrets are never committed: each user puts them in .env (compose reads it too).
+        secret_vars = {
+            env_name(n)
+            for n, f in service.settings.model_fields.items()
+            if f.annotation is SecretStr
+        }
+        committed = sorted(k for k in secret_vars if env.get(k))
+        report.check(
+            not committed,
+            f"{name}: no secret value in .env.example or docker-compose.yml (they go to .env)",
+            str(committed),
+        )
+        missing = sorted(required_vars(service) - env.keys() - secret_vars)
         report.check(not missing, f"{name}: sets every setting a deployment needs", str(missing))
-        error = instantiate(service, env)
+        report.check(not dev_mode(env), f"{name}: not in development mode (POLAR_DEV_MODE)")
+        from_dotenv = {k: SECRET_PLACEHOLDER for k in required_vars(service) & secret_vars}
+        error = instantiate(service, env | from_dotenv)
         report.check(not error, f"{name}: {service.settings.__name__} accepts the values", error)
         health = " ".join(map(str, (svc.get("healthcheck") or {}).get("test", [])))
         if service.protocol == "grpc":

@@ -14,9 +14,11 @@ from .common import (
     MIGRATE_ENV,
     MIGRATE_MODULE,
     ROOT,
+    SECRET_PLACEHOLDER,
     UNUSED_SETTINGS,
     Report,
     Service,
+    dev_mode,
     env_name,
     instantiate,
     module_runnable,
@@ -32,8 +34,6 @@ DEPLOY = ROOT / "deploy"
 # Oldest Kubernetes the manifests claim to support (native gRPC probes and matchLabelKeys are
 # on by default from 1.27) and the newest schema kubernetes-validate bundles.
 K8S_MIN_VERSION = "1.29.0"
-# What a secretKeyRef stands for when the settings classes are instantiated.
-SECRET_PLACEHOLDER = "placeholder-secret-value-of-sufficient-length-0123456789"
 DATABASE_URL_PLACEHOLDER = "postgresql://polar:secret@db.example.com:5432/polar?sslmode=require"
 # Shutdown after POLAR_SHUTDOWN_GRACE_SECONDS: workers get 5 s more, then NATS drains for up
 # to 5 s (polar_kit.grpc.server.run_until_signal).
@@ -164,6 +164,7 @@ def check_rendered(
         )
         missing = sorted(required_vars(service) - env.keys())
         report.check(not missing, f"{where}: sets every setting a deployment needs", str(missing))
+        report.check(not dev_mode(env), f"{where}: not in development mode (POLAR_DEV_MODE)")
         # Secrets: SecretStr settings, and the database URL (it carries the password).
         secret_fields = {
             env_name(n)

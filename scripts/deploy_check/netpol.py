@@ -178,6 +178,13 @@ def check_network_policies(
         ("migrate -> organization:50051", allowed(migrate, org, 50051), False),
         ("monitoring -> organization metrics:9090", allowed(monitoring, org, 9090), True),
         ("other namespace -> organization metrics:9090", allowed(elsewhere, org, 9090), False),
+        ("monitoring -> gateway metrics:9090", allowed(monitoring, gateway, 9090), True),
+        ("other namespace -> gateway metrics:9090", allowed(elsewhere, gateway, 9090), False),
+        (
+            "ingress controller -> gateway metrics:9090",
+            allowed(ingress_controller, gateway, 9090),
+            False,
+        ),
         ("organization -> NATS:4222", allowed(org, nats, 4222), True),
         ("repository -> NATS:4222", allowed(repo, nats, 4222), True),
         ("gateway -> NATS:4222", allowed(gateway, nats, 4222), True),

@@ -25,6 +25,8 @@ import pytest
 from gateway_support import (
     CLIENT_ID,
     CLIENT_SECRET,
+    METRICS_PORT,
+    SESSION_COOKIE,
     WEBHOOK_SECRET,
     GitHubWorld,
     Install,
@@ -143,6 +145,11 @@ def gateway_settings(
             "membership_cache_seconds": "1",
             "stream_ping_seconds": "1",
             "log_json": "false",
+            "metrics_port": str(METRICS_PORT),
+            # Many sign-ins and writes from 127.0.0.1: the limits have their own tests.
+            "rate_limit_sign_in_per_minute": "0",
+            "rate_limit_write_per_minute": "0",
+            "rate_limit_webhook_failures_per_minute": "0",
         }
     )
 
@@ -158,11 +165,13 @@ async def gateway(gateway_settings: GatewaySettings, relay: None) -> AsyncIterat
 
 async def _delete_bucket(settings: GatewaySettings) -> None:
     import nats
-    from polar_gateway.sessions import Revocations
+    from polar_gateway.sessions import buckets
 
     nc = await nats.connect(settings.nats_url)
     try:
-        await nc.jetstream().delete_key_value(Revocations(settings).bucket)
+        for bucket in buckets(settings):
+            with contextlib.suppress(Exception):
+                await nc.jetstream().delete_key_value(bucket)
     finally:
         await nc.close()
 
@@ -172,7 +181,8 @@ def start_gateway(gateway_settings: GatewaySettings) -> StartGateway:
     """Another gateway with some settings changed (e.g. pointed at a dead NATS)."""
 
     def start(*, wait_for_nats: bool = True, **overrides: Any) -> Any:
-        settings = gateway_settings.model_copy(update=overrides)
+        # Validated like the environment would be (SecretStr fields, the validators).
+        settings = GatewaySettings.model_validate(gateway_settings.model_dump() | overrides)
         return running_gateway(settings, wait_for_nats=wait_for_nats)
 
     return start
@@ -217,7 +227,7 @@ def sign_in(gateway: RunningGateway, github: FakeGitHub, world: GitHubWorld) -> 
         async with httpx.AsyncClient(base_url=gateway.url) as http:
             response = await oauth_sign_in(http, user)
             assert response.status_code == 303, response.text
-            token = http.cookies["polar_session"]
+            token = http.cookies[SESSION_COOKIE]
             me = await http.get("/api/v2/users/me")
             assert me.status_code == 200, me.text
         return Member(me.json()["id"], token, user)

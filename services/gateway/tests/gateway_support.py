@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from polar_db.models import Issue, IssueState, Platform, PullRequest
 from polar_dev.fake_github import FakeGitHub, json_response
+from polar_dev.infra import free_port
 from polar_gateway.testing import RunningGateway
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,6 +29,16 @@ _ids = itertools.count(90_000_000)  # id ranges are disjoint across test modules
 WEBHOOK_SECRET = "test-webhook-secret"
 CLIENT_ID = "Iv1.testclient"
 CLIENT_SECRET = "test-client-secret"
+SESSION_COOKIE = "polar"  # the cookie's name without Secure (dev mode, as here)
+# /metrics is served on its own port (prometheus_client's server: one per process).
+METRICS_PORT = free_port()
+
+
+async def metrics_text() -> str:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"http://127.0.0.1:{METRICS_PORT}/metrics")
+    response.raise_for_status()
+    return response.text
 
 
 def next_id() -> int:

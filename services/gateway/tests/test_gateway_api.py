@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
-from gateway_support import GitHubWorld, Install, MakeRepos, Seed, SignIn, conforms
+from gateway_support import GitHubWorld, Install, MakeRepos, Seed, SignIn, conforms, metrics_text
 from polar_dev.fake_github import FakeGitHub
 from polar_gateway import schemas
 from polar_gateway.testing import RunningGateway
@@ -13,7 +13,7 @@ from polar_gateway.testing import RunningGateway
 
 async def _grpc_calls(client: httpx.AsyncClient, method: str) -> float:
     """grpc_client_handled_total of one method, all codes, from /metrics."""
-    text = (await client.get("/metrics")).text
+    text = await metrics_text()
     total = 0.0
     for line in text.splitlines():
         if line.startswith("grpc_client_handled_total{") and f'grpc_method="{method}"' in line:

@@ -8,7 +8,14 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import jwt
 import pytest
-from gateway_support import CLIENT_ID, GitHubWorld, SignIn, StartGateway, oauth_sign_in
+from gateway_support import (
+    CLIENT_ID,
+    SESSION_COOKIE,
+    GitHubWorld,
+    SignIn,
+    StartGateway,
+    oauth_sign_in,
+)
 from polar_dev.fake_github import FakeGitHub
 from polar_gateway.sessions import TokenSigner
 from polar_gateway.settings import GatewaySettings
@@ -45,7 +52,7 @@ async def test_sign_in_sets_a_session_cookie_and_returns_to_the_page(
         response = await oauth_sign_in(http, user)
         assert response.status_code == 303, response.text
         assert response.headers["location"] == "/x"
-        cookie = next(c for c in response.headers.get_list("set-cookie") if "polar_session=" in c)
+        cookie = next(c for c in response.headers.get_list("set-cookie") if "polar=" in c)
         assert "httponly" in cookie.lower()
         me = await http.get("/api/v2/users/me")
     assert me.status_code == 200
@@ -87,7 +94,7 @@ async def test_callback_refuses_a_state_that_does_not_match(
     response = await client.get(CALLBACK, params={"code": user.code, "state": "forged"})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_state"
-    assert "polar_session" not in client.cookies
+    assert SESSION_COOKIE not in client.cookies
     assert not github.calls("POST", "/login/oauth/access_token")  # the code was not used
 
 
@@ -147,10 +154,10 @@ async def test_logout_revokes_the_token_and_clears_the_cookie(
 ) -> None:
     member = await sign_in()
     async with httpx.AsyncClient(base_url=gateway.url) as http:
-        http.cookies.set("polar_session", member.token)
+        http.cookies.set(SESSION_COOKIE, member.token)
         response = await http.post("/api/v2/auth/logout")
         assert response.status_code == 204
-        assert 'polar_session=""' in response.headers["set-cookie"]
+        assert 'polar=""' in response.headers["set-cookie"]
     async with httpx.AsyncClient(base_url=gateway.url) as http:
         response = await http.get("/api/v2/users/me", headers=member.headers)
     assert response.status_code == 401
@@ -187,7 +194,7 @@ async def test_bad_tokens_are_401_with_one_error_shape(client: httpx.AsyncClient
         error = response.json()["error"]
         assert error["code"] == "unauthenticated"
         assert error["request_id"] == response.headers["x-request-id"]
-    client.cookies.set("polar_session", "garbage")
+    client.cookies.set(SESSION_COOKIE, "garbage")
     assert (await client.get("/api/v2/users/me")).status_code == 401
 
 

@@ -1,7 +1,8 @@
 """Who may do what: member, non-member and anonymous on every route; bad input on every route.
 
 A member gets 2xx; a signed-in non-member 403 (404 for installations GitHub does not show
-them); anonymous 401. Bad input is a 4xx with the one error shape, never a 5xx.
+them, and for repositories: the same 404 as for a missing one); anonymous 401. Bad input is
+a 4xx with the one error shape, never a 5xx.
 """
 
 from __future__ import annotations
@@ -69,20 +70,24 @@ ROUTES = {
         outsider=404,
     ),
     "organization": Route("GET", "/api/v2/organizations/{org_id}"),
-    "repository": Route("GET", "/api/v2/repositories/{repo_id}"),
-    "issues": Route("GET", "/api/v2/issues/github/{org_name}/{repo_name}"),
-    "pull requests": Route("GET", "/api/v2/pull_requests/github/{org_name}/{repo_name}"),
+    "repository": Route("GET", "/api/v2/repositories/{repo_id}", outsider=404),
+    "issues": Route("GET", "/api/v2/issues/github/{org_name}/{repo_name}", outsider=404),
+    "pull requests": Route(
+        "GET", "/api/v2/pull_requests/github/{org_name}/{repo_name}", outsider=404
+    ),
     "create reward": Route(
         "POST",
         "/api/v2/rewards",
         body=lambda w: {"issue_id": w.issue_id, "amount": {"currency": "EUR", "amount": 500}},
         ok=201,
     ),
-    "rewards": Route("GET", "/api/v2/rewards/github/{org_name}/{repo_name}"),
+    "rewards": Route("GET", "/api/v2/rewards/github/{org_name}/{repo_name}", outsider=404),
     "stream of an organization": Route(
         "GET", "/api/v2/stream?organization_id={org_id}", stream=True
     ),
-    "stream of a repository": Route("GET", "/api/v2/stream?repository_id={repo_id}", stream=True),
+    "stream of a repository": Route(
+        "GET", "/api/v2/stream?repository_id={repo_id}", outsider=404, stream=True
+    ),
     "stream of the user": Route("GET", "/api/v2/stream", outsider=200, stream=True),
 }
 

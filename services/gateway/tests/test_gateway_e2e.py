@@ -28,6 +28,7 @@ from cryptography.fernet import Fernet
 from gateway_support import (
     CLIENT_ID,
     CLIENT_SECRET,
+    SESSION_COOKIE,
     WEBHOOK_SECRET,
     GitHubWorld,
     next_id,
@@ -76,9 +77,11 @@ async def cluster(polar_infra: Infra, fake_github_server: FakeGitHub) -> AsyncIt
             "consumer_retry_base_seconds": "0.2",
             "outbox_poll_seconds": "0.2",
             "log_json": "false",
-            # As deployed: real secrets, no development mode.
+            # Real internal secret and token keys; development mode only because the test's
+            # webhook secret is in the repository (the gateway would refuse it otherwise).
             "internal_secret": INTERNAL_SECRET,
             "token_encryption_keys": Fernet.generate_key().decode(),
+            "dev_mode": "true",
         }
         org_settings = OrganizationSettings.model_validate(env)
         repo_settings = RepositorySettings.model_validate(env)
@@ -133,10 +136,11 @@ async def cluster(polar_infra: Infra, fake_github_server: FakeGitHub) -> AsyncIt
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
             for server in servers:
                 await server.stop(None)
-            with contextlib.suppress(Exception):
-                from polar_gateway.sessions import Revocations
+            from polar_gateway.sessions import buckets
 
-                await js.delete_key_value(Revocations(gateway_settings).bucket)
+            for bucket in buckets(gateway_settings):
+                with contextlib.suppress(Exception):
+                    await js.delete_key_value(bucket)
             await nc.close()
             await engine.dispose()
             await delete_streams(polar_infra.nats_url, prefix)
@@ -212,7 +216,7 @@ async def test_a_new_maintainer_from_sign_in_to_live_events(
     async with httpx.AsyncClient(base_url=cluster.gateway.url, timeout=15) as http:
         # 1. Sign in.
         assert (await oauth_sign_in(http, user)).status_code == 303
-        headers = {"Authorization": f"Bearer {http.cookies['polar_session']}"}
+        headers = {"Authorization": f"Bearer {http.cookies[SESSION_COOKIE]}"}
         http.cookies.clear()
         stream = Stream(http, headers)
         await asyncio.wait_for(stream.ready.wait(), 10)

@@ -11,7 +11,7 @@ import grpc
 import grpc.aio
 import httpx
 import pytest
-from gateway_support import SignIn, StartGateway
+from gateway_support import SignIn, StartGateway, metrics_text
 from polar.organization.v1 import organization_pb2
 from polar.organization.v1 import organization_service_pb2 as pb
 from polar.organization.v1 import organization_service_pb2_grpc as pb_grpc
@@ -31,7 +31,7 @@ async def test_readyz_when_everything_answers(client: httpx.AsyncClient) -> None
     assert response.status_code == 200, response.text
     assert response.json() == {
         "ready": True,
-        "checks": {"organization": True, "repository": True, "nats": True},
+        "checks": {"organization": True, "repository": True, "nats": True, "sessions": True},
     }
 
 
@@ -46,7 +46,12 @@ async def test_readyz_and_routes_when_a_service_is_down(
     ):
         ready = await http.get("/readyz")
         assert ready.status_code == 503
-        assert ready.json()["checks"] == {"organization": False, "repository": True, "nats": True}
+        assert ready.json()["checks"] == {
+            "organization": False,
+            "repository": True,
+            "nats": True,
+            "sessions": True,
+        }
         response = await http.get("/api/v2/users/me", headers=member.headers)
         assert response.status_code == 503
         assert response.headers["retry-after"]
@@ -59,7 +64,7 @@ async def test_metrics(client: httpx.AsyncClient, sign_in: SignIn) -> None:
     member = await sign_in()
     await client.get("/api/v2/users/me", headers=member.headers)
     await client.get("/api/v2/organizations/not-a-uuid", headers=member.headers)
-    text = (await client.get("/metrics")).text
+    text = await metrics_text()
     assert (
         'polar_gateway_http_requests_total{method="GET",route="/api/v2/users/me",status="200"}'
         in text

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from gateway_support import Install, MakeRepos, Member, SignIn
+from gateway_support import Install, MakeRepos, Member, SignIn, metrics_text
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
 from polar.organization.v1 import events_pb2 as org_events
@@ -272,7 +272,7 @@ async def test_heartbeats_and_clean_up_on_disconnect(
             raise AssertionError("no heartbeat")
         assert (await js.stream_info(stream_name)).state.consumer_count == before + 1
     for _ in range(50):
-        metrics = (await client.get("/metrics")).text
+        metrics = await metrics_text()
         count = (await js.stream_info(stream_name)).state.consumer_count
         if count == before and "polar_gateway_stream_clients 0.0" in metrics:
             break

@@ -17,6 +17,16 @@ PUBLISHED_SECRETS: frozenset[str] = frozenset(
         "dev-only-webhook-secret",
         "dev-only-internal-secret",  # polar_kit.grpc.auth
         "ZGV2LW9ubHktdG9rZW4ta2V5LW5vdC1hLXNlY3JldCE=",  # polar_organization.tokens
+        # .env.example before secrets moved to the user's .env (still in the history).
+        "compose-local-webhook-secret",
+        "compose-local-session-secret-not-for-production",
+        # The tests', the benchmarks' and the deployment checker's.
+        "test-webhook-secret",
+        "bench-webhook-secret",
+        "bench-session-secret-" + "x" * 32,
+        "cluster-e2e-webhook-secret",
+        "cluster-e2e-session-secret-" + "x" * 32,
+        "placeholder-secret-value-of-sufficient-length-0123456789",
     }
 )
 

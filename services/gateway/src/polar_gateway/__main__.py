@@ -1,6 +1,9 @@
 """`python -m polar_gateway`: the HTTP server (uvicorn), stopped gracefully on SIGTERM/SIGINT:
 it stops accepting, lets in-flight requests finish (up to shutdown_grace_seconds), ends the
-live streams, then closes the channels and NATS (the app's lifespan)."""
+live streams, then closes the channels and NATS (the app's lifespan).
+
+It refuses to start (exit status 2, one line saying why) with a missing, short or published
+secret outside POLAR_DEV_MODE."""
 
 from __future__ import annotations
 
@@ -10,23 +13,16 @@ from types import FrameType
 
 import uvicorn
 from polar_kit.logging import configure_logging
+from polar_kit.secrets import InsecureSecretError
+from pydantic import ValidationError
 
 from .app import asgi, create_app
+from .server import config as server_config
 from .settings import GatewaySettings
 
 
 def config(settings: GatewaySettings) -> uvicorn.Config:
-    return uvicorn.Config(
-        asgi(create_app(settings)),
-        host=settings.gateway_http_host,
-        port=settings.gateway_http_port,
-        log_config=None,  # structlog owns the root logger (configure_logging)
-        access_log=False,  # the middleware logs failures and counts everything
-        proxy_headers=True,
-        server_header=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
-        lifespan="on",
-    )
+    return server_config(asgi(create_app(settings), settings), settings)
 
 
 def _stopped(signum: int, frame: FrameType | None) -> None:
@@ -34,7 +30,12 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> None:
-    settings = GatewaySettings()
+    try:
+        settings = GatewaySettings()
+        settings.check_secrets()
+    except (InsecureSecretError, ValidationError) as exc:
+        print(f"polar_gateway refuses to start: {exc}", file=sys.stderr)
+        sys.exit(2)
     configure_logging(settings.log_level, settings.log_json)
     # After its graceful shutdown uvicorn restores the handler it found and raises the signal
     # again, so with the default one the process would end killed by SIGTERM (status 143)

@@ -1,5 +1,6 @@
 """The FastAPI application: /api/v2 (recommended) and /api/v1 (the monolith's contract),
-each with its own OpenAPI document; probes and metrics at the root."""
+each with its own OpenAPI document; probes at the root, metrics on their own port
+(POLAR_METRICS_PORT, never the public one)."""
 
 from __future__ import annotations
 
@@ -13,31 +14,31 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
+from polar_kit.metrics import start_metrics_server
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from .errors import install_error_handlers
-from .middleware import RequestContextMiddleware
-from .routes import auth, health, organizations, repositories, stream, users, webhooks
+from .middleware import RequestContextMiddleware, SecurityHeadersMiddleware
+from .ratelimit import RateLimitMiddleware
+from .routes import auth, health, organizations, repositories, sessions, stream, users, webhooks
 from .routes._common import V1, V2
-from .settings import DEV_SESSION_SECRET, DEV_WEBHOOK_SECRET, GatewaySettings
+from .settings import GatewaySettings
 from .state import Gateway
 
 log = structlog.get_logger(__name__)
 
 
-def _warn_about_defaults(settings: GatewaySettings) -> None:
-    if settings.session_secret.get_secret_value() == DEV_SESSION_SECRET:
-        log.warning("POLAR_SESSION_SECRET is the development default: set a real secret")
-    if settings.github_webhook_secret.get_secret_value() == DEV_WEBHOOK_SECRET:
-        log.warning("POLAR_GITHUB_WEBHOOK_SECRET is the development default: set the App's")
-
-
 def create_app(settings: GatewaySettings) -> FastAPI:
+    """Raises polar_kit.secrets.InsecureSecretError for secrets a deployment must not use."""
+    settings.check_secrets()
+    if settings.dev_mode:
+        log.warning("POLAR_DEV_MODE is on: development secrets allowed, insecure cookies")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        _warn_about_defaults(settings)
+        start_metrics_server(settings.metrics_port, settings.metrics_host)
         gateway = Gateway.create(settings)
         app.state.gateway = gateway
         gateway.start()
@@ -53,14 +54,16 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         # The routers carry their /api/vN prefix themselves, so a matched route's `path` is
         # the full template (the metrics label).
         app.include_router(module.router)
+    app.include_router(sessions.router)  # v2 only: v1 has no session management
     for module in modules:
         app.include_router(module.router_v1)
     app.include_router(health.router)
     app.state.api_routes = {
-        V2: [r for m in modules for r in m.router.routes],
+        V2: [r for m in (*modules, sessions) for r in m.router.routes],
         V1: [r for m in modules for r in m.router_v1.routes],
     }
-    _documents(app)
+    if settings.docs_enabled:  # on in dev mode, off in a deployment unless POLAR_API_DOCS
+        _documents(app)
     install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -109,9 +112,11 @@ def _documents(app: FastAPI) -> None:
         app.add_route(f"{prefix}/docs", docs, include_in_schema=False)
 
 
-def asgi(app: FastAPI) -> ASGIApp:
-    """What the server runs: the app behind the request-id/metrics middleware and the
-    webhook fast path. Both sit outside FastAPI's own middleware stack, so every answer
-    (errors included) gets a request id and is counted, and a webhook delivery costs none of
-    the framework's machinery."""
-    return RequestContextMiddleware(webhooks.WebhookIngress(app, gateway_app=app))
+def asgi(app: FastAPI, settings: GatewaySettings) -> ASGIApp:
+    """What the server runs: the app behind the request-id/metrics middleware, the security
+    headers, the rate limits and the webhook fast path. All sit outside FastAPI's own
+    middleware stack, so every answer (errors and 429s included) gets a request id and its
+    headers and is counted, and a webhook delivery costs none of the framework's machinery."""
+    ingress = webhooks.WebhookIngress(app, gateway_app=app)
+    limited = RateLimitMiddleware(ingress, settings)
+    return RequestContextMiddleware(SecurityHeadersMiddleware(limited, gateway_app=app))

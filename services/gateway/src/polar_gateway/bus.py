@@ -40,6 +40,10 @@ class Bus:
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
+    def on_ready(self, hooks: Sequence[OnReady]) -> None:
+        """Run `hooks` (in order) once connected, before the bus reports ready."""
+        self._on_ready.extend(hooks)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._connect(), name="nats-connect")
 
@@ -48,11 +52,13 @@ class Bus:
         self.nc = nc
         js = nc.jetstream()
         delay = 0.5
+        pending = list(self._on_ready)  # each hook runs once, even when a later one fails
         while True:
             try:
                 await ensure_streams(js, self.settings)
-                for hook in self._on_ready:
-                    await hook(js)
+                while pending:
+                    await pending[0](js)
+                    pending.pop(0)
                 break
             except Exception as exc:
                 log.warning("jetstream not ready, retrying", error=repr(exc))

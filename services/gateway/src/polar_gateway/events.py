@@ -113,13 +113,22 @@ class Channels:
     # Set for a single-organization or single-repository stream: it ends when that
     # organization is no longer the user's.
     pinned_organization: str | None = None
+    # Organization -> stream sequence of the user's latest MemberAdded in the replayed span:
+    # nothing of that organization from before it is sent (no history from before joining).
+    joined: dict[str, int] = field(default_factory=dict)
+
+    def _since_joining(self, organization_id: str | None, event: Event) -> bool:
+        return event.sequence > self.joined.get(organization_id or "", 0)
 
     def admits(self, event: Event) -> bool:
         scope = event.scope
         if self.repositories:
-            return bool(scope.repositories & self.repositories)
-        if scope.organizations & self.organizations:
-            return True
+            return bool(scope.repositories & self.repositories) and self._since_joining(
+                self.pinned_organization, event
+            )
+        for organization_id in scope.organizations & self.organizations:
+            if self._since_joining(organization_id, event):
+                return True
         return self.include_user and self.user_id in scope.users
 
     def process(self, event: Event) -> tuple[bool, bool]:
@@ -135,11 +144,12 @@ class Channels:
                 self.organizations.add(message.member.organization_id)
         elif isinstance(message, organization_events.MemberRemoved):
             if message.user_id == self.user_id:
-                return self._lose(message.organization_id)
+                return self.lose(message.organization_id)
         elif isinstance(message, organization_events.OrganizationDeleted):
-            return self._lose(message.organization_id)
+            return self.lose(message.organization_id)
         return True
 
-    def _lose(self, organization_id: str) -> bool:
+    def lose(self, organization_id: str) -> bool:
+        """The organization is no longer the user's; False when the stream must end."""
         self.organizations.discard(organization_id)
         return organization_id != self.pinned_organization

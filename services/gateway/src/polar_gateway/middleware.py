@@ -1,17 +1,22 @@
-"""Request id, access metrics and logging for every request (plain ASGI: no buffering, so
-the live stream and large webhook bodies pass straight through)."""
+"""Request id, access metrics and logging, and the security headers of every request (plain
+ASGI: no buffering, so the live stream and large webhook bodies pass straight through)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .auth import REFRESH, session_cookie
 from .context import REQUEST_ID_HEADER, accept_request_id, request_id_var
 from .metrics import HTTP_REQUESTS, HTTP_SECONDS
+
+if TYPE_CHECKING:
+    from .state import Gateway
 
 log = structlog.get_logger("polar_gateway.access")
 
@@ -96,3 +101,54 @@ class RequestContextMiddleware:
             )
             structlog.contextvars.reset_contextvars(**bound)
             request_id_var.reset(token)
+
+
+class SecurityHeadersMiddleware:
+    """Headers of every answer: `X-Content-Type-Options: nosniff`; `Strict-Transport-Security`
+    when cookies are Secure (HTTPS deployments); `Cache-Control: no-store` on answers to
+    requests that carry credentials (no shared or browser cache keeps a user's data); and the
+    refreshed session cookie of a cookie session (auth.REFRESH), recorded as the session's
+    last activity."""
+
+    def __init__(self, app: ASGIApp, *, gateway_app: Any) -> None:
+        self.app = app
+        self.gateway_app = gateway_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        credentials = any(k in (b"authorization", b"cookie") for k, _ in scope["headers"])
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                headers.append((b"x-content-type-options", b"nosniff"))
+                if self.gateway.settings.secure_cookies:
+                    headers.append((b"strict-transport-security", b"max-age=31536000"))
+                if credentials and b"cache-control" not in names:
+                    headers.append((b"cache-control", b"no-store"))
+                refreshed = scope.get(REFRESH)
+                if refreshed is not None and not _sets_session_cookie(headers, self.gateway):
+                    token, session = refreshed
+                    headers.append(session_cookie(self.gateway, token))
+                    try:
+                        await self.gateway.sessions.record(session)
+                    except Exception as exc:  # the cookie still works; the list lags
+                        log.warning("could not record the session refresh", error=repr(exc))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    @property
+    def gateway(self) -> Gateway:
+        gateway: Gateway = self.gateway_app.state.gateway
+        return gateway
+
+
+def _sets_session_cookie(headers: list[tuple[bytes, bytes]], gateway: Gateway) -> bool:
+    # Sign-in and logout set (or clear) the cookie themselves.
+    prefix = gateway.settings.session_cookie_name.encode() + b"="
+    return any(k.lower() == b"set-cookie" and v.startswith(prefix) for k, v in headers)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
+from polar_kit.secrets import MIN_SECRET_BYTES, InsecureSecretError, check_secret
 from polar_kit.settings import ServiceSettings
 from pydantic import Field, SecretStr, model_validator
 
-# Defaults that make `make dev` work out of the box. A deployment sets real secrets; the
-# gateway logs a warning at start-up while one of these is still in use.
+# Defaults that make `make dev` work out of the box. They are public (polar_kit.secrets
+# PUBLISHED_SECRETS): outside POLAR_DEV_MODE the gateway refuses to start with them.
 DEV_SESSION_SECRET = "dev-only-insecure-session-secret-change-me"
 DEV_WEBHOOK_SECRET = "dev-only-webhook-secret"
+SESSION_COOKIE = "polar"  # the v1 contract's name; `__Host-polar` when Secure
 
 
 class GatewaySettings(ServiceSettings):
@@ -52,6 +54,55 @@ class GatewaySettings(ServiceSettings):
     webhook_publish_timeout_seconds: float = Field(
         5, gt=0, description="How long a webhook waits for JetStream's ack before 503."
     )
+    webhook_max_concurrent_bodies: int = Field(
+        2,
+        ge=1,
+        description=(
+            "Webhook bodies read and verified at once (their memory: about this times "
+            "webhook_max_body_bytes); a delivery waits up to "
+            "webhook_publish_timeout_seconds for a slot, then gets 503."
+        ),
+    )
+
+    http_header_timeout_seconds: float = Field(
+        10,
+        gt=0,
+        description=(
+            "A connection must send a complete request head within this time (after "
+            "connecting or after its previous answer), else it is closed."
+        ),
+    )
+    http_body_timeout_seconds: float = Field(
+        30, gt=0, description="A request body must arrive whole within this time (else 408)."
+    )
+    http_max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="Larger request heads (line + headers) get 431."
+    )
+    http_keep_alive_seconds: int = Field(
+        5, ge=1, description="An idle keep-alive connection is closed after this time."
+    )
+    forwarded_allow_ips: str = Field(
+        "",
+        description=(
+            "Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For/-Proto are trusted: "
+            "the client address used by the rate limits. Empty: none (clients connect "
+            "directly). Only your ingress, never `*`: a client could choose its address."
+        ),
+    )
+    rate_limit_sign_in_per_minute: int = Field(
+        20, ge=0, description="Sign-in requests (authorize, callback) per client IP; 0 = off."
+    )
+    rate_limit_write_per_minute: int = Field(
+        120, ge=0, description="Write requests (POST, PATCH, PUT, DELETE) per client IP; 0 = off."
+    )
+    rate_limit_webhook_failures_per_minute: int = Field(
+        30,
+        ge=0,
+        description=(
+            "Rejected webhook deliveries (bad signature, too large, malformed) per client IP "
+            "before its deliveries get 429; accepted ones never count; 0 = off."
+        ),
+    )
 
     github_client_id: str = Field("", description="OAuth client id of the GitHub App.")
     github_client_secret: SecretStr = Field(
@@ -86,12 +137,25 @@ class GatewaySettings(ServiceSettings):
         description="Signs session tokens and the OAuth state cookie (HS256); 32+ characters.",
     )
     session_ttl_seconds: int = Field(
-        31 * 24 * 3600, gt=0, description="Lifetime of a session token."
+        12 * 3600,
+        gt=0,
+        description="Absolute lifetime of a session: sign in again after it, active or not.",
     )
-    session_cookie_name: str = Field("polar_session", description="Name of the session cookie.")
+    session_idle_seconds: int = Field(
+        30 * 60,
+        gt=0,
+        description=(
+            "A session unused for this long ends; each use within it extends it (the cookie "
+            "is re-issued), up to session_ttl_seconds."
+        ),
+    )
     cookie_domain: str = Field("", description="Domain of the cookies; empty: host-only.")
-    cookie_secure: bool = Field(
-        False, description="Send cookies over HTTPS only (true in any real deployment)."
+    cookie_secure: bool | None = Field(
+        None,
+        description=(
+            "Send cookies over HTTPS only; empty: true unless POLAR_DEV_MODE. The session "
+            "cookie is `__Host-polar` when secure, `polar` otherwise."
+        ),
     )
     cookie_samesite: Literal["lax", "strict", "none"] = Field(
         "lax", description="SameSite of the session cookie: lax, strict or none."
@@ -99,7 +163,14 @@ class GatewaySettings(ServiceSettings):
 
     cors_origins: list[str] = Field(
         default_factory=list,
-        description='Origins allowed by CORS (JSON list), e.g. ["http://127.0.0.1:3000"].',
+        description=(
+            'Origins allowed by CORS with credentials (JSON list), e.g. ["https://app.example"]; '
+            '"*" is refused (it would let any site use the session cookie).'
+        ),
+    )
+    api_docs: bool | None = Field(
+        None,
+        description="Serve the OpenAPI documents and UIs (/docs); empty: only in dev mode.",
     )
     membership_cache_seconds: float = Field(
         5, ge=0, description="How long a membership answer is reused; 0 disables the cache."
@@ -114,6 +185,22 @@ class GatewaySettings(ServiceSettings):
     stream_send_timeout_seconds: float = Field(
         30, gt=0, description="A stream client that does not read for this long is dropped."
     )
+    stream_recheck_seconds: float = Field(
+        5,
+        gt=0,
+        description=(
+            "An open stream sends nothing unless it checked within this time that its user "
+            "still exists (one GetUser per stream at most this often)."
+        ),
+    )
+    stream_replay_seconds: int = Field(
+        3600,
+        ge=0,
+        description=(
+            "Last-Event-ID replays at most this far back (and never before the user joined "
+            "the organization); 0: no replay, a reconnect starts at new events."
+        ),
+    )
 
     @model_validator(mode="after")
     def _default_targets(self) -> GatewaySettings:
@@ -121,6 +208,45 @@ class GatewaySettings(ServiceSettings):
             self.organization_grpc_target = f"127.0.0.1:{self.organization_grpc_port}"
         if not self.repository_grpc_target:
             self.repository_grpc_target = f"127.0.0.1:{self.repository_grpc_port}"
-        if len(self.session_secret.get_secret_value()) < 32:
-            raise ValueError("session_secret must be at least 32 characters")
+        if "*" in self.cors_origins:
+            # Starlette answers a credentialed request to "*" by echoing its Origin: any site
+            # could then read the API with the visitor's session cookie.
+            raise ValueError(
+                'POLAR_CORS_ORIGINS must list the origins of the web app: "*" is refused, '
+                "because CORS requests carry the session cookie"
+            )
+        if self.session_idle_seconds > self.session_ttl_seconds:
+            self.session_idle_seconds = self.session_ttl_seconds
         return self
+
+    @property
+    def secure_cookies(self) -> bool:
+        return (not self.dev_mode) if self.cookie_secure is None else self.cookie_secure
+
+    @property
+    def session_cookie_name(self) -> str:
+        # __Host-: the browser accepts it only from HTTPS, with Path=/ and no Domain, so a
+        # sibling subdomain cannot set or shadow it; __Secure- when a Domain is configured.
+        if not self.secure_cookies:
+            return SESSION_COOKIE
+        return ("__Secure-" if self.cookie_domain else "__Host-") + SESSION_COOKIE
+
+    @property
+    def docs_enabled(self) -> bool:
+        return self.dev_mode if self.api_docs is None else self.api_docs
+
+    def check_secrets(self) -> None:
+        """Raises polar_kit.secrets.InsecureSecretError (at start-up) for a missing, short or
+        published secret, outside development mode."""
+        for name, value, dev_default in (
+            ("POLAR_SESSION_SECRET", self.session_secret, DEV_SESSION_SECRET),
+            ("POLAR_GITHUB_WEBHOOK_SECRET", self.github_webhook_secret, DEV_WEBHOOK_SECRET),
+        ):
+            secret = value.get_secret_value()
+            # The development default stands for "not set" (it is what an unset one reads as).
+            check_secret(name, "" if secret == dev_default else secret, dev_mode=self.dev_mode)
+        if len(self.session_secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            # Even in development mode: HS256 with a short key is guessable offline.
+            raise InsecureSecretError(
+                f"POLAR_SESSION_SECRET is shorter than {MIN_SECRET_BYTES} bytes"
+            )

@@ -6,11 +6,14 @@ from dataclasses import dataclass
 
 import httpx
 from fastapi import Request
+from nats.js import JetStreamContext
 
 from .authz import Memberships
 from .bus import Bus
 from .clients import Clients
-from .sessions import Revocations, TokenSigner
+from .limits import BodySlots
+from .live import LiveStreams, watch_memberships
+from .sessions import ActiveSessions, Revocations, TokenSigner
 from .settings import GatewaySettings
 
 
@@ -21,24 +24,39 @@ class Gateway:
     bus: Bus
     tokens: TokenSigner
     revocations: Revocations
+    sessions: ActiveSessions
     memberships: Memberships
+    live: LiveStreams
+    webhook_bodies: BodySlots
     github: httpx.AsyncClient  # sign-in only: token exchange and the user's profile
 
     @classmethod
     def create(cls, settings: GatewaySettings) -> Gateway:
         clients = Clients(settings)
         revocations = Revocations(settings)
+        sessions = ActiveSessions(settings, revocations)
+        live = LiveStreams(settings)
+        revocations.listeners.append(live.session_revoked)  # logout ends the open streams
+        memberships = Memberships(
+            clients, ttl=settings.membership_cache_seconds, size=settings.membership_cache_size
+        )
+        bus = Bus(settings)
+
+        async def watch_removals(js: JetStreamContext) -> None:
+            assert bus.nc is not None
+            await watch_memberships(bus.nc, settings, memberships, live)
+
+        bus.on_ready([revocations.setup, sessions.setup, watch_removals])
         return cls(
             settings=settings,
             clients=clients,
-            bus=Bus(settings, on_ready=[revocations.setup]),
+            bus=bus,
             tokens=TokenSigner(settings),
             revocations=revocations,
-            memberships=Memberships(
-                clients,
-                ttl=settings.membership_cache_seconds,
-                size=settings.membership_cache_size,
-            ),
+            sessions=sessions,
+            memberships=memberships,
+            live=live,
+            webhook_bodies=BodySlots(settings),
             github=httpx.AsyncClient(timeout=settings.github_http_timeout_seconds),
         )
 

@@ -11,6 +11,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from .app import asgi, create_app
+from .server import config as server_config
 from .settings import GatewaySettings
 from .state import Gateway
 
@@ -40,17 +41,9 @@ async def running_gateway(
     app = create_app(settings)
     # Port 0 and ask afterwards: a socket bound here and handed over would miss TCP_NODELAY
     # under uvloop (every response then waits ~40 ms for a delayed ACK).
-    server = _Server(
-        uvicorn.Config(
-            asgi(app),
-            host=host,
-            port=0,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=2,
-        )
-    )
+    config = server_config(asgi(app, settings), settings, host=host, port=0)
+    config.timeout_graceful_shutdown = 2
+    server = _Server(config)
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:

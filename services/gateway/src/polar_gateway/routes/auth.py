@@ -32,7 +32,14 @@ from google.protobuf.struct_pb2 import Struct
 from polar.organization.v1 import organization_service_pb2 as org_pb
 
 from .. import schemas_v1
-from ..auth import CurrentSession, GatewayDep, read_session
+from ..auth import (
+    CurrentSession,
+    GatewayDep,
+    NotSignedIn,
+    read_session,
+    session_cookie,
+    start_session,
+)
 from ..errors import ApiError
 from ..schemas import ErrorResponse
 from ..sessions import OAUTH_STATE
@@ -60,19 +67,6 @@ def _safe_return_to(value: str | None) -> str:
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return "/"
     return value
-
-
-def _set_cookie(gateway: Gateway, response: Response, name: str, value: str, **kw: Any) -> None:
-    s = gateway.settings
-    response.set_cookie(
-        name,
-        value,
-        httponly=True,
-        secure=s.cookie_secure,
-        samesite=s.cookie_samesite,
-        domain=s.cookie_domain or None,
-        **kw,
-    )
 
 
 @router.get(
@@ -107,7 +101,7 @@ async def authorize(
         max_age=STATE_TTL,
         path=STATE_COOKIE_PATH,
         httponly=True,
-        secure=s.cookie_secure,
+        secure=s.secure_cookies,
         samesite="lax",
         domain=s.cookie_domain or None,
     )
@@ -214,7 +208,9 @@ async def callback(
     if not code:
         raise SignInFailed("the callback has no code", code="bad_request", status=400)
     redirect_uri = gateway.settings.public_url.rstrip("/") + CALLBACK_PATH
-    session_token = await _sign_in(gateway, code, redirect_uri=redirect_uri)
+    session_token = await _sign_in(
+        gateway, code, redirect_uri=redirect_uri, user_agent=request.headers.get("user-agent", "")
+    )
     target = (gateway.settings.frontend_url.rstrip("/") or "") + return_to
     response = RedirectResponse(target, status_code=303)
     _set_session_cookie(gateway, response, session_token)
@@ -223,7 +219,12 @@ async def callback(
 
 
 async def _sign_in(
-    gateway: Gateway, code: str, *, redirect_uri: str | None, code_verifier: str | None = None
+    gateway: Gateway,
+    code: str,
+    *,
+    redirect_uri: str | None,
+    user_agent: str,
+    code_verifier: str | None = None,
 ) -> str:
     """Exchange the code, read the profile, upsert the user: a new session token."""
     grant = await _exchange_code(
@@ -246,7 +247,7 @@ async def _sign_in(
             profile=_public_profile(user),
         ),
     )
-    session_token, session = gateway.tokens.issue_session(upserted.user.id)
+    session_token, session = await start_session(gateway, upserted.user.id, user_agent)
     log.info("signed in", user_id=session.user_id, created=upserted.created)
     return session_token
 
@@ -283,14 +284,7 @@ def _public_profile(user: dict[str, Any]) -> Struct:
 
 
 def _set_session_cookie(gateway: Gateway, response: Response, session_token: str) -> None:
-    _set_cookie(
-        gateway,
-        response,
-        gateway.settings.session_cookie_name,
-        session_token,
-        max_age=gateway.settings.session_ttl_seconds,
-        path="/",
-    )
+    response.raw_headers.append(session_cookie(gateway, session_token))
 
 
 @router.post(
@@ -311,13 +305,13 @@ async def _end_session(request: Request, gateway: Gateway, response: Response) -
         s.session_cookie_name,
         path="/",
         domain=s.cookie_domain or None,
-        secure=s.cookie_secure,
+        secure=s.secure_cookies,
         httponly=True,
         samesite=s.cookie_samesite,
     )
     try:
         session = read_session(request, gateway)
-    except ApiError:
+    except NotSignedIn:
         return  # already invalid: nothing to revoke
     if session is not None:
         try:
@@ -366,6 +360,7 @@ async def authorize_v1(
     responses=v1_errors(400, 401, 409, 422, 503),
 )
 async def callback_v1(
+    request: Request,
     gateway: GatewayDep,
     code: Annotated[str | None, Query(max_length=512)] = None,
     code_verifier: Annotated[str | None, Query(max_length=512)] = None,
@@ -380,7 +375,13 @@ async def callback_v1(
     if not code:
         raise SignInFailed("the callback has no code", status=400)
     _require_configured(gateway)
-    session_token = await _sign_in(gateway, code, redirect_uri=None, code_verifier=code_verifier)
+    session_token = await _sign_in(
+        gateway,
+        code,
+        redirect_uri=None,
+        user_agent=request.headers.get("user-agent", ""),
+        code_verifier=code_verifier,
+    )
     response = json_response({"action": "login", "success": True})
     _set_session_cookie(gateway, response, session_token)
     return response

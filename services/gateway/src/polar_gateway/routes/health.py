@@ -1,12 +1,10 @@
-"""Probes and metrics (outside the API versions): /healthz, /readyz, /metrics."""
+"""Probes (outside the API versions): /healthz, /readyz. Metrics are served on
+POLAR_METRICS_PORT, not here: the public port shows no operations data."""
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from ..auth import GatewayDep
 from ..schemas import Readiness
@@ -23,14 +21,13 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(gateway: GatewayDep) -> Response:
-    """Both services answer SERVING and NATS is connected (readiness: route traffic here)."""
+    """Both services answer SERVING, NATS is connected and the revoked sessions are loaded
+    (readiness: route traffic here; before that every session token gets 503)."""
     services = await gateway.clients.healthy()
-    checks = {**services, "nats": gateway.bus.connected}
+    checks = {
+        **services,
+        "nats": gateway.bus.connected,
+        "sessions": gateway.revocations.loaded.is_set(),
+    }
     ready = all(checks.values())
     return json_response(Readiness(ready=ready, checks=checks), 200 if ready else 503)
-
-
-@router.get("/metrics", response_class=Response)
-async def metrics() -> Response:
-    body = await asyncio.to_thread(generate_latest, REGISTRY)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,8 +1,9 @@
 """Repositories, their issues and pull requests, and rewards on issues.
 
-Every route resolves the repository first (unknown -> 404), then requires the caller to be a
-member of its organization (-> 403), then asks the repository service. v2 pages with
-cursors; v1 answers whole lists (the monolith's arrays), read page by page from the service.
+Every route resolves the repository and requires the caller to be a member of its
+organization (unknown, or not the caller's: the same 404), then asks the repository service.
+v2 pages with cursors; v1 answers whole lists (the monolith's arrays), read page by page
+from the service.
 """
 
 from __future__ import annotations
@@ -44,23 +45,28 @@ StateFilter = Annotated[IssueState | None, Query(description="Only open or only 
 async def _repository(
     gateway: Gateway, user_id: str, org: str, repo: str
 ) -> repository_pb2.Repository:
-    response = await gateway.clients.call(
-        gateway.clients.repo.LookupRepository,
-        repo_pb.LookupRepositoryRequest(
-            platform=common_pb2.PLATFORM_GITHUB, organization_name=org, repository_name=repo
-        ),
-    )
-    await gateway.memberships.require(user_id, response.repository.organization_id)
-    return response.repository
+    async def lookup() -> repository_pb2.Repository:
+        response = await gateway.clients.call(
+            gateway.clients.repo.LookupRepository,
+            repo_pb.LookupRepositoryRequest(
+                platform=common_pb2.PLATFORM_GITHUB, organization_name=org, repository_name=repo
+            ),
+        )
+        return response.repository
+
+    return await gateway.memberships.visible_repository(user_id, lookup())
 
 
 @router.get("/repositories/{id}", response_model=schemas.RepositoryRead, responses=AUTHED)
 async def get_repository(id: uuid.UUID, session: CurrentSession, gateway: GatewayDep) -> Response:
-    response = await gateway.clients.call(
-        gateway.clients.repo.GetRepository, repo_pb.GetRepositoryRequest(id=str(id))
-    )
-    await gateway.memberships.require(session.user_id, response.repository.organization_id)
-    return json_response(mappers.repository(response.repository))
+    async def get() -> repository_pb2.Repository:
+        response = await gateway.clients.call(
+            gateway.clients.repo.GetRepository, repo_pb.GetRepositoryRequest(id=str(id))
+        )
+        return response.repository
+
+    repository = await gateway.memberships.visible_repository(session.user_id, get())
+    return json_response(mappers.repository(repository))
 
 
 @router.get(

@@ -6,7 +6,8 @@ server drops it when the connection goes), starting after `Last-Event-ID` when g
 SSE id is the JetStream stream sequence — else at new events. Events are filtered here: the
 subjects do not carry organization ids, so the server cannot filter for us. One consumer per
 connection keeps resume exact and simple; a fan-out from one shared subscription would cost
-NATS less with thousands of clients (see the README).
+NATS less with thousands of clients (see the README). What a resume may replay: replay.py;
+what ends a stream from outside (logout, removal, deleted user): live.py.
 
 Channels: without parameters, the user's own events and those of every organization they
 belong to (following memberships as they change); `organization_id` narrows to one
@@ -26,20 +27,20 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
-import nats.errors
 import orjson
 import structlog
 from fastapi import APIRouter, Header, Query, Request
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from polar.organization.v1 import organization_service_pb2 as org_pb
+from polar.repository.v1 import repository_pb2
 from polar.repository.v1 import repository_service_pb2 as repo_pb
 from polar_kit.nats import EVENTS, strip_prefix, subject_for
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from .. import events, mappers_v1
+from .. import events, mappers_v1, replay
 from ..auth import CurrentSession, GatewayDep
 from ..errors import ApiError
+from ..live import OpenStream, StreamEnded, still_valid
 from ..metrics import STREAM_CLIENTS, STREAM_EVENTS
 from ..state import Gateway
 from ._common import V1, V2, errors, v1_errors
@@ -86,14 +87,17 @@ async def _channels(
     gateway: Gateway, user_id: str, organization_id: str | None, repository_id: str | None
 ) -> events.Channels:
     if repository_id is not None:
-        repository = (
-            await gateway.clients.call(
-                gateway.clients.repo.GetRepository, repo_pb.GetRepositoryRequest(id=repository_id)
-            )
-        ).repository
+
+        async def get() -> repository_pb2.Repository:
+            request = repo_pb.GetRepositoryRequest(id=repository_id)
+            return (
+                await gateway.clients.call(gateway.clients.repo.GetRepository, request)
+            ).repository
+
+        # A repository of an organization not the user's is as unknown as a missing one.
+        repository = await gateway.memberships.visible_repository(user_id, get())
         if organization_id is not None and repository.organization_id != organization_id:
             raise ApiError(422, "repository_id is not a repository of organization_id")
-        await gateway.memberships.require(user_id, repository.organization_id)
         return events.Channels(
             user_id,
             {repository.organization_id},
@@ -118,21 +122,15 @@ def _start_sequence(last_event_id: str | None) -> int | None:
 
 
 async def _subscribe(
-    js: JetStreamContext, gateway: Gateway, start: int | None
+    js: JetStreamContext, gateway: Gateway, plan: replay.Replay
 ) -> JetStreamContext.PushSubscription:
     settings = gateway.settings
-    # The server deletes the consumer this long after its connection went (see _close).
-    config = ConsumerConfig(inactive_threshold=10)
-    policy = DeliverPolicy.NEW
-    if start is not None:
-        policy = DeliverPolicy.BY_START_SEQUENCE
-        config.opt_start_seq = start
     return await js.subscribe(
         subject_for(settings, "polar.>"),
         stream=EVENTS.stream_name(settings.nats_prefix),
         ordered_consumer=True,
-        deliver_policy=policy,
-        config=config,
+        deliver_policy=plan.policy,
+        config=plan.consumer_config(),
         idle_heartbeat=5,
     )
 
@@ -140,22 +138,27 @@ async def _subscribe(
 async def _events(
     request: Request,
     gateway: Gateway,
-    channels: events.Channels,
-    start: int | None,
+    stream: OpenStream,
+    plan: replay.Replay,
     format: Format = _v2_event,
 ) -> AsyncIterator[ServerSentEvent]:
     js = gateway.bus.jetstream()
-    sub = await _subscribe(js, gateway, start)
+    sub = await _subscribe(js, gateway, plan)
+    channels = stream.channels
     STREAM_CLIENTS.inc()
     try:
         # Tells the client the subscription is live: what is published from now on arrives.
         yield ServerSentEvent(comment="ready")
         while True:
             try:
-                msg = await sub.next_msg(timeout=gateway.settings.stream_ping_seconds)
-            except nats.errors.TimeoutError:
+                msg = await stream.next_message(sub, gateway.settings.stream_ping_seconds)
+            except StreamEnded:
+                return
+            if msg is None:
                 if await request.is_disconnected():
                     return
+                continue
+            if msg.metadata.sequence.stream < plan.skip_before:
                 continue
             event = events.decode(
                 msg.metadata.sequence.stream,
@@ -174,6 +177,7 @@ async def _events(
                 return
     finally:
         STREAM_CLIENTS.dec()
+        gateway.live.close(stream)
         await asyncio.shield(_close(js, sub, gateway))
 
 
@@ -205,15 +209,18 @@ async def stream(
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> EventSourceResponse:
     start = _start_sequence(last_event_id)
-    gateway.bus.jetstream()  # 503 now rather than a stream that ends at once
+    js = gateway.bus.jetstream()  # 503 now rather than a stream that ends at once
     channels = await _channels(
         gateway,
         session.user_id,
         str(organization_id) if organization_id else None,
         str(repository_id) if repository_id else None,
     )
+    plan = await replay.plan(js, gateway.settings, session.user_id, start)
+    channels.joined = plan.joined
+    stream = gateway.live.open(session, channels, lambda: still_valid(gateway, session))
     return EventSourceResponse(
-        _events(request, gateway, channels, start),
+        _events(request, gateway, stream, plan),
         ping=gateway.settings.stream_ping_seconds,
         send_timeout=gateway.settings.stream_send_timeout_seconds,
     )
@@ -235,15 +242,18 @@ async def stream_v1(
     last_event_id: Annotated[str | None, Header(max_length=32, include_in_schema=False)] = None,
 ) -> EventSourceResponse:
     start = _start_sequence(last_event_id)
-    gateway.bus.jetstream()
+    js = gateway.bus.jetstream()
     channels = await _channels(
         gateway,
         session.user_id,
         str(organization_id),
         str(repository_id) if repository_id else None,
     )
+    plan = await replay.plan(js, gateway.settings, session.user_id, start)
+    channels.joined = plan.joined
+    stream = gateway.live.open(session, channels, lambda: still_valid(gateway, session))
     return EventSourceResponse(
-        _events(request, gateway, channels, start, _v1_event),
+        _events(request, gateway, stream, plan, _v1_event),
         ping=gateway.settings.stream_ping_seconds,
         send_timeout=gateway.settings.stream_send_timeout_seconds,
     )
