@@ -60,8 +60,14 @@ if TYPE_CHECKING:
     from polar.repository.v1.repository_service_pb2_grpc import RepositoryServiceAsyncStub
 
 
+# A real internal secret for the session's services and gateways: a gateway started outside
+# development mode (the security tests) must not need the public development one.
+INTERNAL_SECRET = secrets.token_hex(32)
+
+
 def _env(settings_env: dict[str, str]) -> dict[str, str]:
-    return {k.removeprefix("POLAR_").lower(): v for k, v in settings_env.items()}
+    env = {k.removeprefix("POLAR_").lower(): v for k, v in settings_env.items()}
+    return env | {"internal_secret": INTERNAL_SECRET}
 
 
 # --- the services ------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import grpc.aio
 import httpx
 import jwt
 import pytest
@@ -36,6 +35,7 @@ from polar_gateway.sessions import TokenSigner
 from polar_gateway.settings import GatewaySettings
 from polar_gateway.testing import RunningGateway
 from polar_kit.grpc import RunningServer
+from polar_kit.grpc.auth import operator_channel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_gateway_stream import Events, EventStream, connect
 
@@ -48,9 +48,10 @@ SESSIONS = "/api/v2/auth/sessions"
 
 @pytest.fixture
 async def org_stub(
-    organization_server: RunningServer,
+    organization_server: RunningServer, gateway_settings: GatewaySettings
 ) -> AsyncIterator[OrganizationServiceAsyncStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{organization_server.port}") as channel:
+    target = f"127.0.0.1:{organization_server.port}"
+    async with operator_channel(target, gateway_settings) as channel:
         yield OrganizationServiceStub(channel)
 
 

@@ -32,6 +32,8 @@ CALLERS: AllowList = {
             "CheckMembership",
             "UpsertUserFromGitHub",
             "GetUser",
+            # v1's user admin (DELETE /users/{id}); the route checks the caller is a superuser.
+            "DeleteUser",
         }
     ),
     OPERATOR: ALL,
