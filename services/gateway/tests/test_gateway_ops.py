@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -200,3 +201,38 @@ async def test_a_slow_service_is_503_at_the_deadline(
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "deadline_exceeded"
     assert elapsed < 2
+
+
+async def test_docs_work_offline_and_offer_authorize(client: httpx.AsyncClient) -> None:
+    # /docs leads to the recommended version's UI.
+    start = await client.get("/docs")
+    assert start.status_code == 307
+    assert start.headers["location"] == "/api/v2/docs"
+    for version in ("v2", "v1"):
+        page = await client.get(f"/api/{version}/docs")
+        assert page.status_code == 200
+        # Every asset from this origin: no CDN, so the page works without a network.
+        sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert sources, page.text
+        assert all(s.startswith("/") for s in sources), sources
+        for source in sources:
+            assert (await client.get(source)).status_code == 200, source
+
+    document = (await client.get("/api/v2/openapi.json")).json()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": schemes["bearer"]["description"],
+    }
+    assert schemes["session"]["in"] == "cookie"
+    me = document["paths"]["/api/v2/users/me"]["get"]
+    assert me["security"] == [{"bearer": []}, {"session": []}]
+    assert "security" not in document["paths"]["/api/v2/integrations/github/webhook"]["post"]
+    # v2's validation errors are documented in v2's own error shape.
+    invalid = document["paths"]["/api/v2/organizations/{id}"]["get"]["responses"]["422"]
+    assert invalid["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorResponse"
+    }
+    assert "HTTPValidationError" not in document["components"]["schemas"]

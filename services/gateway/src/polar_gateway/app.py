@@ -6,19 +6,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
 from polar_kit.metrics import start_metrics_server
-from starlette.requests import Request
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
+from .docs import install_docs
 from .errors import install_error_handlers
 from .middleware import RequestContextMiddleware, SecurityHeadersMiddleware
 from .ratelimit import RateLimitMiddleware
@@ -63,7 +58,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         V1: [r for m in modules for r in m.router_v1.routes],
     }
     if settings.docs_enabled:  # on in dev mode, off in a deployment unless POLAR_API_DOCS
-        _documents(app)
+        install_docs(app, settings)
     install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -75,41 +70,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             expose_headers=["X-Request-ID"],
         )
     return app
-
-
-API_VERSIONS = {
-    V2: (
-        "2.0.0",
-        "Polar's HTTP/JSON API, the recommended version: cursor pages, money with a "
-        "currency, one error object.",
-    ),
-    V1: ("1.0.0", "The monolith's contract, kept for its clients: use /api/v2 for new work."),
-}
-
-
-def openapi_document(app: FastAPI, prefix: str) -> dict[str, Any]:
-    """The OpenAPI document of one version: its routes only."""
-    version, description = API_VERSIONS[prefix]
-    routes: list[BaseRoute] = app.state.api_routes[prefix]
-    return get_openapi(title="Polar API", version=version, description=description, routes=routes)
-
-
-def _documents(app: FastAPI) -> None:
-    for prefix in API_VERSIONS:
-        cache: dict[str, Any] = {}
-
-        async def document(
-            request: Request, prefix: str = prefix, cache: dict[str, Any] = cache
-        ) -> JSONResponse:
-            if not cache:
-                cache.update(openapi_document(app, prefix))
-            return JSONResponse(cache)
-
-        async def docs(request: Request, prefix: str = prefix) -> HTMLResponse:
-            return get_swagger_ui_html(openapi_url=f"{prefix}/openapi.json", title="Polar API")
-
-        app.add_route(f"{prefix}/openapi.json", document, include_in_schema=False)
-        app.add_route(f"{prefix}/docs", docs, include_in_schema=False)
 
 
 def asgi(app: FastAPI, settings: GatewaySettings) -> ASGIApp:
