@@ -12,39 +12,51 @@ import copy
 import itertools
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import grpc
 import jwt
 import pytest
 import sqlalchemy as sa
+import structlog
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from polar.repository.v1 import events_pb2
+from polar.repository.v1 import events_pb2, sync_pb2
+from polar.repository.v1 import repository_service_pb2 as pb
 from polar_db.engine import asyncpg_dsn, create_engine, create_sessionmaker
-from polar_db.models import Issue, Organization, OutboxEvent, PullRequest, Repository
+from polar_db.models import (
+    Issue,
+    Organization,
+    OutboxEvent,
+    PullRequest,
+    Repository,
+    SyncJob,
+)
 from polar_dev.fake_github import FakeGitHub, json_response
 from polar_kit.consumer import Delivery, Reject
-from polar_repository import events, ingest
+from polar_repository import events, ingest, sync_jobs
 from polar_repository.github import (
     GitHubApp,
     GitHubError,
-    RateLimited,
     RateLimitPolicy,
     pacing_delay,
     rate_limit_wait,
 )
 from polar_repository.sync import (
-    LockLost,
+    RetryPolicy,
     SyncNotConfigured,
     SyncRunner,
     lock_key,
     on_repository_created,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from structlog.testing import capture_logs
 
 APP_ID = "424242"
 TOKEN = "ghs_syncTestToken"
@@ -54,6 +66,18 @@ _ids = itertools.count(40_000_000, 10_000)  # GitHub ids: a block per listing, n
 
 
 # --- the GitHub App and the fake GitHub ------------------------------------------------------
+
+
+# The installation token the fake hands out, and those its listings accept (a test revokes
+# one by changing these).
+TOKENS: dict[str, Any] = {}
+
+
+@pytest.fixture(autouse=True)
+def tokens() -> dict[str, Any]:
+    TOKENS.clear()
+    TOKENS.update(issued=TOKEN, accepted={TOKEN})
+    return TOKENS
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +100,7 @@ def token_requests(fake_github: FakeGitHub, app_key: rsa.RSAPrivateKey) -> list[
             return json_response({"message": "bad issuer"}, 401)
         seen.append(claims | {"installation": request.match_info.get("tail", request.path)})
         expires = datetime.now(UTC) + timedelta(hours=1)
-        body = {"token": TOKEN, "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        body = {"token": TOKENS["issued"], "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
         return json_response(body, 201)
 
     fake_github.handle("POST", "/app/installations/{id}/access_tokens", handler)
@@ -110,7 +134,8 @@ def serve_listing(
     and a Link header (next/last/first/prev). `gate(request, page)` may answer instead."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Authorization") != f"token {TOKEN}":
+        accepted = {f"token {t}" for t in TOKENS.get("accepted", {TOKEN})}
+        if request.headers.get("Authorization") not in accepted:
             return json_response({"message": "Bad credentials"}, 401)
         page = int(request.query.get("page", "1"))
         if gate is not None and (early := await gate(request, page)) is not None:
@@ -181,7 +206,9 @@ def serve_repository(
 async def runner(
     database_url: str, sessionmaker: async_sessionmaker[AsyncSession], github_app: GitHubApp
 ) -> AsyncIterator[SyncRunner]:
-    sync_runner = SyncRunner(database_url, sessionmaker, github_app, grace_seconds=2)
+    sync_runner = SyncRunner(
+        database_url, sessionmaker, github_app, grace_seconds=2, poll_seconds=0.2
+    )
     yield sync_runner
     await sync_runner.close()
 
@@ -190,7 +217,9 @@ async def runner(
 async def replica(database_url: str, github_app: GitHubApp) -> AsyncIterator[SyncRunner]:
     """A second replica: its own engine, sessions and lock connection."""
     engine = create_engine(database_url)
-    other = SyncRunner(database_url, create_sessionmaker(engine), github_app, grace_seconds=2)
+    other = SyncRunner(
+        database_url, create_sessionmaker(engine), github_app, grace_seconds=2, poll_seconds=0.2
+    )
     yield other
     await other.close()
     await engine.dispose()
@@ -222,28 +251,59 @@ async def stored(
         return list(issues), list(pulls)
 
 
+@dataclass
+class SyncEvents:
+    progress: list[events_pb2.RepositorySyncProgress]
+    completed: list[events_pb2.RepositorySyncCompleted]
+    failed: list[events_pb2.RepositorySyncFailed]
+
+
 async def sync_events(
     sessionmaker: async_sessionmaker[AsyncSession], repo: Repository
-) -> tuple[list[events_pb2.RepositorySyncProgress], list[events_pb2.RepositorySyncCompleted]]:
+) -> SyncEvents:
+    """The sync events of `repo` in the outbox, in order."""
+    found = SyncEvents([], [], [])
     async with sessionmaker() as session:
         rows = (
             await session.execute(
                 sa.select(OutboxEvent.subject, OutboxEvent.payload)
-                .where(OutboxEvent.subject.in_([events.SYNC_PROGRESS, events.SYNC_COMPLETED]))
+                .where(
+                    OutboxEvent.subject.in_(
+                        [events.SYNC_PROGRESS, events.SYNC_COMPLETED, events.SYNC_FAILED]
+                    )
+                )
                 .order_by(OutboxEvent.seq)
             )
         ).all()
-    progress, completed = [], []
     for subject, payload in rows:
         if subject == events.SYNC_PROGRESS:
-            message = events_pb2.RepositorySyncProgress.FromString(payload)
-            if message.repository_id == str(repo.id):
-                progress.append(message)
+            progress = events_pb2.RepositorySyncProgress.FromString(payload)
+            if progress.repository_id == str(repo.id):
+                found.progress.append(progress)
+        elif subject == events.SYNC_COMPLETED:
+            completed = events_pb2.RepositorySyncCompleted.FromString(payload)
+            if completed.repository_id == str(repo.id):
+                found.completed.append(completed)
         else:
-            done = events_pb2.RepositorySyncCompleted.FromString(payload)
-            if done.repository_id == str(repo.id):
-                completed.append(done)
-    return progress, completed
+            failed = events_pb2.RepositorySyncFailed.FromString(payload)
+            if failed.repository_id == str(repo.id):
+                found.failed.append(failed)
+    return found
+
+
+async def job_of(sessionmaker: async_sessionmaker[AsyncSession], repo: Repository) -> SyncJob:
+    async with sessionmaker() as session:
+        job = await sync_jobs.get(session, repo.id)
+    assert job is not None
+    return job
+
+
+async def make_due(sessionmaker: async_sessionmaker[AsyncSession], repo: Repository) -> None:
+    """As if the job's retry time had come."""
+    async with sessionmaker.begin() as session:
+        await session.execute(
+            sa.update(SyncJob).where(SyncJob.repository_id == repo.id).values(run_at=sa.func.now())
+        )
 
 
 # --- the GitHub client -----------------------------------------------------------------------
@@ -357,6 +417,19 @@ def test_rate_limit_headers() -> None:
 # --- the sync --------------------------------------------------------------------------------
 
 
+def progress_of(found: SyncEvents) -> list[tuple[int, int]]:
+    return [(p.synced, p.expected) for p in found.progress]
+
+
+def assert_forward(found: SyncEvents) -> None:
+    """Progress only moves forward: synced and expected never decrease within a job."""
+    for before, after in itertools.pairwise(found.progress):
+        if before.job_id == after.job_id:
+            assert after.synced >= before.synced
+            assert after.expected >= before.expected
+            assert after.page == before.page + 1
+
+
 async def test_sync_stores_issues_and_pull_requests_with_events(
     fake_github: FakeGitHub,
     runner: SyncRunner,
@@ -370,24 +443,27 @@ async def test_sync_stores_issues_and_pull_requests_with_events(
     issues = issue_items(fake_github, 230, pull_requests=20)
     serve_repository(fake_github, repo, owner, issues, pull_items(fake_github, range(231, 251)))
 
-    result = await runner.sync(repo.id)
+    job = await runner.sync(repo.id)
 
-    assert result is not None
-    assert (result.issues, result.pull_requests) == (230, 20)
+    assert job is not None
+    assert (job.status, job.issues, job.pull_requests, job.run_at) == ("completed", 230, 20, None)
     issue_numbers, pull_numbers = await stored(sessionmaker, repo)
     assert issue_numbers == list(range(1, 231))
     assert pull_numbers == list(range(231, 251))
 
-    progress, completed = await sync_events(sessionmaker, repo)
-    # A progress event per page: 3 issue pages (250 listed), 1 pulls page.
-    assert [(p.synced, p.expected) for p in progress] == [
-        (100, 300),  # rel="last" says 3 pages of 100: at most 300
-        (200, 300),
-        (230, 250),  # the last page: 250 exactly (230 issues + 20 pull requests)
-        (250, 250),
+    found = await sync_events(sessionmaker, repo)
+    # A progress event per page: the pulls page, then 3 issue pages (250 listed).
+    assert progress_of(found) == [
+        (20, 20),
+        (120, 201),  # rel="last" says 3 pages of 100: at least 201
+        (220, 220),
+        (250, 250),  # the last page: 250 exactly (230 issues + 20 pull requests)
     ]
-    assert all(p.organization_id == str(repo.organization_id) for p in progress)
-    assert [(c.issues, c.pull_requests) for c in completed] == [(230, 20)]
+    assert [(p.page, p.pages) for p in found.progress] == [(1, 1), (2, 4), (3, 4), (4, 4)]
+    assert all(p.organization_id == str(repo.organization_id) for p in found.progress)
+    assert all(p.job_id == str(job.job_id) for p in found.progress)
+    assert [(c.issues, c.pull_requests, c.skipped) for c in found.completed] == [(230, 20, 0)]
+    assert found.failed == []
 
     async with sessionmaker() as session:
         subjects = (
@@ -402,7 +478,7 @@ async def test_sync_stores_issues_and_pull_requests_with_events(
     assert subjects.count(events.PULL_REQUEST_CREATED) >= 20
 
 
-async def test_sync_of_5000_issues_is_complete(
+async def test_sync_of_5000_issues_is_complete_and_progress_only_moves_forward(
     fake_github: FakeGitHub,
     runner: SyncRunner,
     make_repo: MakeRepo,
@@ -410,20 +486,26 @@ async def test_sync_of_5000_issues_is_complete(
 ) -> None:
     repo = await make_repo()
     owner = await owner_of(sessionmaker, repo)
-    issues_path, _ = serve_repository(fake_github, repo, owner, issue_items(fake_github, 5000), [])
+    # Pull requests among the issues, as GitHub lists them: the estimate from the issue
+    # listing counts them, the pulls listing before it knows them exactly.
+    issues = issue_items(fake_github, 4700, pull_requests=300)
+    issues_path, _ = serve_repository(
+        fake_github, repo, owner, issues, pull_items(fake_github, range(4701, 5001))
+    )
 
-    assert await runner.start(repo.id)
-    await runner.join()
+    async with sessionmaker.begin() as session:
+        assert await runner.start(session, repo.id)
+    await runner.run_due()
 
     issue_numbers, pull_numbers = await stored(sessionmaker, repo)
-    assert issue_numbers == list(range(1, 5001))
-    assert pull_numbers == []
+    assert issue_numbers == list(range(1, 4701))
+    assert pull_numbers == list(range(4701, 5001))
     assert len(fake_github.calls("GET", issues_path)) == 50
-    progress, completed = await sync_events(sessionmaker, repo)
-    assert len(progress) == 51  # 50 issue pages and the (empty) pulls page
-    assert progress[0].expected == 5000
-    assert (progress[-1].synced, progress[-1].expected) == (5000, 5000)
-    assert [(c.issues, c.pull_requests) for c in completed] == [(5000, 0)]
+    found = await sync_events(sessionmaker, repo)
+    assert len(found.progress) == 53  # 3 pulls pages and 50 issue pages
+    assert_forward(found)
+    assert (found.progress[-1].synced, found.progress[-1].expected) == (5000, 5000)
+    assert [(c.issues, c.pull_requests) for c in found.completed] == [(4700, 300)]
 
 
 async def test_sync_waits_for_the_rate_limit_reset_and_resumes(
@@ -437,7 +519,7 @@ async def test_sync_waits_for_the_rate_limit_reset_and_resumes(
     limited: list[float] = []
 
     async def gate(request: web.Request, page: int) -> web.StreamResponse | None:
-        if page != 2 or limited:
+        if page != 2 or limited or "issues" not in request.path:
             return None
         reset = int(time.time()) + 2  # 1-2 s ahead: reset is whole seconds
         limited.append(time.monotonic())
@@ -450,21 +532,21 @@ async def test_sync_waits_for_the_rate_limit_reset_and_resumes(
     )
 
     started = time.monotonic()
-    result = await runner.sync(repo.id)
+    job = await runner.sync(repo.id)
 
-    assert result is not None
-    assert result.issues == 300
+    assert job is not None
+    assert (job.status, job.issues) == ("completed", 300)
     assert time.monotonic() - started >= 1  # it waited for the reset
     pages = [c.query.get("page", "1") for c in fake_github.calls("GET", issues_path)]
     assert pages == ["1", "2", "2", "3"]  # the same page again, nothing skipped
     issue_numbers, _ = await stored(sessionmaker, repo)
     assert issue_numbers == list(range(1, 301))
-    progress, completed = await sync_events(sessionmaker, repo)
-    assert [p.synced for p in progress] == [100, 200, 300, 300]
-    assert len(completed) == 1
+    found = await sync_events(sessionmaker, repo)
+    assert [p.synced for p in found.progress] == [0, 100, 200, 300]
+    assert len(found.completed) == 1
 
 
-async def test_sync_gives_up_when_the_reset_is_too_far(
+async def test_a_far_rate_limit_reset_reschedules_the_sync_for_the_reset(
     fake_github: FakeGitHub,
     runner: SyncRunner,
     make_repo: MakeRepo,
@@ -472,23 +554,294 @@ async def test_sync_gives_up_when_the_reset_is_too_far(
 ) -> None:
     repo = await make_repo()
     owner = await owner_of(sessionmaker, repo)
-    headers = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + 3600)}
+    issues_path, _ = serve_repository(
+        fake_github,
+        repo,
+        owner,
+        issue_items(fake_github, 150),
+        pull_items(fake_github, range(151, 153)),
+    )
+    reset = int(time.time()) + 3600
+    headers = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)}
+    fake_github.respond("GET", issues_path, {"message": "limit"}, status=403, headers=headers)
+
+    job = await runner.sync(repo.id)
+
+    # Not abandoned: failed for now, due again at the reset, without counting an attempt.
+    assert job is not None
+    assert (job.status, job.failure_reason, job.attempts) == ("failed", "rate_limited", 0)
+    assert job.run_at is not None
+    assert abs(job.run_at.timestamp() - reset) < 10
+    assert job.phase == "issues"  # the pulls are stored: it resumes with the issues
+    found = await sync_events(sessionmaker, repo)
+    assert found.completed == []
+    [failed] = found.failed
+    assert failed.reason == sync_pb2.SYNC_FAILURE_REASON_RATE_LIMITED
+    assert abs(failed.retry_at.seconds - reset) < 10
+    assert (failed.issues, failed.pull_requests) == (0, 2)
+    assert repo.id not in runner.running
+
+    await runner.run_due()  # not due yet: nothing happens
+    assert len(fake_github.calls("GET", issues_path)) == 1
+
+    # The reset has come.
+    fake_github.reset()
+    serve_repository(fake_github, repo, owner, issue_items(fake_github, 150), [])
+    await make_due(sessionmaker, repo)
+    await runner.run_due()
+    done = await job_of(sessionmaker, repo)
+    assert (done.status, done.issues, done.pull_requests) == ("completed", 150, 2)
+    assert fake_github.calls("GET", f"/repos/{owner}/{repo.name}/pulls") == []  # resumed
+
+
+async def test_transient_failures_are_retried_with_backoff_then_given_up(
+    fake_github: FakeGitHub,
+    database_url: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    github_app: GitHubApp,
+    make_repo: MakeRepo,
+) -> None:
+    github_app.retries = 0  # the client's own quick retries are tested above
+    runner = SyncRunner(
+        database_url,
+        sessionmaker,
+        github_app,
+        retry=RetryPolicy(base=30, max=3600, max_attempts=3),
+    )
+    repo = await make_repo()
+    owner = await owner_of(sessionmaker, repo)
+    issues_path, _ = serve_repository(
+        fake_github, repo, owner, issue_items(fake_github, 250), [], per_page=100
+    )
+    fake_github.respond("GET", issues_path, {"message": "Server Error"}, status=502)
+    try:
+        job = await runner.sync(repo.id)
+        assert job is not None
+        assert job.run_at is not None
+        assert (job.status, job.failure_reason, job.attempts) == ("failed", "github_unavailable", 1)
+        first_delay = job.run_at - job.modified_at if job.modified_at else None
+        assert first_delay is not None
+        assert abs(first_delay.total_seconds() - 30) < 2
+
+        await make_due(sessionmaker, repo)
+        await runner.run_due()
+        job = await job_of(sessionmaker, repo)
+        assert job.attempts == 2
+        assert job.run_at is not None
+        assert job.modified_at is not None
+        assert abs((job.run_at - job.modified_at).total_seconds() - 60) < 2  # doubled
+
+        await make_due(sessionmaker, repo)
+        await runner.run_due()
+        job = await job_of(sessionmaker, repo)
+        assert (job.status, job.attempts, job.run_at) == ("failed", 3, None)  # given up
+        found = await sync_events(sessionmaker, repo)
+        assert [f.reason for f in found.failed] == [
+            sync_pb2.SYNC_FAILURE_REASON_GITHUB_UNAVAILABLE
+        ] * 3
+        assert [f.HasField("retry_at") for f in found.failed] == [True, True, False]
+        assert "502" in found.failed[0].message
+    finally:
+        await runner.close()
+
+
+async def test_a_retry_resumes_from_the_last_stored_page(
+    fake_github: FakeGitHub,
+    runner: SyncRunner,
+    github_app: GitHubApp,
+    make_repo: MakeRepo,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    github_app.retries = 0
+    repo = await make_repo()
+    owner = await owner_of(sessionmaker, repo)
+    failing = [True]
+
+    async def gate(request: web.Request, page: int) -> web.StreamResponse | None:
+        if page == 3 and failing[0] and "issues" in request.path:
+            return json_response({"message": "Server Error"}, 503)
+        return None
+
+    issues_path, _ = serve_repository(
+        fake_github, repo, owner, issue_items(fake_github, 300), [], gate=gate
+    )
+    job = await runner.sync(repo.id)
+    assert job is not None
+    assert (job.status, job.phase, job.next_page, job.issues) == ("failed", "issues", 3, 200)
+
+    failing[0] = False
+    await make_due(sessionmaker, repo)
+    await runner.run_due()
+
+    pages = [c.query.get("page", "1") for c in fake_github.calls("GET", issues_path)]
+    assert pages == ["1", "2", "3", "3"]
+    done = await job_of(sessionmaker, repo)
+    assert (done.status, done.issues, done.job_id) == ("completed", 300, job.job_id)
+    found = await sync_events(sessionmaker, repo)
+    assert [p.synced for p in found.progress] == [0, 100, 200, 300]
+    assert_forward(found)
+    assert len(found.failed) == len(found.completed) == 1
+
+
+async def test_a_revoked_token_is_replaced_without_a_restart(
+    fake_github: FakeGitHub,
+    runner: SyncRunner,
+    make_repo: MakeRepo,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    token_requests: list[dict[str, Any]],
+) -> None:
+    repo = await make_repo()
+    owner = await owner_of(sessionmaker, repo)
+    serve_repository(fake_github, repo, owner, issue_items(fake_github, 3), [])
+    first = await runner.sync(repo.id)
+    assert first is not None
+    assert first.status == "completed"
+    assert len(token_requests) == 1
+
+    # The cached token is revoked (say, the App was reinstalled); GitHub issues new ones.
+    TOKENS.update(issued="ghs_newToken", accepted={"ghs_newToken"})
+    second = await runner.sync(repo.id)
+
+    assert second is not None
+    assert second.status == "completed"
+    assert len(token_requests) == 2  # dropped and fetched once more
+    found = await sync_events(sessionmaker, repo)
+    assert (len(found.completed), found.failed) == (2, [])
+
+
+async def test_access_refused_even_with_a_fresh_token_fails_for_good(
+    fake_github: FakeGitHub,
+    runner: SyncRunner,
+    make_repo: MakeRepo,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    token_requests: list[dict[str, Any]],
+) -> None:
+    repo = await make_repo()
+    owner = await owner_of(sessionmaker, repo)
+    serve_repository(fake_github, repo, owner, issue_items(fake_github, 3), [])
+    TOKENS.update(accepted=set())  # every token refused
+
+    job = await runner.sync(repo.id)
+
+    assert job is not None
+    assert (job.status, job.failure_reason, job.run_at) == ("failed", "access_revoked", None)
+    assert len(token_requests) == 2  # the cached one and one fresh one
+    [failed] = (await sync_events(sessionmaker, repo)).failed
+    assert failed.reason == sync_pb2.SYNC_FAILURE_REASON_ACCESS_REVOKED
+    assert not failed.HasField("retry_at")
+
+
+async def test_a_repository_gone_from_github_is_removed_and_not_retried(
+    fake_github: FakeGitHub,
+    runner: SyncRunner,
+    make_repo: MakeRepo,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    repo = await make_repo()
+    owner = await owner_of(sessionmaker, repo)
     fake_github.respond(
-        "GET",
-        f"/repos/{owner}/{repo.name}/issues",
-        {"message": "limit"},
-        status=403,
-        headers=headers,
+        "GET", f"/repos/{owner}/{repo.name}/pulls", {"message": "Not Found"}, status=404
     )
 
-    with pytest.raises(RateLimited):
-        await runner.sync(repo.id)
+    job = await runner.sync(repo.id)
 
-    _, completed = await sync_events(sessionmaker, repo)
-    assert completed == []
-    assert repo.id not in runner.running
-    assert await runner.start(repo.id)  # the lock was released
-    await runner.join()
+    assert job is not None
+    assert (job.status, job.failure_reason, job.run_at) == ("failed", "repository_gone", None)
+    [failed] = (await sync_events(sessionmaker, repo)).failed
+    assert failed.reason == sync_pb2.SYNC_FAILURE_REASON_REPOSITORY_GONE
+    assert not failed.HasField("retry_at")
+    async with sessionmaker() as session:
+        deleted_at = await session.scalar(
+            sa.select(Repository.deleted_at).where(Repository.id == repo.id)
+        )
+        gone = await session.scalars(
+            sa.select(OutboxEvent.payload).where(OutboxEvent.subject == events.REPOSITORY_DELETED)
+        )
+        deleted = [events_pb2.RepositoryDeleted.FromString(p).repository_id for p in gone]
+    assert deleted_at is not None
+    assert str(repo.id) in deleted  # what subscribers need: it is gone
+
+    # Nothing retries it: not due, and the schedule passes over deleted repositories.
+    async with sessionmaker.begin() as session:
+        await sync_jobs.schedule(session, interval=1, margin=0)
+    await runner.run_due()
+    assert len(fake_github.calls("GET", f"/repos/{owner}/{repo.name}/pulls")) == 1
+
+
+async def test_malformed_items_are_skipped_counted_and_reported(
+    fake_github: FakeGitHub,
+    runner: SyncRunner,
+    make_repo: MakeRepo,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    repo = await make_repo()
+    owner = await owner_of(sessionmaker, repo)
+    issues = issue_items(fake_github, 150)
+    del issues[9]["number"]  # issue 10: no number
+    issues[119]["title"] = "nul \x00 byte"  # issue 120: PostgreSQL refuses the text
+    issues[130] = None  # type: ignore[call-overload]  # not even an object
+    pulls = pull_items(fake_github, range(151, 154))
+    pulls[1]["created_at"] = "yesterday"  # pull 152: not a timestamp
+    serve_repository(fake_github, repo, owner, issues, pulls)
+
+    with capture_logs() as logs:
+        job = await runner.sync(repo.id)
+
+    assert job is not None
+    assert job.status == "completed"
+    issue_numbers, pull_numbers = await stored(sessionmaker, repo)
+    assert issue_numbers == [n for n in range(1, 151) if n not in (10, 120, 131)]
+    assert pull_numbers == [151, 153]
+    [completed] = (await sync_events(sessionmaker, repo)).completed
+    assert (completed.issues, completed.pull_requests, completed.skipped) == (147, 2, 4)
+    reported = {(s.kind, s.external_id, s.number) for s in completed.skipped_items}
+    assert reported == {
+        ("pull_request", pulls[1]["id"], 152),
+        ("issue", issues[9]["id"], 0),
+        ("issue", issues[119]["id"], 120),
+        ("issue", 0, 0),
+    }
+    assert all(s.reason for s in completed.skipped_items)
+    assert job.skipped_count == 4
+    assert len(job.skipped) == 4
+    # Logged by id and reason, never the item itself.
+    skipped_logs = [entry for entry in logs if entry["event"] == "item skipped"]
+    assert len(skipped_logs) == 4
+    text = repr(logs)
+    assert "nul \\x00 byte" not in text
+    assert "yesterday" not in text.replace("reason", "")
+    assert issues[0]["body"][:40] not in text
+
+
+async def test_pull_requests_get_their_comments_from_the_issue_listing(
+    fake_github: FakeGitHub,
+    runner: SyncRunner,
+    make_repo: MakeRepo,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    repo = await make_repo()
+    owner = await owner_of(sessionmaker, repo)
+    issues = issue_items(fake_github, 2, pull_requests=2)
+    issues[2]["comments"], issues[3]["comments"] = 7, 0
+    pulls = pull_items(fake_github, range(3, 5))
+    assert all("comments" not in p for p in pulls)  # the pulls listing lacks it
+    serve_repository(fake_github, repo, owner, issues, pulls)
+
+    job = await runner.sync(repo.id)
+
+    assert job is not None
+    assert job.status == "completed"
+    async with sessionmaker() as session:
+        comments = dict(
+            (
+                await session.execute(
+                    sa.select(PullRequest.number, PullRequest.comments).where(
+                        PullRequest.repository_id == repo.id
+                    )
+                )
+            ).all()
+        )
+    assert comments == {3: 7, 4: 0}
 
 
 async def test_only_one_replica_syncs_a_repository(
@@ -510,26 +863,28 @@ async def test_only_one_replica_syncs_a_repository(
         fake_github, repo, owner, issue_items(fake_github, 150), [], gate=gate
     )
 
-    # Both replicas race for it: exactly one wins.
-    won = await asyncio.gather(runner.start(repo.id), replica.start(repo.id))
-    assert sorted(won) == [False, True]
+    # Both replicas race for it: exactly one runs it.
+    first = asyncio.create_task(runner.sync(repo.id))
+    second = asyncio.create_task(replica.sync(repo.id))
+    done, _ = await asyncio.wait({first, second}, return_when="FIRST_COMPLETED")
+    assert [t.result() for t in done] == [None]
     # Neither can start it again while it runs, nor can the same replica.
-    assert await runner.start(repo.id) is False
-    assert await replica.start(repo.id) is False
+    assert await runner.sync(repo.id) is None
     assert await replica.sync(repo.id) is None
 
     release.set()
-    await asyncio.gather(runner.join(), replica.join())
+    await asyncio.gather(first, second)
 
     assert len(fake_github.calls("GET", issues_path)) == 2  # one sync, two pages
-    _, completed = await sync_events(sessionmaker, repo)
-    assert [(c.issues, c.pull_requests) for c in completed] == [(150, 0)]
+    found = await sync_events(sessionmaker, repo)
+    assert [(c.issues, c.pull_requests) for c in found.completed] == [(150, 0)]
     # Finished: the lock is free for the next sync, in either replica.
-    assert await replica.start(repo.id)
-    await replica.join()
+    again = await replica.sync(repo.id)
+    assert again is not None
+    assert again.status == "completed"
 
 
-async def test_sync_stops_when_its_lock_is_lost(
+async def test_sync_stops_when_its_lock_is_lost_and_resumes(
     fake_github: FakeGitHub,
     runner: SyncRunner,
     make_repo: MakeRepo,
@@ -542,12 +897,14 @@ async def test_sync_stops_when_its_lock_is_lost(
     release = asyncio.Event()
 
     async def gate(request: web.Request, page: int) -> web.StreamResponse | None:
-        if page == 2:
+        if page == 2 and not release.is_set():
             on_page_2.set()
             await release.wait()
         return None
 
-    serve_repository(fake_github, repo, owner, issue_items(fake_github, 200), [], gate=gate)
+    issues_path, _ = serve_repository(
+        fake_github, repo, owner, issue_items(fake_github, 200), [], gate=gate
+    )
     sync = asyncio.create_task(runner.sync(repo.id))
     await on_page_2.wait()
 
@@ -566,19 +923,22 @@ async def test_sync_stops_when_its_lock_is_lost(
         await admin.close()
     release.set()
 
-    with pytest.raises(LockLost):
-        await sync
+    job = await sync
+    assert job is not None
+    assert (job.status, job.next_page) == ("running", 2)
     issue_numbers, _ = await stored(sessionmaker, repo)
     assert issue_numbers == list(range(1, 101))  # page 2 was not written
 
-    # The runner connects again for the next sync.
-    assert await runner.start(repo.id)
-    await runner.join()
+    # Still due: the runner connects again and resumes it from page 2.
+    await runner.run_due()
     issue_numbers, _ = await stored(sessionmaker, repo)
     assert issue_numbers == list(range(1, 201))
+    pages = [c.query.get("page", "1") for c in fake_github.calls("GET", issues_path)]
+    assert pages == ["1", "2", "2"]
+    assert (await job_of(sessionmaker, repo)).status == "completed"
 
 
-async def test_shutdown_stops_running_syncs(
+async def test_shutdown_stops_running_syncs_and_another_replica_resumes(
     fake_github: FakeGitHub,
     runner: SyncRunner,
     replica: SyncRunner,
@@ -601,8 +961,9 @@ async def test_shutdown_stops_running_syncs(
     serve_repository(fake_github, repo, owner, issue_items(fake_github, 200), [], gate=gate)
     stop = asyncio.Event()
     worker = asyncio.create_task(runner.run(stop))
-    assert await runner.start(repo.id)
-    await limited.wait()
+    async with sessionmaker.begin() as session:
+        assert await runner.start(session, repo.id)  # the worker wakes on its NOTIFY
+    await asyncio.wait_for(limited.wait(), 5)
     await asyncio.sleep(0.1)  # the sync is in its rate-limit wait now
 
     started = time.monotonic()
@@ -611,13 +972,15 @@ async def test_shutdown_stops_running_syncs(
 
     assert time.monotonic() - started < 2  # did not sit out the rate-limit wait
     assert runner.running == frozenset()
-    _, completed = await sync_events(sessionmaker, repo)
-    assert completed == []
-    assert await replica.start(repo.id)  # its lock went with the runner's connection
-    await replica.join()
+    found = await sync_events(sessionmaker, repo)
+    assert (found.completed, found.failed) == ([], [])
+    assert (await job_of(sessionmaker, repo)).status == "running"  # and due, for any replica
+    await replica.run_due()  # its lock went with the runner's connection
+    job = await job_of(sessionmaker, repo)
+    assert (job.status, job.issues) == ("completed", 200)
 
 
-# --- sync on install -------------------------------------------------------------------------
+# --- requests, schedule, state ---------------------------------------------------------------
 
 
 async def test_a_new_repository_is_synced_from_its_created_event(
@@ -655,18 +1018,35 @@ async def test_a_new_repository_is_synced_from_its_created_event(
     delivery = Delivery(events.REPOSITORY_CREATED, payload, {}, str(id), 1, 1)
 
     handle = on_repository_created(runner)
+    # The job is written in the message's transaction: recorded before it is acknowledged.
     async with sessionmaker.begin() as session:
-        await handle(session, delivery)
-        await handle(session, delivery)  # a redelivery while it runs starts nothing more
-    await runner.join()
+        with structlog.contextvars.bound_contextvars(message_id=str(id), subject="x"):
+            await handle(session, delivery)
+            await handle(session, delivery)  # a redelivery queues nothing more
+    job = await job_of(sessionmaker, created.row)
+    assert (job.status, job.trigger) == ("queued", "created")
+
+    merged = [structlog.contextvars.merge_contextvars]
+    consumer_context = structlog.contextvars.bound_contextvars(message_id="m", subject="y")
+    with capture_logs(processors=merged) as logs, consumer_context:
+        await runner.run_due()
 
     issue_numbers, pull_numbers = await stored(sessionmaker, created.row)
     assert (len(issue_numbers), pull_numbers) == (120, [121, 122, 123])
-    _, completed = await sync_events(sessionmaker, created.row)
-    assert [(c.issues, c.pull_requests) for c in completed] == [(120, 3)]
+    found = await sync_events(sessionmaker, created.row)
+    assert [(c.issues, c.pull_requests) for c in found.completed] == [(120, 3)]
+    # The sync's log lines carry its own context, not the consumer's.
+    lines = [e for e in logs if e["event"] in ("sync started", "sync completed")]
+    assert len(lines) == 2
+    for line in lines:
+        assert line["job_id"] == str(job.job_id)
+        assert line["repository_id"] == str(created.row.id)
+        assert "message_id" not in line
+        assert "subject" not in line
 
     with pytest.raises(Reject):
-        await handle(session, Delivery(events.REPOSITORY_CREATED, b"\xff", {}, "x", 1, 2))
+        async with sessionmaker.begin() as session:
+            await handle(session, Delivery(events.REPOSITORY_CREATED, b"\xff", {}, "x", 1, 2))
 
 
 async def test_without_a_github_app_nothing_starts(
@@ -678,7 +1058,8 @@ async def test_without_a_github_app_nothing_starts(
     unconfigured = SyncRunner(database_url, sessionmaker, GitHubApp(fake_github.url, "", ""))
     repo = await make_repo()
     with pytest.raises(SyncNotConfigured):
-        await unconfigured.start(repo.id)
+        async with sessionmaker.begin() as session:
+            await unconfigured.start(session, repo.id)
     await unconfigured.close()
     assert fake_github.calls() == []
 
@@ -698,7 +1079,126 @@ async def test_disabled_issues_still_sync_pull_requests(
         "GET", f"/repos/{owner}/{repo.name}/issues", {"message": "Issues are disabled"}, status=410
     )
 
-    result = await runner.sync(repo.id)
+    job = await runner.sync(repo.id)
 
-    assert result is not None
-    assert (result.issues, result.pull_requests, result.expected) == (0, 2, 2)
+    assert job is not None
+    assert (job.status, job.issues, job.pull_requests, job.expected) == ("completed", 0, 2, 2)
+
+
+async def test_periodic_sync_is_incremental_since_the_last_success(
+    fake_github: FakeGitHub,
+    runner: SyncRunner,
+    make_repo: MakeRepo,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    repo = await make_repo()
+    owner = await owner_of(sessionmaker, repo)
+    issues_path, pulls_path = serve_repository(
+        fake_github, repo, owner, issue_items(fake_github, 5), pull_items(fake_github, range(6, 8))
+    )
+    first = await runner.sync(repo.id)
+    assert first is not None
+    assert first.last_success_started_at is not None
+    # Its slot of a 1-second interval has come since.
+    await asyncio.sleep(1.1)
+    fake_github.reset()
+    old = pull_items(fake_github, range(8, 10))
+    old[0]["updated_at"] = "2030-01-01T00:00:00Z"  # changed since; the other one is older
+    serve_repository(fake_github, repo, owner, issue_items(fake_github, 1), old)
+
+    async with sessionmaker.begin() as session:
+        assert await sync_jobs.schedule(session, interval=1, margin=0) >= 1
+        assert await sync_jobs.schedule(session, interval=1, margin=0) == 0  # queued once
+    await runner.run_due()
+
+    job = await job_of(sessionmaker, repo)
+    assert (job.status, job.trigger) == ("completed", "schedule")
+    assert job.since == first.last_success_started_at
+    [issues_call] = fake_github.calls("GET", issues_path)
+    assert datetime.fromisoformat(issues_call.query["since"]) == first.last_success_started_at
+    [pulls_call] = fake_github.calls("GET", pulls_path)
+    assert (pulls_call.query["sort"], pulls_call.query["direction"]) == ("updated", "desc")
+    assert job.pull_requests == 1  # only the one updated since
+
+
+async def test_periodic_slots_spread_over_the_interval(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    # The slot formula of sync_jobs.schedule over 1000 repository ids and an hour: no
+    # minute holds more than a few (an even spread is 1000 / 60 ≈ 17 per minute).
+    async with sessionmaker() as session:
+        per_minute = (
+            await session.scalars(
+                sa.text(
+                    "SELECT count(*) FROM (SELECT mod(abs(hashtextextended("
+                    "gen_random_uuid()::text, 0)), 3600) / 60 AS minute"
+                    " FROM generate_series(1, 1000)) s GROUP BY minute"
+                )
+            )
+        ).all()
+    assert len(per_minute) == 60
+    assert max(per_minute) <= 40
+
+
+async def test_sync_state_through_the_rpc(
+    stub: Any,
+    fake_github: FakeGitHub,
+    runner: SyncRunner,
+    make_repo: MakeRepo,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    State = sync_pb2.RepositorySyncState
+    repo = await make_repo()
+    owner = await owner_of(sessionmaker, repo)
+
+    async def state() -> sync_pb2.RepositorySyncState:
+        reply = await stub.GetRepositorySyncState(
+            pb.GetRepositorySyncStateRequest(repository_id=str(repo.id))
+        )
+        return reply.state  # type: ignore[no-any-return]
+
+    assert (await state()).status == State.STATUS_IDLE
+    async with sessionmaker.begin() as session:
+        await runner.start(session, repo.id)
+    assert (await state()).status == State.STATUS_QUEUED
+
+    on_page_2, release = asyncio.Event(), asyncio.Event()
+
+    async def gate(request: web.Request, page: int) -> web.StreamResponse | None:
+        if page == 2:
+            on_page_2.set()
+            await release.wait()
+        return None
+
+    serve_repository(fake_github, repo, owner, issue_items(fake_github, 250), [], gate=gate)
+    running = asyncio.create_task(runner.run_due())
+    await on_page_2.wait()
+    now = await state()
+    assert now.status == State.STATUS_RUNNING
+    assert (now.page, now.pages, now.synced, now.expected) == (2, 4, 100, 201)
+    release.set()
+    await running
+    done = await state()
+    assert (done.status, done.synced, done.HasField("last_success_at")) == (
+        State.STATUS_IDLE,
+        250,
+        True,
+    )
+
+    fake_github.respond(
+        "GET", f"/repos/{owner}/{repo.name}/pulls", {"message": "Not Found"}, status=404
+    )
+    await runner.sync(repo.id)
+    failed = await state()  # the repository is deleted now, but its state is still readable?
+    assert failed.status == State.STATUS_FAILED
+
+
+async def test_sync_state_of_an_unknown_repository_is_not_found(stub: Any) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.GetRepositorySyncState(
+            pb.GetRepositorySyncStateRequest(repository_id=str(uuid.uuid4()))
+        )
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.GetRepositorySyncState(pb.GetRepositorySyncStateRequest(repository_id="x"))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT

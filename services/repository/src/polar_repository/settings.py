@@ -50,6 +50,37 @@ class RepositorySettings(ServiceSettings):
     sync_max_concurrent: int = Field(
         4, ge=1, description="Syncs run at once per replica; more wait their turn."
     )
+    sync_poll_seconds: float = Field(
+        5,
+        gt=0,
+        description=(
+            "How often a replica looks for due sync jobs (queued, interrupted, or retrying) "
+            "when no LISTEN/NOTIFY wake-up arrives."
+        ),
+    )
+    sync_retry_base_seconds: float = Field(
+        30, gt=0, description="First retry delay of a failed sync; doubles per failed attempt."
+    )
+    sync_retry_max_seconds: float = Field(
+        3600, gt=0, description="Upper bound of the retry delay of a failed sync."
+    )
+    sync_max_attempts: int = Field(
+        12,
+        ge=1,
+        description=(
+            "Failed attempts of a sync (GitHub unavailable, unexpected errors) before it is "
+            "given up; with the defaults, retries go on for about six hours."
+        ),
+    )
+    sync_interval_seconds: int = Field(
+        21600,
+        ge=0,
+        description=(
+            "Periodic reconciliation: every repository is synced again (incrementally, "
+            "since its last successful sync) once per this many seconds, at a slot of its "
+            "own so the syncs spread over the interval; 0 turns it off."
+        ),
+    )
 
     def github_private_key(self) -> str:
         """The PEM text, from the value or else the file; empty when neither is set."""

@@ -1,60 +1,83 @@
-"""GitHub sync of a repository's issues and pull requests: on SyncRepository and on install.
+"""GitHub sync of a repository's issues and pull requests: durable jobs, resumed and retried.
 
-`SyncRunner.start(repository_id)` answers at once and syncs in a background task of this
-process. One sync per repository at a time, across replicas: a sync holds a PostgreSQL
-session-level advisory lock keyed by the repository for as long as it runs. The locks of a
-runner live on one dedicated connection (not a pooled one, so they are never handed back to
-the pool still held), and every page's transaction first checks that this connection still
-holds the lock, so if the connection drops, the sync stops before writing anything more,
-whichever replica takes over.
+A sync is requested (repository created, SyncRepository, the periodic schedule) by writing
+its job row (sync_jobs.py) in the requester's transaction, so it exists once the request is
+acknowledged (decision 0013). Every replica runs a SyncRunner: it wakes on the row's NOTIFY
+(or polls), claims due jobs and runs them in background tasks. One sync per repository at a
+time, across replicas: a sync holds a PostgreSQL session-level advisory lock keyed by the
+repository for as long as it runs. The locks of a runner live on one dedicated connection
+(not a pooled one, so they are never handed back to the pool still held), and every page's
+transaction first checks that this connection still holds the lock, so if the connection
+drops (or the process dies), the sync stops before writing anything more and whichever
+replica claims the job next resumes it.
 
-A sync pages through GET /repos/{owner}/{repo}/issues?state=all (skipping the pull requests
-GitHub lists there), then /pulls?state=all, and stores each page in one transaction: the
-upserted rows (through ingest, whose updated_at guard keeps a newer webhook's data), their
-issue/pull request events, and a sync_progress event. sync_completed follows the last page.
+A sync pages through GET /repos/{owner}/{repo}/pulls, then /issues (skipping the pull
+requests GitHub lists there, but taking their `comments`, which /pulls lacks), and stores
+each page in one transaction: the upserted rows (through ingest, whose updated_at guard
+keeps a newer webhook's data), their events, a sync_progress event, and the job's new
+position (listing and next page). A crash therefore loses at most the page in hand, and the
+resumed sync repeats nothing that was committed. sync_completed follows the last page; a
+failed attempt records sync_failed with its reason and, unless final, when it is retried
+(decision 0014): transient failures back off for hours, a far rate-limit reset reschedules
+the job at the reset, a refused token is final (access revoked), and a 404 removes the
+repository (repository_deleted) and ends the job. An item that cannot be stored is skipped,
+counted and listed (ids and reason) on the job and in sync_completed.
 
-Progress: `synced` is the issues plus pull requests stored so far. `expected` is an estimate:
-GitHub's issue listing holds issues and pull requests alike, so its length is what the whole
-sync should store; it is read from the Link header's rel="last" (pages x page size, an upper
-bound) and becomes exact once the last page arrives. Once the pulls listing has begun, the
-stored issues plus its length count as well, and the larger of the two is used (they differ
-only if the repository changed during the sync). 0 means not known yet (no rel="last").
+Progress: `synced` counts the items processed (stored or skipped); `expected` is a lower
+bound of what the whole sync processes, from the listings' Link rel="last" (every page but
+the last is full), and never decreases within a job. The issue listing holds the issues and
+pull requests alike, so once it has begun it estimates the whole sync.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
+import time
+import traceback
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
-import grpc
 import sqlalchemy as sa
 import structlog
 from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
 from polar.repository.v1 import events_pb2
 from polar_db.engine import asyncpg_dsn
-from polar_db.models import Organization, OrganizationStatus, Repository
-from polar_kit.consumer import Consumer, Delivery, Handler, Reject, Retry
-from polar_kit.errors import DomainError, FailedPrecondition
+from polar_db.models import OrganizationStatus, Repository, SyncJob, SyncStatus
+from polar_db.upsert import Upserted
+from polar_kit.consumer import Consumer, Delivery, Handler, Reject
+from polar_kit.errors import FailedPrecondition
 from polar_kit.nats import EVENTS
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from . import events, ingest
-from .github import GitHubApp, GitHubError, GitHubGone, Page, RateLimitPolicy
+from . import events, ingest, sync_jobs
+from .github import (
+    AccessRevoked,
+    GitHubApp,
+    GitHubError,
+    GitHubGone,
+    InstallationClient,
+    Page,
+    RateLimited,
+    RateLimitPolicy,
+)
+from .ingest import InvalidObject
 from .settings import RepositorySettings
 
 log = structlog.get_logger(__name__)
 
 LOCK_NAMESPACE = b"polar.repository.sync:"
-
-
-class SyncUnavailable(DomainError):
-    code = grpc.StatusCode.UNAVAILABLE
+# An item GitHub sent that we cannot turn into a row.
+MALFORMED = (InvalidObject, KeyError, TypeError, ValueError, AttributeError)
+MAX_LISTED_SKIPS = 100  # skipped items named on the job and in sync_completed; all counted
 
 
 class SyncNotConfigured(FailedPrecondition):
@@ -72,11 +95,42 @@ class LockLost(Exception):
     """The advisory lock's connection went away: another replica may be syncing now."""
 
 
+class Reason:
+    """Failure reasons (sync_jobs.failure_reason; SyncFailureReason in the contract)."""
+
+    RATE_LIMITED = "rate_limited"
+    ACCESS_REVOKED = "access_revoked"
+    REPOSITORY_GONE = "repository_gone"
+    GITHUB_UNAVAILABLE = "github_unavailable"
+    INTERNAL = "internal"
+
+
 def lock_key(repository_id: uuid.UUID) -> int:
     """The advisory lock key (bigint) of a repository's sync; namespaced by hashing so it
     cannot collide with other users of advisory locks in the same database."""
     digest = hashlib.sha256(LOCK_NAMESPACE + repository_id.bytes).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def describe(error: BaseException) -> str:
+    """An error for a log line or a job row: its type, message (cut short: messages may
+    quote what GitHub sent) and where it was raised; never the frames' locals."""
+    where = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
+    at = f" at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno}" if where else ""
+    return f"{type(error).__name__}: {str(error)[:200]}{at}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base: float = 30.0
+    max: float = 3600.0
+    max_attempts: int = 12
+
+    def delay(self, attempts: int) -> float | None:
+        """Seconds before the next attempt after `attempts` failed ones; None: give up."""
+        if attempts >= self.max_attempts:
+            return None
+        return float(min(self.base * 2 ** (attempts - 1), self.max))
 
 
 @dataclass(frozen=True)
@@ -86,52 +140,103 @@ class Target:
     owner: str
     name: str
     installation_id: int
+    job_id: uuid.UUID
+    since: datetime | None
+
+
+class Failure(Exception):
+    """An attempt's end other than success: why, and whether and when to try again."""
+
+    def __init__(
+        self, reason: str, message: str, *, retry_in: float | None = None, final: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.retry_in = retry_in  # set: at that time, not counted as an attempt
+        self.final = final
 
 
 @dataclass
-class Listing:
-    """What is known of one GitHub listing's length."""
+class Progress:
+    """The job's position and counters (mirrors its sync_jobs columns)."""
 
-    seen: int = 0
-    total: int | None = None  # exact after the last page, else an upper bound, None: unknown
-    page_size: int = 0
+    phase: str
+    next_page: int
+    page_size: int
+    listed: int
+    pages: int
+    pages_expected: int
+    issues: int
+    pull_requests: int
+    expected: int
+    skipped_count: int
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, page: Page) -> None:
-        self.seen += len(page.items)
-        if not page.has_next:
-            self.total = self.seen
-            return
-        self.page_size = self.page_size or len(page.items)  # a page with a next one is full
-        if page.last_page is not None:
-            self.total = max(page.last_page * self.page_size, self.seen)
+    COLUMNS = (
+        "phase",
+        "next_page",
+        "page_size",
+        "listed",
+        "pages",
+        "pages_expected",
+        "issues",
+        "pull_requests",
+        "expected",
+        "skipped_count",
+        "skipped",
+    )
 
+    @classmethod
+    def of(cls, job: SyncJob) -> Progress:
+        return cls(**{c: getattr(job, c) for c in cls.COLUMNS})
 
-@dataclass
-class SyncResult:
-    issues: int = 0
-    pull_requests: int = 0
-    issue_listing: Listing = field(default_factory=Listing)
-    pull_listing: Listing = field(default_factory=Listing)
+    def columns(self) -> dict[str, Any]:
+        return {c: getattr(self, c) for c in self.COLUMNS}
 
     @property
     def synced(self) -> int:
-        return self.issues + self.pull_requests
+        return self.issues + self.pull_requests + self.skipped_count
 
-    @property
-    def expected(self) -> int:
-        estimates = []
-        if self.issue_listing.total is not None:
-            estimates.append(self.issue_listing.total)
-        if self.pull_listing.total is not None:
-            estimates.append(self.issues + self.pull_listing.total)
-        return max(self.synced, *estimates) if estimates else 0
+    def skip(self, kind: str, item: Any, reason: str) -> None:
+        self.skipped_count += 1
+        if len(self.skipped) < MAX_LISTED_SKIPS:
+            get = item.get if isinstance(item, dict) else (lambda _k: None)
+            ids = {k: v if isinstance(v, int) else 0 for k in ("id", "number") if (v := get(k))}
+            self.skipped.append({"kind": kind, **ids, "reason": reason[:200]})
+        log.warning("item skipped", kind=kind, id=self.skipped[-1].get("id"), reason=reason[:200])
+
+    def paged(self, page: Page, *, last: bool, estimate: bool) -> None:
+        """Counts a stored page: pages, the listing's length, the estimates."""
+        before = self.pages - (page.number - 1)  # pages of the listings before this one
+        self.pages += 1
+        self.listed += len(page.items)
+        if page.has_next and not self.page_size:
+            self.page_size = len(page.items)  # a page with a next one is full
+        total, pages = self.listed, page.number
+        if not last:
+            pages += 1
+            if estimate and page.last_page is not None:
+                # Every page before the last is full, the last has at least one item.
+                total = max(total, (page.last_page - 1) * self.page_size + 1)
+                pages = page.last_page
+        self.pages_expected = max(self.pages_expected, before + pages, self.pages)
+        self.expected = max(self.expected, total if estimate else 0, self.synced)
+        self.next_page = page.number + 1
+
+    def next_listing(self, phase: str) -> None:
+        self.phase, self.next_page, self.page_size, self.listed = phase, 1, 0, 0
+
+
+Store = Callable[[AsyncSession, Sequence[ingest.Row]], Awaitable[Sequence[Upserted[Any]]]]
 
 
 class SyncRunner:
-    """Runs syncs in the background; a polar_kit Worker (`run(stop)`) for graceful shutdown.
+    """Runs due sync jobs in the background; a polar_kit Worker (`run(stop)`).
 
-    `start` is what SyncRepository and the install consumers call. `sync` runs one in the
-    caller's task (tests, scripts) and `join` waits for the background ones.
+    `start(session, repository_id)` (service.SyncStarter) queues a sync in the caller's
+    transaction. `sync(repository_id)` queues one and runs it in the caller's task, and
+    `run_due()` runs every due job now (tests, scripts).
     """
 
     def __init__(
@@ -142,13 +247,21 @@ class SyncRunner:
         *,
         max_concurrent: int = 4,
         grace_seconds: float = 10.0,
+        poll_seconds: float = 5.0,
+        retry: RetryPolicy | None = None,
+        interval_seconds: int = 0,
     ) -> None:
         self._dsn = asyncpg_dsn(database_url)
         self._sessionmaker = sessionmaker
         self._github = github
         self._grace = grace_seconds
+        self._poll = poll_seconds
+        self._retry = retry or RetryPolicy()
+        self._interval = interval_seconds
+        self._max_concurrent = max_concurrent
         self._slots = asyncio.Semaphore(max_concurrent)
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
         self._claimed: set[uuid.UUID] = set()  # syncs of this process, queued or running
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._conn: asyncpg.Connection | None = None  # holds this runner's advisory locks
@@ -175,6 +288,13 @@ class SyncRunner:
             github,
             max_concurrent=settings.sync_max_concurrent,
             grace_seconds=settings.shutdown_grace_seconds,
+            poll_seconds=settings.sync_poll_seconds,
+            retry=RetryPolicy(
+                settings.sync_retry_base_seconds,
+                settings.sync_retry_max_seconds,
+                settings.sync_max_attempts,
+            ),
+            interval_seconds=settings.sync_interval_seconds,
         )
 
     @property
@@ -187,85 +307,141 @@ class SyncRunner:
     def running(self) -> frozenset[uuid.UUID]:
         return frozenset(self._claimed)
 
-    # -- starting ---------------------------------------------------------------------------
+    # -- requesting ---------------------------------------------------------------------------
 
-    async def start(self, repository_id: uuid.UUID) -> bool:
-        """Starts a sync in the background; False if one of this repository runs already,
-        in this replica or another."""
-        if not await self._claim(repository_id):
-            return False
-        task = asyncio.create_task(self._background(repository_id), name=f"sync {repository_id}")
-        self._tasks[repository_id] = task
+    async def start(
+        self, session: AsyncSession, repository_id: uuid.UUID, *, trigger: str = "request"
+    ) -> bool:
+        """Queues a full sync in the caller's transaction (it runs once that commits); False
+        when one is queued or running already."""
+        if not self.configured:
+            raise SyncNotConfigured
+        return await sync_jobs.request(session, repository_id, trigger=trigger)
 
-        def forget(done: asyncio.Task[None]) -> None:
-            # Only this task: a new sync of the repository may have started meanwhile.
-            if self._tasks.get(repository_id) is done:
-                del self._tasks[repository_id]
-
-        task.add_done_callback(forget)
-        return True
-
-    async def sync(self, repository_id: uuid.UUID) -> SyncResult | None:
-        """Syncs now, in the caller's task; None if a sync of it runs already. Raises what
-        the sync raises (GitHubError, LockLost, SyncStopped)."""
+    async def sync(self, repository_id: uuid.UUID) -> SyncJob | None:
+        """Queues a sync (unless one is pending) and runs it now in the caller's task; returns
+        the job as it ends, or None if another task or replica holds it."""
+        async with self._sessionmaker.begin() as session:
+            await self.start(session, repository_id)
         if not await self._claim(repository_id):
             return None
         return await self._execute(repository_id)
+
+    async def run_due(self) -> None:
+        """Claims every due job this runner can and waits for them."""
+        await self._spawn_due()
+        await self.join()
 
     async def join(self) -> None:
         """Waits for the background syncs started so far."""
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
+    # -- the worker ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop`: claims due jobs (on NOTIFY, when a sync ends, or every poll), and
+        queues the periodic syncs. Then running syncs end after their page in hand (or are
+        cancelled after the grace period); their jobs stay due, for any replica to resume."""
+        if not self.configured:
+            log.info("GitHub sync off: no GitHub App configured")
+            await stop.wait()
+            return
+        stopped = asyncio.create_task(stop.wait())
+        next_schedule = 0.0
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    if self._interval and time.monotonic() >= next_schedule:
+                        await self._schedule()
+                        next_schedule = time.monotonic() + min(60.0, self._interval / 10)
+                    await self._spawn_due()
+                except Exception as e:
+                    log.warning("sync poll failed, retrying", error=describe(e))
+                woken = asyncio.create_task(self._wake.wait())
+                await asyncio.wait(
+                    {stopped, woken}, timeout=self._poll, return_when="FIRST_COMPLETED"
+                )
+                woken.cancel()
+        finally:
+            stopped.cancel()
+            await self.close()
+
+    async def _schedule(self) -> None:
+        async with self._sessionmaker.begin() as session:
+            queued = await sync_jobs.schedule(
+                session, interval=self._interval, margin=int(self._poll) + 300
+            )
+        if queued:
+            log.info("periodic syncs queued", count=queued)
+
+    async def _spawn_due(self) -> None:
+        await self._connection()  # listening for NOTIFY from here on
+        free = self._max_concurrent - len(self._tasks)
+        if free <= 0 or self._stopping.is_set():
+            return
+        async with self._sessionmaker() as session:
+            due = await sync_jobs.due(session, limit=free, exclude=self._claimed)
+        for repository_id in due:
+            if await self._claim(repository_id):
+                self._spawn(repository_id)
+
+    def _spawn(self, repository_id: uuid.UUID) -> None:
+        # A fresh context: the sync's log lines carry its own context, never the one of
+        # whatever woke the runner.
+        task = asyncio.create_task(
+            self._background(repository_id),
+            name=f"sync {repository_id}",
+            context=contextvars.Context(),
+        )
+        self._tasks[repository_id] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._tasks.get(repository_id) is done:
+                del self._tasks[repository_id]
+            self._wake.set()  # a slot is free
+
+        task.add_done_callback(forget)
+
+    async def _background(self, repository_id: uuid.UUID) -> None:
+        try:
+            await self._execute(repository_id)
+        except asyncio.CancelledError:
+            log.info("sync cancelled", repository_id=str(repository_id))
+            raise
+        except Exception as e:  # the job stays due: the next poll tries again
+            log.error("sync not run", repository_id=str(repository_id), error=describe(e))
+
+    # -- the advisory lock connection -------------------------------------------------------
+
     async def _claim(self, repository_id: uuid.UUID) -> bool:
-        if not self._github.configured:
-            raise SyncNotConfigured
         if self._stopping.is_set():
-            raise SyncUnavailable("the service is shutting down; try again in a moment")
+            return False
         # Claimed before awaiting: the advisory lock is re-entrant within one connection, so
-        # it cannot tell two starts in this process apart.
+        # it cannot tell two claims in this process apart.
         if repository_id in self._claimed:
             return False
         self._claimed.add(repository_id)
         try:
             locked = await self._locking("pg_try_advisory_lock", lock_key(repository_id))
-        except (OSError, asyncpg.PostgresError) as e:
-            self._claimed.discard(repository_id)
-            raise SyncUnavailable(f"cannot take the sync lock: {e!r}") from e
         except BaseException:
             self._claimed.discard(repository_id)
             raise
         if not locked:
             self._claimed.discard(repository_id)
-            log.info("sync already running elsewhere", repository_id=str(repository_id))
         return locked
 
-    async def _background(self, repository_id: uuid.UUID) -> None:
-        try:
-            await self._execute(repository_id)
-        except SyncStopped:
-            log.info("sync interrupted by shutdown", repository_id=str(repository_id))
-        except LockLost:
-            log.error("sync stopped: its lock is lost", repository_id=str(repository_id))
-        except GitHubError as e:
-            log.warning("sync failed", repository_id=str(repository_id), error=str(e))
-        except asyncio.CancelledError:
-            log.info("sync cancelled", repository_id=str(repository_id))
-            raise
-        except Exception:
-            log.exception("sync crashed", repository_id=str(repository_id))
+    async def _connection(self) -> asyncpg.Connection:
+        async with self._conn_guard:
+            return await self._connect()
 
-    async def _execute(self, repository_id: uuid.UUID) -> SyncResult | None:
-        key = lock_key(repository_id)
-        try:
-            async with self._slots:
-                self._check_stopping()
-                return await self._sync(repository_id, key)
-        finally:
-            self._claimed.discard(repository_id)
-            with contextlib.suppress(Exception):  # a lost connection released it already
-                await asyncio.shield(self._locking("pg_advisory_unlock", key))
-
-    # -- the advisory lock connection -------------------------------------------------------
+    async def _connect(self) -> asyncpg.Connection:
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            conn = await asyncpg.connect(self._dsn)
+            await conn.add_listener(sync_jobs.CHANNEL, lambda *_: self._wake.set())
+            self._conn, self._conn_pid = conn, conn.get_server_pid()
+        return conn
 
     async def _locking(self, function: str, key: int) -> bool:
         async with self._conn_guard:
@@ -274,8 +450,7 @@ class SyncRunner:
                 if conn is None or conn.is_closed():
                     if function == "pg_advisory_unlock":
                         return False  # the connection is gone, and every lock it held
-                    conn = await asyncpg.connect(self._dsn)
-                    self._conn, self._conn_pid = conn, conn.get_server_pid()
+                    conn = await self._connect()
                 try:
                     return bool(await conn.fetchval(f"SELECT {function}($1::bigint)", key))
                 except Exception:
@@ -300,7 +475,7 @@ class SyncRunner:
         if not held:
             raise LockLost(f"advisory lock {key} is no longer held")
 
-    # -- the sync ---------------------------------------------------------------------------
+    # -- one job ------------------------------------------------------------------------------
 
     def _check_stopping(self) -> None:
         if self._stopping.is_set():
@@ -312,92 +487,298 @@ class SyncRunner:
             await asyncio.wait_for(self._stopping.wait(), seconds)
         self._check_stopping()
 
-    async def _target(self, repository_id: uuid.UUID) -> Target | None:
-        async with self._sessionmaker() as session:
-            row = (
-                await session.execute(
-                    sa.select(Repository, Organization)
-                    .join(Organization, Organization.id == Repository.organization_id)
-                    .where(
-                        Repository.id == repository_id,
-                        Repository.deleted_at.is_(None),
-                        Organization.deleted_at.is_(None),
-                    )
-                )
-            ).one_or_none()
-        if row is None:
-            log.warning("sync skipped: no such repository", repository_id=str(repository_id))
-            return None
-        repo, org = row
-        if org.installation_id is None or org.status == OrganizationStatus.suspended:
-            log.warning(
-                "sync skipped: the GitHub App is not installed or suspended there",
-                repository_id=str(repository_id),
-                organization=org.name,
-            )
-            return None
-        return Target(repo.id, org.id, org.name, repo.name, org.installation_id)
+    async def _execute(self, repository_id: uuid.UUID) -> SyncJob | None:
+        """Runs the repository's job if it is due (its lock is held); returns the job."""
+        key = lock_key(repository_id)
+        try:
+            async with self._slots:
+                with structlog.contextvars.bound_contextvars(repository_id=str(repository_id)):
+                    return await self._run_job(repository_id, key)
+        finally:
+            self._claimed.discard(repository_id)
+            with contextlib.suppress(Exception):  # a lost connection released it already
+                await asyncio.shield(self._locking("pg_advisory_unlock", key))
 
-    async def _sync(self, repository_id: uuid.UUID, key: int) -> SyncResult | None:
-        target = await self._target(repository_id)
-        if target is None:
-            return None
-        bound = log.bind(repository_id=str(repository_id), repository=target.name)
-        bound.info("sync started", owner=target.owner)
-        result = SyncResult()
-        async with self._github.installation(target.installation_id, sleep=self._sleep) as gh:
-            ids = {"organization_id": target.organization_id, "repository_id": target.repository_id}
-            issue_pages = _tolerate_gone(gh.issues(target.owner, target.name), result.issue_listing)
-            async for page in issue_pages:
-                rows = ingest.issue_rows(page.items, **ids)  # without the pull requests
-                result.issue_listing.add(page)
-                async with self._page(target, key, result) as session:
-                    # ingest records issue_created/updated for the rows it writes.
-                    await ingest.upsert_issues(session, rows)
-                    result.issues += len(rows)
-            async for page in gh.pulls(target.owner, target.name):
-                rows = ingest.pull_request_rows(page.items, **ids)
-                result.pull_listing.add(page)
-                async with self._page(target, key, result) as session:
-                    await ingest.upsert_pull_requests(session, rows)
-                    result.pull_requests += len(rows)
+    async def _run_job(self, repository_id: uuid.UUID, key: int) -> SyncJob | None:
+        async with self._sessionmaker() as session:
+            job = await sync_jobs.get(session, repository_id, due=True)
+            found = await sync_jobs.target(session, repository_id)
+        if job is None or found is None or self._stopping.is_set():
+            return job  # not due (done meanwhile by another replica), or shutting down
+        repo, org = found
+        target = Target(
+            repo.id, org.id, org.name, repo.name, org.installation_id or 0, job.job_id, job.since
+        )
+        with structlog.contextvars.bound_contextvars(
+            job_id=str(job.job_id), repository=f"{org.name}/{repo.name}"
+        ):
+            progress = Progress.of(job)
+            try:
+                if repo.deleted_at is not None or org.deleted_at is not None:
+                    raise Failure(Reason.REPOSITORY_GONE, "the repository was deleted", final=True)
+                if org.installation_id is None or org.status == OrganizationStatus.suspended:
+                    raise Failure(
+                        Reason.ACCESS_REVOKED,
+                        f"the GitHub App is not installed on {org.name} or is suspended there",
+                        final=True,
+                    )
+                await self._attempt(target, key, job, progress)
+            except Failure as failure:
+                await self._fail(target, key, job, failure)
+            except SyncStopped:
+                log.info("sync interrupted by shutdown; it resumes", page=progress.next_page)
+            except LockLost:
+                log.warning("sync stopped: its lock is lost; another replica may resume it")
+        async with self._sessionmaker() as session:
+            return await sync_jobs.get(session, repository_id)
+
+    async def _attempt(self, target: Target, key: int, job: SyncJob, progress: Progress) -> None:
+        """One attempt, from the job's last stored page; raises Failure when it fails."""
         async with self._sessionmaker.begin() as session:
             await self._check_lock(session, key)
-            await events.sync_completed(
+            await sync_jobs.update(
                 session,
-                repository_id=target.repository_id,
-                organization_id=target.organization_id,
-                issues=result.issues,
-                pull_requests=result.pull_requests,
+                target.repository_id,
+                target.job_id,
+                status=SyncStatus.running,
+                started_at=sa.func.coalesce(SyncJob.started_at, sa.func.now()),
             )
-        bound.info("sync completed", issues=result.issues, pull_requests=result.pull_requests)
-        return result
+        resumed = job.status == SyncStatus.running or job.pages > 0
+        log.info(
+            "sync resumed" if resumed else "sync started",
+            trigger=job.trigger,
+            incremental=job.since is not None,
+            phase=progress.phase,
+            page=progress.next_page,
+            attempt=job.attempts + 1,
+        )
+        try:
+            async with self._github.installation(target.installation_id, sleep=self._sleep) as gh:
+                if progress.phase == "pulls":
+                    await self._pulls(gh, target, key, progress)
+                if progress.phase == "issues":
+                    await self._issues(gh, target, key, progress)
+        except RateLimited as e:
+            raise Failure(Reason.RATE_LIMITED, str(e), retry_in=e.wait) from e
+        except AccessRevoked as e:
+            raise Failure(Reason.ACCESS_REVOKED, str(e), final=True) from e
+        except GitHubGone as e:
+            raise Failure(Reason.REPOSITORY_GONE, str(e), final=True) from e
+        except GitHubError as e:
+            raise Failure(Reason.GITHUB_UNAVAILABLE, str(e)) from e
+        except (SyncStopped, LockLost, Failure, asyncio.CancelledError):
+            raise
+        except Exception as e:
+            log.error("sync attempt crashed", error=describe(e))
+            raise Failure(Reason.INTERNAL, describe(e)) from e
+        await self._complete(target, key, progress)
+
+    async def _pulls(
+        self, gh: InstallationClient, target: Target, key: int, progress: Progress
+    ) -> None:
+        since = target.since
+        pages = gh.pulls(
+            target.owner, target.name, recently_updated=since is not None, page=progress.next_page
+        )
+        async for page in pages:
+            rows, older = [], False
+            for item in page.items:
+                try:
+                    row = ingest.pull_request_row(item, **self._ids(target))
+                except MALFORMED as e:
+                    progress.skip("pull_request", item, f"{type(e).__name__}: {e}")
+                    continue
+                if since is not None and row["issue_modified_at"] < since:
+                    older = True  # most recently updated first: the rest is older still
+                    continue
+                rows.append(row)
+            last = older or not page.has_next
+            async with self._page(target, key, progress) as session:
+                stored = await self._store(
+                    session, ingest.upsert_pull_requests, rows, "pull_request", progress
+                )
+                progress.pull_requests += stored
+                progress.paged(page, last=last, estimate=since is None)
+                if last:
+                    progress.next_listing("issues")
+            if last:
+                return
+
+    async def _issues(
+        self, gh: InstallationClient, target: Target, key: int, progress: Progress
+    ) -> None:
+        since = target.since.isoformat() if target.since is not None else None
+        pages = gh.issues(target.owner, target.name, since=since, page=progress.next_page)
+        try:
+            async for page in pages:
+                rows, comments = [], []
+                for item in page.items:
+                    try:
+                        if ingest.is_pull_request(item):
+                            number, count = item.get("number"), item.get("comments")
+                            if isinstance(number, int) and isinstance(count, int):
+                                updated_at = ingest.parse_time(item.get("updated_at"))
+                                comments.append(
+                                    {"number": number, "comments": count, "updated_at": updated_at}
+                                )
+                            continue
+                        rows.append(ingest.issue_row(item, **self._ids(target)))
+                    except MALFORMED as e:
+                        progress.skip("issue", item, f"{type(e).__name__}: {e}")
+                async with self._page(target, key, progress) as session:
+                    stored = await self._store(
+                        session, ingest.upsert_issues, rows, "issue", progress
+                    )
+                    progress.issues += stored
+                    changed = await sync_jobs.update_pull_request_comments(
+                        session, target.repository_id, comments
+                    )
+                    await events.pull_requests_upserted(
+                        session, [Upserted(pr, False) for pr in changed]
+                    )
+                    progress.paged(page, last=not page.has_next, estimate=True)
+        except GitHubGone as e:
+            if e.status != 410:
+                raise
+            # GitHub answers 410 Gone for the issues of a repository with issues disabled:
+            # an empty listing, not a failure (its pull requests are synced already).
+
+    @staticmethod
+    def _ids(target: Target) -> dict[str, uuid.UUID]:
+        return {"organization_id": target.organization_id, "repository_id": target.repository_id}
+
+    async def _store(
+        self,
+        session: AsyncSession,
+        store: Store,
+        rows: Sequence[ingest.Row],
+        kind: str,
+        progress: Progress,
+    ) -> int:
+        """Stores a page's rows; if the database refuses the page (a value it cannot hold),
+        stores them one by one and skips those it refuses. Returns how many were stored."""
+        if not rows:
+            return 0
+        try:
+            async with session.begin_nested():
+                await store(session, rows)
+            return len(rows)
+        except (DataError, IntegrityError):
+            pass
+        stored = 0
+        for row in rows:
+            try:
+                async with session.begin_nested():
+                    await store(session, [row])
+                stored += 1
+            except (DataError, IntegrityError) as e:
+                item = {"id": row.get("external_id"), "number": row.get("number")}
+                progress.skip(kind, item, f"the database refused it: {type(e.orig).__name__}")
+        return stored
 
     @contextlib.asynccontextmanager
     async def _page(
-        self, target: Target, key: int, result: SyncResult
+        self, target: Target, key: int, progress: Progress
     ) -> AsyncIterator[AsyncSession]:
-        """One page's transaction: lock check, the caller's writes, then the progress event
-        (recorded after the caller has counted the page in `result`)."""
+        """One page's transaction: lock check, the caller's writes, then the job's new
+        position and the progress event (after the caller has counted the page)."""
         self._check_stopping()
         async with self._sessionmaker.begin() as session:
             await self._check_lock(session, key)
             yield session
+            await sync_jobs.update(
+                session, target.repository_id, target.job_id, **progress.columns()
+            )
             await events.sync_progress(
                 session,
                 repository_id=target.repository_id,
                 organization_id=target.organization_id,
-                synced=result.synced,
-                expected=result.expected,
+                job_id=target.job_id,
+                synced=progress.synced,
+                expected=progress.expected,
+                page=progress.pages,
+                pages=progress.pages_expected,
             )
 
-    # -- Worker -----------------------------------------------------------------------------
+    async def _complete(self, target: Target, key: int, progress: Progress) -> None:
+        async with self._sessionmaker.begin() as session:
+            await self._check_lock(session, key)
+            await sync_jobs.update(
+                session,
+                target.repository_id,
+                target.job_id,
+                status=SyncStatus.completed,
+                run_at=None,
+                finished_at=sa.func.now(),
+                last_success_started_at=SyncJob.started_at,
+                failure_reason=None,
+                failure_message=None,
+                phase="done",
+            )
+            await events.sync_completed(
+                session,
+                repository_id=target.repository_id,
+                organization_id=target.organization_id,
+                job_id=target.job_id,
+                issues=progress.issues,
+                pull_requests=progress.pull_requests,
+                skipped=progress.skipped_count,
+                skipped_items=progress.skipped,
+            )
+        log.info(
+            "sync completed",
+            issues=progress.issues,
+            pull_requests=progress.pull_requests,
+            skipped=progress.skipped_count,
+        )
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Until `stop`; then running syncs end after their page in hand (or are cancelled
-        after the grace period), and the lock connection closes, releasing every lock."""
-        await stop.wait()
-        await self.close()
+    async def _fail(self, target: Target, key: int, job: SyncJob, failure: Failure) -> None:
+        """Records a failed attempt (sync_failed) and when the job runs again, if it does."""
+        attempts = job.attempts
+        retry_in = failure.retry_in
+        if retry_in is None and not failure.final:
+            attempts += 1
+            retry_in = self._retry.delay(attempts)
+        async with self._sessionmaker.begin() as session:
+            await self._check_lock(session, key)
+            now = await session.scalar(sa.select(sa.func.now()))
+            assert now is not None
+            retry_at = now + timedelta(seconds=retry_in) if retry_in is not None else None
+            current = await sync_jobs.update(
+                session,
+                target.repository_id,
+                target.job_id,
+                status=SyncStatus.failed,
+                run_at=retry_at,
+                attempts=attempts,
+                failure_reason=failure.reason,
+                failure_message=failure.message[:1000],
+                finished_at=None if retry_at else now,
+            )
+            if failure.reason == Reason.REPOSITORY_GONE:
+                # No longer visible to the App: removed as when the installation loses it
+                # (issues and pull requests kept; a re-add brings it back).
+                await ingest.delete_repositories(
+                    session, Repository.id == target.repository_id, content=False
+                )
+            await events.sync_failed(
+                session,
+                repository_id=target.repository_id,
+                organization_id=target.organization_id,
+                job_id=target.job_id,
+                reason=failure.reason,
+                message=failure.message,
+                retry_at=retry_at,
+                issues=current.issues if current else 0,
+                pull_requests=current.pull_requests if current else 0,
+            )
+        log.warning(
+            "sync failed",
+            reason=failure.reason,
+            error=failure.message[:300],
+            attempts=attempts,
+            retry_at=retry_at.isoformat() if retry_at else None,
+        )
 
     async def close(self) -> None:
         self._stopping.set()
@@ -413,26 +794,14 @@ class SyncRunner:
                 self._conn = None
 
 
-async def _tolerate_gone(pages: AsyncIterator[Page], listing: Listing) -> AsyncIterator[Page]:
-    """GitHub answers 410 Gone for the issues of a repository with issues disabled: that is
-    an empty listing, not a failure (its pull requests still sync)."""
-    try:
-        async for page in pages:
-            yield page
-    except GitHubGone as e:
-        if e.status != 410:
-            raise
-        listing.total = listing.seen
-
-
 # -- sync on install ----------------------------------------------------------------------------
 
 
 def on_repository_created(runner: SyncRunner) -> Handler:
     """A sync for each repository we learn of (installation.created,
-    installation_repositories.added, BatchUpsertRepositories). It runs off the published
-    event rather than inside the webhook's transaction, so the repository row is committed by
-    the time the sync reads it, and the durable consumer hands each event to one replica."""
+    installation_repositories.added, BatchUpsertRepositories). Its job row is written in
+    this message's transaction, so the event is acknowledged only once the job is recorded;
+    running off the published event means the repository row is committed by then."""
 
     async def handle(session: AsyncSession, delivery: Delivery) -> None:
         try:
@@ -441,11 +810,9 @@ def on_repository_created(runner: SyncRunner) -> Handler:
         except (DecodeError, ValueError) as e:
             raise Reject(f"not a RepositoryCreated event: {e!r}") from e
         try:
-            await runner.start(repository_id)  # False: one runs already, fine too
+            await runner.start(session, repository_id, trigger="created")
         except SyncNotConfigured:
             log.info("no sync on install: the GitHub App is not configured")
-        except SyncUnavailable as e:
-            raise Retry(str(e)) from e  # shutting down: another replica, or later
 
     return handle
 

@@ -131,7 +131,7 @@ class RepositorySyncState(_message.Message):
     FAILURE_REASON_FIELD_NUMBER: _builtins.int
     FAILURE_MESSAGE_FIELD_NUMBER: _builtins.int
     NEXT_RUN_AT_FIELD_NUMBER: _builtins.int
-    LAST_COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    LAST_SUCCESS_AT_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
     SKIPPED_ITEMS_FIELD_NUMBER: _builtins.int
@@ -154,7 +154,11 @@ class RepositorySyncState(_message.Message):
         """When it runs next: the queued time, the next retry, or the next scheduled sync."""
 
     @_builtins.property
-    def last_completed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def last_success_at(self) -> _timestamp_pb2.Timestamp:
+        """When the last successful sync started (the next incremental sync asks for what
+        changed since then).
+        """
+
     @_builtins.property
     def skipped_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkippedItem]: ...
     def __init__(
@@ -170,14 +174,14 @@ class RepositorySyncState(_message.Message):
         failure_reason: Global___SyncFailureReason.ValueType = ...,
         failure_message: _builtins.str = ...,
         next_run_at: _timestamp_pb2.Timestamp | None = ...,
-        last_completed_at: _timestamp_pb2.Timestamp | None = ...,
+        last_success_at: _timestamp_pb2.Timestamp | None = ...,
         attempts: _builtins.int = ...,
         skipped: _builtins.int = ...,
         skipped_items: _abc.Iterable[Global___SkippedItem] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["last_completed_at", b"last_completed_at", "next_run_at", b"next_run_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_success_at", b"last_success_at", "next_run_at", b"next_run_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "expected", b"expected", "failure_message", b"failure_message", "failure_reason", b"failure_reason", "job_id", b"job_id", "last_completed_at", b"last_completed_at", "next_run_at", b"next_run_at", "page", b"page", "pages", b"pages", "repository_id", b"repository_id", "skipped", b"skipped", "skipped_items", b"skipped_items", "status", b"status", "synced", b"synced"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "expected", b"expected", "failure_message", b"failure_message", "failure_reason", b"failure_reason", "job_id", b"job_id", "last_success_at", b"last_success_at", "next_run_at", b"next_run_at", "page", b"page", "pages", b"pages", "repository_id", b"repository_id", "skipped", b"skipped", "skipped_items", b"skipped_items", "status", b"status", "synced", b"synced"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
