@@ -55,7 +55,7 @@ from polar_db.upsert import Upserted
 from polar_kit.consumer import Consumer, Delivery, Handler, Reject
 from polar_kit.errors import FailedPrecondition
 from polar_kit.nats import EVENTS
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import events, ingest, sync_jobs
@@ -110,6 +110,13 @@ def lock_key(repository_id: uuid.UUID) -> int:
     cannot collide with other users of advisory locks in the same database."""
     digest = hashlib.sha256(LOCK_NAMESPACE + repository_id.bytes).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _refused(error: DBAPIError) -> bool:
+    """The database refused a value (not an outage, which must fail the attempt)."""
+    return not error.connection_invalidated and not isinstance(
+        error, OperationalError | InterfaceError
+    )
 
 
 def describe(error: BaseException) -> str:
@@ -663,17 +670,21 @@ class SyncRunner:
             async with session.begin_nested():
                 await store(session, rows)
             return len(rows)
-        except (DataError, IntegrityError):
-            pass
+        except DBAPIError as e:
+            if not _refused(e):
+                raise
         stored = 0
         for row in rows:
             try:
                 async with session.begin_nested():
                     await store(session, [row])
                 stored += 1
-            except (DataError, IntegrityError) as e:
+            except DBAPIError as e:
+                if not _refused(e):
+                    raise
                 item = {"id": row.get("external_id"), "number": row.get("number")}
-                progress.skip(kind, item, f"the database refused it: {type(e.orig).__name__}")
+                reason = str(e.orig).splitlines()[0] if e.orig else type(e).__name__
+                progress.skip(kind, item, f"the database refused it: {reason}")
         return stored
 
     @contextlib.asynccontextmanager
