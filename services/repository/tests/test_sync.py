@@ -11,11 +11,16 @@ import asyncio
 import copy
 import itertools
 import math
+import os
+import signal
+import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -27,8 +32,10 @@ import structlog
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from polar.repository.v1 import events_pb2, sync_pb2
 from polar.repository.v1 import repository_service_pb2 as pb
+from polar.repository.v1.repository_service_pb2_grpc import RepositoryServiceStub
 from polar_db.engine import asyncpg_dsn, create_engine, create_sessionmaker
 from polar_db.models import (
     Issue,
@@ -40,6 +47,7 @@ from polar_db.models import (
 )
 from polar_dev.fake_github import FakeGitHub, json_response
 from polar_kit.consumer import Delivery, Reject
+from polar_kit.testing import eventually
 from polar_repository import events, ingest, sync_jobs
 from polar_repository.github import (
     GitHubApp,
@@ -1220,3 +1228,146 @@ async def test_sync_state_of_an_unknown_repository_is_not_found(stub: Any) -> No
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.GetRepositorySyncState(pb.GetRepositorySyncStateRequest(repository_id="x"))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# --- the service as a process: kill -9 mid-sync ----------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServiceProcess:
+    process: asyncio.subprocess.Process
+    port: int
+
+
+@pytest.fixture
+async def start_service(
+    settings_env: dict[str, str], app_key: rsa.RSAPrivateKey, tmp_path: Path
+) -> AsyncIterator[Callable[[str], Awaitable[ServiceProcess]]]:
+    """Starts `python -m polar_repository` (as a deployment runs it) with the test's GitHub
+    App; waits until it serves."""
+    started: list[asyncio.subprocess.Process] = []
+    pem = app_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+    async def start(name: str) -> ServiceProcess:
+        port = free_port()
+        env = os.environ | settings_env
+        env |= {
+            "POLAR_REPOSITORY_GRPC_PORT": str(port),
+            "POLAR_GITHUB_APP_ID": APP_ID,
+            "POLAR_GITHUB_APP_PRIVATE_KEY": pem,
+            "POLAR_SYNC_POLL_SECONDS": "0.2",
+            "POLAR_SYNC_INTERVAL_SECONDS": "0",
+        }
+        # Logs go to a file: an unread pipe fills up and then blocks the process.
+        with (tmp_path / f"{name}.log").open("wb") as log:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "polar_repository", env=env, stdout=log, stderr=log
+            )
+        started.append(process)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def serving() -> bool:
+                try:
+                    reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
+                except grpc.aio.AioRpcError:
+                    return False
+                return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+            await eventually(serving, within=30)
+        return ServiceProcess(process, port)
+
+    yield start
+    for process in started:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_a_sync_killed_mid_flight_completes_in_the_next_process_without_duplicates(
+    fake_github: FakeGitHub,
+    token_requests: list[dict[str, Any]],
+    start_service: Callable[[str], Awaitable[ServiceProcess]],
+    make_repo: MakeRepo,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> None:
+    repo = await make_repo()
+    owner = await owner_of(sessionmaker, repo)
+    on_page_3, release = asyncio.Event(), asyncio.Event()
+
+    async def gate(request: web.Request, page: int) -> web.StreamResponse | None:
+        if page == 3 and "issues" in request.path and not release.is_set():
+            on_page_3.set()
+            await release.wait()  # the process is killed while it waits for this page
+        return None
+
+    issues_path, pulls_path = serve_repository(
+        fake_github,
+        repo,
+        owner,
+        issue_items(fake_github, 430, pull_requests=20),
+        pull_items(fake_github, range(431, 451)),
+        gate=gate,
+    )
+    first = await start_service("first")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+        stub = RepositoryServiceStub(channel)
+        reply = await stub.SyncRepository(pb.SyncRepositoryRequest(id=str(repo.id)))
+        assert reply.started
+    await asyncio.wait_for(on_page_3.wait(), 30)
+    job = await job_of(sessionmaker, repo)
+    assert (job.status, job.phase, job.next_page, job.issues) == ("running", "issues", 3, 200)
+
+    first.process.kill()  # kill -9, mid-page
+    await first.process.wait()
+    release.set()
+
+    second = await start_service("second")
+
+    async def completed() -> bool:
+        return (await job_of(sessionmaker, repo)).status == "completed"
+
+    await eventually(completed, within=30)
+
+    # Resumed where the first left off: the page it was fetching, not from the start.
+    pages = [c.query.get("page", "1") for c in fake_github.calls("GET", issues_path)]
+    assert pages == ["1", "2", "3", "3", "4", "5"]
+    assert len(fake_github.calls("GET", pulls_path)) == 1
+    issue_numbers, pull_numbers = await stored(sessionmaker, repo)
+    assert issue_numbers == list(range(1, 431))
+    assert pull_numbers == list(range(431, 451))
+    # No duplicate events: one issue_created per issue, one progress per page, one end.
+    async with sessionmaker() as session:
+        created = (
+            await session.scalars(
+                sa.select(OutboxEvent.payload).where(OutboxEvent.subject == events.ISSUE_CREATED)
+            )
+        ).all()
+    ours = [
+        i.issue.number
+        for i in map(events_pb2.IssueCreated.FromString, created)
+        if i.issue.repository_id == str(repo.id)
+    ]
+    assert sorted(ours) == list(range(1, 431))
+    found = await sync_events(sessionmaker, repo)
+    assert [p.page for p in found.progress] == [1, 2, 3, 4, 5, 6]
+    assert_forward(found)
+    assert [(c.issues, c.pull_requests, c.job_id) for c in found.completed] == [
+        (430, 20, str(job.job_id))
+    ]
+    assert found.failed == []
+    assert '"sync resumed"' in (tmp_path / "second.log").read_text()
+
+    second.process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(second.process.wait(), timeout=30) == 0
