@@ -92,6 +92,7 @@ RPCS = [
     "BatchUpsertRepositories",
     "DeleteRepository",
     "SyncRepository",
+    "GetRepositorySyncState",
     "GetIssue",
     "ListIssues",
     "GetPullRequest",

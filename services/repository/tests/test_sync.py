@@ -1216,7 +1216,8 @@ async def test_sync_state_through_the_rpc(
     assert failed.status == State.STATUS_FAILED
     assert failed.failure_reason == sync_pb2.SYNC_FAILURE_REASON_GITHUB_UNAVAILABLE
     assert "502" in failed.failure_message
-    assert failed.HasField("next_run_at") and failed.attempts == 1
+    assert failed.HasField("next_run_at")
+    assert failed.attempts == 1
 
 
 async def test_sync_state_of_an_unknown_repository_is_not_found(stub: Any) -> None:

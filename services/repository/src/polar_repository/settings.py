@@ -36,7 +36,7 @@ class RepositorySettings(ServiceSettings):
         ge=0,
         description=(
             "Longest the sync waits for GitHub's rate limit to reset before retrying the same "
-            "page; a later reset makes the sync give up (start it again later)."
+            "page; a later reset reschedules the sync for the reset time."
         ),
     )
     github_rate_limit_low_remaining: int = Field(
