@@ -56,13 +56,9 @@ from polar_repository.github import (
     pacing_delay,
     rate_limit_wait,
 )
-from polar_repository.sync import (
-    RetryPolicy,
-    SyncNotConfigured,
-    SyncRunner,
-    lock_key,
-    on_repository_created,
-)
+from polar_repository.sync import SyncNotConfigured, SyncRunner, on_repository_created
+from polar_repository.sync_locks import lock_key
+from polar_repository.sync_progress import RetryPolicy
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from structlog.testing import capture_logs
 

@@ -4,12 +4,10 @@ A sync is requested (repository created, SyncRepository, the periodic schedule) 
 its job row (sync_jobs.py) in the requester's transaction, so it exists once the request is
 acknowledged (decision 0013). Every replica runs a SyncRunner: it wakes on the row's NOTIFY
 (or polls), claims due jobs and runs them in background tasks. One sync per repository at a
-time, across replicas: a sync holds a PostgreSQL session-level advisory lock keyed by the
-repository for as long as it runs. The locks of a runner live on one dedicated connection
-(not a pooled one, so they are never handed back to the pool still held), and every page's
-transaction first checks that this connection still holds the lock, so if the connection
-drops (or the process dies), the sync stops before writing anything more and whichever
-replica claims the job next resumes it.
+time, across replicas: a sync holds its repository's advisory lock (sync_locks.py), and
+every page's transaction first checks it still does, so if the runner's connection drops
+(or the process dies), the sync stops before writing anything more and whichever replica
+claims the job next resumes it. The job's counters and failure policy are sync_progress.py.
 
 A sync pages through GET /repos/{owner}/{repo}/pulls, then /issues (skipping the pull
 requests GitHub lists there, but taking their `comments`, which /pulls lacks), and stores
@@ -34,16 +32,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import hashlib
 import time
-import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
 import sqlalchemy as sa
 import structlog
 from google.protobuf.message import DecodeError
@@ -55,7 +50,7 @@ from polar_db.upsert import Upserted
 from polar_kit.consumer import Consumer, Delivery, Handler, Reject
 from polar_kit.errors import FailedPrecondition
 from polar_kit.nats import EVENTS
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import events, ingest, sync_jobs
@@ -65,19 +60,14 @@ from .github import (
     GitHubError,
     GitHubGone,
     InstallationClient,
-    Page,
     RateLimited,
     RateLimitPolicy,
 )
-from .ingest import InvalidObject
 from .settings import RepositorySettings
+from .sync_locks import LockLost, SyncLocks, lock_key
+from .sync_progress import MALFORMED, Failure, Progress, Reason, RetryPolicy, describe, refused
 
 log = structlog.get_logger(__name__)
-
-LOCK_NAMESPACE = b"polar.repository.sync:"
-# An item GitHub sent that we cannot turn into a row.
-MALFORMED = (InvalidObject, KeyError, TypeError, ValueError, AttributeError)
-MAX_LISTED_SKIPS = 100  # skipped items named on the job and in sync_completed; all counted
 
 
 class SyncNotConfigured(FailedPrecondition):
@@ -91,55 +81,6 @@ class SyncStopped(Exception):
     """The process is shutting down: the sync ends after the page in hand."""
 
 
-class LockLost(Exception):
-    """The advisory lock's connection went away: another replica may be syncing now."""
-
-
-class Reason:
-    """Failure reasons (sync_jobs.failure_reason; SyncFailureReason in the contract)."""
-
-    RATE_LIMITED = "rate_limited"
-    ACCESS_REVOKED = "access_revoked"
-    REPOSITORY_GONE = "repository_gone"
-    GITHUB_UNAVAILABLE = "github_unavailable"
-    INTERNAL = "internal"
-
-
-def lock_key(repository_id: uuid.UUID) -> int:
-    """The advisory lock key (bigint) of a repository's sync; namespaced by hashing so it
-    cannot collide with other users of advisory locks in the same database."""
-    digest = hashlib.sha256(LOCK_NAMESPACE + repository_id.bytes).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def _refused(error: DBAPIError) -> bool:
-    """The database refused a value (not an outage, which must fail the attempt)."""
-    return not error.connection_invalidated and not isinstance(
-        error, OperationalError | InterfaceError
-    )
-
-
-def describe(error: BaseException) -> str:
-    """An error for a log line or a job row: its type, message (cut short: messages may
-    quote what GitHub sent) and where it was raised; never the frames' locals."""
-    where = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
-    at = f" at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno}" if where else ""
-    return f"{type(error).__name__}: {str(error)[:200]}{at}"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    base: float = 30.0
-    max: float = 3600.0
-    max_attempts: int = 12
-
-    def delay(self, attempts: int) -> float | None:
-        """Seconds before the next attempt after `attempts` failed ones; None: give up."""
-        if attempts >= self.max_attempts:
-            return None
-        return float(min(self.base * 2 ** (attempts - 1), self.max))
-
-
 @dataclass(frozen=True)
 class Target:
     repository_id: uuid.UUID
@@ -149,90 +90,6 @@ class Target:
     installation_id: int
     job_id: uuid.UUID
     since: datetime | None
-
-
-class Failure(Exception):
-    """An attempt's end other than success: why, and whether and when to try again."""
-
-    def __init__(
-        self, reason: str, message: str, *, retry_in: float | None = None, final: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.retry_in = retry_in  # set: at that time, not counted as an attempt
-        self.final = final
-
-
-@dataclass
-class Progress:
-    """The job's position and counters (mirrors its sync_jobs columns)."""
-
-    phase: str
-    next_page: int
-    page_size: int
-    listed: int
-    pages: int
-    pages_expected: int
-    issues: int
-    pull_requests: int
-    expected: int
-    skipped_count: int
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-
-    COLUMNS = (
-        "phase",
-        "next_page",
-        "page_size",
-        "listed",
-        "pages",
-        "pages_expected",
-        "issues",
-        "pull_requests",
-        "expected",
-        "skipped_count",
-        "skipped",
-    )
-
-    @classmethod
-    def of(cls, job: SyncJob) -> Progress:
-        return cls(**{c: getattr(job, c) for c in cls.COLUMNS})
-
-    def columns(self) -> dict[str, Any]:
-        return {c: getattr(self, c) for c in self.COLUMNS}
-
-    @property
-    def synced(self) -> int:
-        return self.issues + self.pull_requests + self.skipped_count
-
-    def skip(self, kind: str, item: Any, reason: str) -> None:
-        self.skipped_count += 1
-        if len(self.skipped) < MAX_LISTED_SKIPS:
-            get = item.get if isinstance(item, dict) else (lambda _k: None)
-            ids = {k: v if isinstance(v, int) else 0 for k in ("id", "number") if (v := get(k))}
-            self.skipped.append({"kind": kind, **ids, "reason": reason[:200]})
-        log.warning("item skipped", kind=kind, id=self.skipped[-1].get("id"), reason=reason[:200])
-
-    def paged(self, page: Page, *, last: bool, estimate: bool) -> None:
-        """Counts a stored page: pages, the listing's length, the estimates."""
-        before = self.pages - (page.number - 1)  # pages of the listings before this one
-        self.pages += 1
-        self.listed += len(page.items)
-        if page.has_next and not self.page_size:
-            self.page_size = len(page.items)  # a page with a next one is full
-        total, pages = self.listed, page.number
-        if not last:
-            pages += 1
-            if estimate and page.last_page is not None:
-                # Every page before the last is full, the last has at least one item.
-                total = max(total, (page.last_page - 1) * self.page_size + 1)
-                pages = page.last_page
-        self.pages_expected = max(self.pages_expected, before + pages, self.pages)
-        self.expected = max(self.expected, total if estimate else 0, self.synced)
-        self.next_page = page.number + 1
-
-    def next_listing(self, phase: str) -> None:
-        self.phase, self.next_page, self.page_size, self.listed = phase, 1, 0, 0
 
 
 Store = Callable[[AsyncSession, Sequence[ingest.Row]], Awaitable[Sequence[Upserted[Any]]]]
@@ -258,7 +115,6 @@ class SyncRunner:
         retry: RetryPolicy | None = None,
         interval_seconds: int = 0,
     ) -> None:
-        self._dsn = asyncpg_dsn(database_url)
         self._sessionmaker = sessionmaker
         self._github = github
         self._grace = grace_seconds
@@ -271,9 +127,7 @@ class SyncRunner:
         self._wake = asyncio.Event()
         self._claimed: set[uuid.UUID] = set()  # syncs of this process, queued or running
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
-        self._conn: asyncpg.Connection | None = None  # holds this runner's advisory locks
-        self._conn_pid = 0
-        self._conn_guard = asyncio.Lock()  # one query at a time on that connection
+        self._locks = SyncLocks(asyncpg_dsn(database_url), self._wake.set)
 
     @classmethod
     def from_settings(
@@ -383,7 +237,7 @@ class SyncRunner:
             log.info("periodic syncs queued", count=queued)
 
     async def _spawn_due(self) -> None:
-        await self._connection()  # listening for NOTIFY from here on
+        await self._locks.listen()  # listening for NOTIFY from here on
         free = self._max_concurrent - len(self._tasks)
         if free <= 0 or self._stopping.is_set():
             return
@@ -419,8 +273,6 @@ class SyncRunner:
         except Exception as e:  # the job stays due: the next poll tries again
             log.error("sync not run", repository_id=str(repository_id), error=describe(e))
 
-    # -- the advisory lock connection -------------------------------------------------------
-
     async def _claim(self, repository_id: uuid.UUID) -> bool:
         if self._stopping.is_set():
             return False
@@ -430,57 +282,13 @@ class SyncRunner:
             return False
         self._claimed.add(repository_id)
         try:
-            locked = await self._locking("pg_try_advisory_lock", lock_key(repository_id))
+            locked = await self._locks.try_lock(lock_key(repository_id))
         except BaseException:
             self._claimed.discard(repository_id)
             raise
         if not locked:
             self._claimed.discard(repository_id)
         return locked
-
-    async def _connection(self) -> asyncpg.Connection:
-        async with self._conn_guard:
-            return await self._connect()
-
-    async def _connect(self) -> asyncpg.Connection:
-        conn = self._conn
-        if conn is None or conn.is_closed():
-            conn = await asyncpg.connect(self._dsn)
-            await conn.add_listener(sync_jobs.CHANNEL, lambda *_: self._wake.set())
-            self._conn, self._conn_pid = conn, conn.get_server_pid()
-        return conn
-
-    async def _locking(self, function: str, key: int) -> bool:
-        async with self._conn_guard:
-            for attempt in (1, 2):
-                conn = self._conn
-                if conn is None or conn.is_closed():
-                    if function == "pg_advisory_unlock":
-                        return False  # the connection is gone, and every lock it held
-                    conn = await self._connect()
-                try:
-                    return bool(await conn.fetchval(f"SELECT {function}($1::bigint)", key))
-                except Exception:
-                    # Nothing but a broken connection fails these: drop it (its locks are gone
-                    # already; their syncs notice at their next page) and connect once more.
-                    self._conn = None
-                    conn.terminate()
-                    if attempt == 2 or function == "pg_advisory_unlock":
-                        raise
-        raise AssertionError("unreachable")
-
-    async def _check_lock(self, session: AsyncSession, key: int) -> None:
-        unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
-        held = await session.scalar(
-            sa.text(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
-                " AND pid = :pid AND classid::bigint = :hi AND objid::bigint = :lo"
-                " AND objsubid = 1 AND granted)"
-            ),
-            {"pid": self._conn_pid, "hi": unsigned >> 32, "lo": unsigned & 0xFFFF_FFFF},
-        )
-        if not held:
-            raise LockLost(f"advisory lock {key} is no longer held")
 
     # -- one job ------------------------------------------------------------------------------
 
@@ -504,7 +312,7 @@ class SyncRunner:
         finally:
             self._claimed.discard(repository_id)
             with contextlib.suppress(Exception):  # a lost connection released it already
-                await asyncio.shield(self._locking("pg_advisory_unlock", key))
+                await asyncio.shield(self._locks.unlock(key))
 
     async def _run_job(self, repository_id: uuid.UUID, key: int) -> SyncJob | None:
         async with self._sessionmaker() as session:
@@ -520,6 +328,7 @@ class SyncRunner:
             job_id=str(job.job_id), repository=f"{org.name}/{repo.name}"
         ):
             progress = Progress.of(job)
+            failure: Failure | None = None
             try:
                 if repo.deleted_at is not None or org.deleted_at is not None:
                     raise Failure(Reason.REPOSITORY_GONE, "the repository was deleted", final=True)
@@ -530,19 +339,24 @@ class SyncRunner:
                         final=True,
                     )
                 await self._attempt(target, key, job, progress)
-            except Failure as failure:
-                await self._fail(target, key, job, failure)
+            except Failure as failed:
+                failure = failed
             except SyncStopped:
                 log.info("sync interrupted by shutdown; it resumes", page=progress.next_page)
             except LockLost:
                 log.warning("sync stopped: its lock is lost; another replica may resume it")
+            if failure is not None:
+                try:
+                    await self._fail(target, key, job, failure)
+                except LockLost:
+                    log.warning("sync failure not recorded: its lock is lost")
         async with self._sessionmaker() as session:
             return await sync_jobs.get(session, repository_id)
 
     async def _attempt(self, target: Target, key: int, job: SyncJob, progress: Progress) -> None:
         """One attempt, from the job's last stored page; raises Failure when it fails."""
         async with self._sessionmaker.begin() as session:
-            await self._check_lock(session, key)
+            await self._locks.check(session, key)
             await sync_jobs.update(
                 session,
                 target.repository_id,
@@ -671,7 +485,7 @@ class SyncRunner:
                 await store(session, rows)
             return len(rows)
         except DBAPIError as e:
-            if not _refused(e):
+            if not refused(e):
                 raise
         stored = 0
         for row in rows:
@@ -680,7 +494,7 @@ class SyncRunner:
                     await store(session, [row])
                 stored += 1
             except DBAPIError as e:
-                if not _refused(e):
+                if not refused(e):
                     raise
                 item = {"id": row.get("external_id"), "number": row.get("number")}
                 reason = str(e.orig).splitlines()[0] if e.orig else type(e).__name__
@@ -695,7 +509,7 @@ class SyncRunner:
         position and the progress event (after the caller has counted the page)."""
         self._check_stopping()
         async with self._sessionmaker.begin() as session:
-            await self._check_lock(session, key)
+            await self._locks.check(session, key)
             yield session
             await sync_jobs.update(
                 session, target.repository_id, target.job_id, **progress.columns()
@@ -713,7 +527,7 @@ class SyncRunner:
 
     async def _complete(self, target: Target, key: int, progress: Progress) -> None:
         async with self._sessionmaker.begin() as session:
-            await self._check_lock(session, key)
+            await self._locks.check(session, key)
             await sync_jobs.update(
                 session,
                 target.repository_id,
@@ -751,7 +565,7 @@ class SyncRunner:
             attempts += 1
             retry_in = self._retry.delay(attempts)
         async with self._sessionmaker.begin() as session:
-            await self._check_lock(session, key)
+            await self._locks.check(session, key)
             now = await session.scalar(sa.select(sa.func.now()))
             assert now is not None
             retry_at = now + timedelta(seconds=retry_in) if retry_in is not None else None
@@ -799,10 +613,7 @@ class SyncRunner:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        async with self._conn_guard:
-            if self._conn is not None:
-                await self._conn.close()
-                self._conn = None
+        await self._locks.close()
 
 
 # -- sync on install ----------------------------------------------------------------------------
