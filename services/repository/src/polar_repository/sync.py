@@ -241,11 +241,18 @@ class SyncRunner:
         free = self._max_concurrent - len(self._tasks)
         if free <= 0 or self._stopping.is_set():
             return
+        # Due jobs include those other replicas are running (their rows say running until
+        # they end): look further than the free slots, and skip those whose lock is taken.
         async with self._sessionmaker() as session:
-            due = await sync_jobs.due(session, limit=free, exclude=self._claimed)
+            due = await sync_jobs.due(
+                session, limit=self._max_concurrent * 10, exclude=self._claimed
+            )
         for repository_id in due:
+            if free <= 0:
+                return
             if await self._claim(repository_id):
                 self._spawn(repository_id)
+                free -= 1
 
     def _spawn(self, repository_id: uuid.UUID) -> None:
         # A fresh context: the sync's log lines carry its own context, never the one of
@@ -379,6 +386,7 @@ class SyncRunner:
                     await self._pulls(gh, target, key, progress)
                 if progress.phase == "issues":
                     await self._issues(gh, target, key, progress)
+            await self._complete(target, key, progress)
         except RateLimited as e:
             raise Failure(Reason.RATE_LIMITED, str(e), retry_in=e.wait) from e
         except AccessRevoked as e:
@@ -392,7 +400,6 @@ class SyncRunner:
         except Exception as e:
             log.error("sync attempt crashed", error=describe(e))
             raise Failure(Reason.INTERNAL, describe(e)) from e
-        await self._complete(target, key, progress)
 
     async def _pulls(
         self, gh: InstallationClient, target: Target, key: int, progress: Progress
