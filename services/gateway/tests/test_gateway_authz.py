@@ -70,6 +70,7 @@ ROUTES = {
     ),
     "organization": Route("GET", "/api/v1/organizations/{org_id}"),
     "repository": Route("GET", "/api/v1/repositories/{repo_id}"),
+    "repository sync": Route("GET", "/api/v1/repositories/{repo_id}/sync"),
     "issues": Route("GET", "/api/v1/issues/github/{org_name}/{repo_name}"),
     "pull requests": Route("GET", "/api/v1/pull_requests/github/{org_name}/{repo_name}"),
     "create reward": Route(
@@ -157,6 +158,8 @@ async def test_authorization_matrix(client: httpx.AsyncClient, world_: World, na
         ("GET", "/api/v1/organizations/{random}", None),
         ("GET", "/api/v1/repositories/123", None),
         ("GET", "/api/v1/repositories/{random}", None),
+        ("GET", "/api/v1/repositories/123/sync", None),
+        ("GET", "/api/v1/repositories/{random}/sync", None),
         ("GET", "/api/v1/issues/gitlab/{org_name}/{repo_name}", None),
         ("GET", "/api/v1/issues/github/bad%20name/{repo_name}", None),
         ("GET", "/api/v1/issues/github/{org_name}/{repo_name}?state=maybe", None),

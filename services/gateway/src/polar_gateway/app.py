@@ -12,7 +12,16 @@ from starlette.types import ASGIApp
 
 from .errors import install_error_handlers
 from .middleware import RequestContextMiddleware
-from .routes import auth, health, organizations, repositories, stream, users, webhooks
+from .routes import (
+    auth,
+    health,
+    organizations,
+    repositories,
+    repository_sync,
+    stream,
+    users,
+    webhooks,
+)
 from .routes._common import API_PREFIX
 from .settings import DEV_SESSION_SECRET, DEV_WEBHOOK_SECRET, GatewaySettings
 from .state import Gateway
@@ -49,7 +58,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         lifespan=lifespan,
     )
     # Routes are matched in order: the busiest (webhook ingress) first.
-    for module in (webhooks, auth, users, organizations, repositories, stream):
+    for module in (webhooks, auth, users, organizations, repositories, repository_sync, stream):
         # The routers carry the /api/v1 prefix themselves, so a matched route's `path` is
         # the full template (the metrics label).
         app.include_router(module.router)
