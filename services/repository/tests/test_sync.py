@@ -33,9 +33,9 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from polar.repository.v1 import events_pb2, sync_pb2
+from nats.js import JetStreamContext
+from polar.repository.v1 import events_pb2, repository_pb2, sync_pb2
 from polar.repository.v1 import repository_service_pb2 as pb
-from polar.repository.v1.repository_service_pb2_grpc import RepositoryServiceStub
 from polar_db.engine import asyncpg_dsn, create_engine, create_sessionmaker
 from polar_db.models import (
     Issue,
@@ -478,6 +478,16 @@ async def test_sync_stores_issues_and_pull_requests_with_events(
     assert all(p.job_id == str(job.job_id) for p in found.progress)
     assert [(c.issues, c.pull_requests, c.skipped) for c in found.completed] == [(230, 20, 0)]
     assert found.failed == []
+    # Each names the last issue stored so far (the v1 stream's issue.synced).
+    async with sessionmaker() as session:
+        titles = {
+            str(i): t
+            for i, t in await session.execute(
+                sa.select(Issue.id, Issue.title).where(Issue.repository_id == repo.id)
+            )
+        }
+    assert found.progress[0].issue_id == ""  # the pulls page: no issue yet
+    assert all(titles[p.issue_id] == p.issue_title for p in found.progress[1:])
 
     async with sessionmaker() as session:
         subjects = (
@@ -1297,6 +1307,8 @@ async def test_a_sync_killed_mid_flight_completes_in_the_next_process_without_du
     start_service: Callable[[str], Awaitable[ServiceProcess]],
     make_repo: MakeRepo,
     sessionmaker: async_sessionmaker[AsyncSession],
+    js: JetStreamContext,
+    nats_prefix: str,
     tmp_path: Path,
 ) -> None:
     repo = await make_repo()
@@ -1318,10 +1330,18 @@ async def test_a_sync_killed_mid_flight_completes_in_the_next_process_without_du
         gate=gate,
     )
     first = await start_service("first")
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
-        stub = RepositoryServiceStub(channel)
-        reply = await stub.SyncRepository(pb.SyncRepositoryRequest(id=str(repo.id)))
-        assert reply.started
+    # What installing the App does: repository_created, whose consumer records the job.
+    created = events_pb2.RepositoryCreated(
+        repository=repository_pb2.Repository(
+            id=str(repo.id), organization_id=str(repo.organization_id), name=repo.name
+        )
+    )
+    event_id = str(uuid.uuid4())
+    await js.publish(
+        f"{nats_prefix}{events.REPOSITORY_CREATED}",
+        created.SerializeToString(),
+        headers={"Nats-Msg-Id": event_id, "ce-id": event_id},
+    )
     await asyncio.wait_for(on_page_3.wait(), 30)
     job = await job_of(sessionmaker, repo)
     assert (job.status, job.phase, job.next_page, job.issues) == ("running", "issues", 3, 200)
@@ -1346,14 +1366,14 @@ async def test_a_sync_killed_mid_flight_completes_in_the_next_process_without_du
     assert pull_numbers == list(range(431, 451))
     # No duplicate events: one issue_created per issue, one progress per page, one end.
     async with sessionmaker() as session:
-        created = (
+        issue_events = (
             await session.scalars(
                 sa.select(OutboxEvent.payload).where(OutboxEvent.subject == events.ISSUE_CREATED)
             )
         ).all()
     ours = [
         i.issue.number
-        for i in map(events_pb2.IssueCreated.FromString, created)
+        for i in map(events_pb2.IssueCreated.FromString, issue_events)
         if i.issue.repository_id == str(repo.id)
     ]
     assert sorted(ours) == list(range(1, 431))

@@ -165,12 +165,16 @@ async def sync_progress(
     expected: int,
     page: int,
     pages: int,
+    issue: tuple[str, str] | None = None,
 ) -> None:
+    issue_id, issue_title = issue or ("", "")
     message = events_pb2.RepositorySyncProgress(
         repository_id=str(repository_id),
         organization_id=str(organization_id),
         synced=synced,
         expected=expected,
+        issue_id=issue_id,
+        issue_title=issue_title,
         job_id=str(job_id),
         page=page,
         pages=pages,

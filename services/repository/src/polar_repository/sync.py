@@ -489,7 +489,7 @@ class SyncRunner:
             return 0
         try:
             async with session.begin_nested():
-                await store(session, rows)
+                self._written(kind, await store(session, rows), progress)
             return len(rows)
         except DBAPIError as e:
             if not refused(e):
@@ -498,7 +498,7 @@ class SyncRunner:
         for row in rows:
             try:
                 async with session.begin_nested():
-                    await store(session, [row])
+                    self._written(kind, await store(session, [row]), progress)
                 stored += 1
             except DBAPIError as e:
                 if not refused(e):
@@ -507,6 +507,11 @@ class SyncRunner:
                 reason = str(e.orig).splitlines()[0] if e.orig else type(e).__name__
                 progress.skip(kind, item, f"the database refused it: {reason}")
         return stored
+
+    @staticmethod
+    def _written(kind: str, written: Sequence[Upserted[Any]], progress: Progress) -> None:
+        if kind == "issue" and written:
+            progress.last_issue = (str(written[-1].row.id), written[-1].row.title)
 
     @contextlib.asynccontextmanager
     async def _page(
@@ -530,6 +535,7 @@ class SyncRunner:
                 expected=progress.expected,
                 page=progress.pages,
                 pages=progress.pages_expected,
+                issue=progress.last_issue,
             )
 
     async def _complete(self, target: Target, key: int, progress: Progress) -> None:

@@ -87,6 +87,8 @@ class Progress:
     expected: int
     skipped_count: int
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    # (id, title) of the last issue stored by this process (progress events name it).
+    last_issue: tuple[str, str] | None = None
 
     COLUMNS = (
         "phase",

@@ -220,6 +220,8 @@ class RepositorySyncProgress(_message.Message):
     ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
     SYNCED_FIELD_NUMBER: _builtins.int
     EXPECTED_FIELD_NUMBER: _builtins.int
+    ISSUE_ID_FIELD_NUMBER: _builtins.int
+    ISSUE_TITLE_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     PAGE_FIELD_NUMBER: _builtins.int
     PAGES_FIELD_NUMBER: _builtins.int
@@ -227,10 +229,17 @@ class RepositorySyncProgress(_message.Message):
     organization_id: _builtins.str
     synced: _builtins.int
     expected: _builtins.int
-    """An estimate that never decreases during a sync; 0: not known yet."""
+    issue_id: _builtins.str
+    """The last issue this sync stored so far (empty before the first): the v1 stream's
+    issue.synced names it.
+    """
+    issue_title: _builtins.str
     job_id: _builtins.str
+    """The sync (as in its log lines, sync_completed / sync_failed and the sync state)."""
     page: _builtins.int
-    """Pages stored so far, of an estimate (0: not known yet)."""
+    """Pages stored so far, of an estimate (0: not known yet). `expected` is an estimate that
+    never decreases during a sync (0: not known yet).
+    """
     pages: _builtins.int
     def __init__(
         self,
@@ -239,13 +248,15 @@ class RepositorySyncProgress(_message.Message):
         organization_id: _builtins.str = ...,
         synced: _builtins.int = ...,
         expected: _builtins.int = ...,
+        issue_id: _builtins.str = ...,
+        issue_title: _builtins.str = ...,
         job_id: _builtins.str = ...,
         page: _builtins.int = ...,
         pages: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected", b"expected", "job_id", b"job_id", "organization_id", b"organization_id", "page", b"page", "pages", b"pages", "repository_id", b"repository_id", "synced", b"synced"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected", b"expected", "issue_id", b"issue_id", "issue_title", b"issue_title", "job_id", b"job_id", "organization_id", b"organization_id", "page", b"page", "pages", b"pages", "repository_id", b"repository_id", "synced", b"synced"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
