@@ -48,7 +48,7 @@ from polar_db.models import (
 from polar_dev.fake_github import FakeGitHub, json_response
 from polar_kit.consumer import Delivery, Reject
 from polar_kit.testing import eventually
-from polar_repository import events, ingest, sync_jobs
+from polar_repository import events, ingest, service, sync_jobs
 from polar_repository.github import (
     GitHubApp,
     GitHubError,
@@ -1073,6 +1073,27 @@ async def test_a_new_repository_is_synced_from_its_created_event(
     with pytest.raises(Reject):
         async with sessionmaker.begin() as session:
             await handle(session, Delivery(events.REPOSITORY_CREATED, b"\xff", {}, "x", 1, 2))
+
+
+async def test_sync_repository_records_the_job_with_the_request(
+    runner: SyncRunner, make_repo: MakeRepo, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    repo = await make_repo()
+    # What the SyncRepository RPC does in its transaction: rolled back, nothing is queued.
+    async with sessionmaker() as session:
+        await session.begin()
+        assert await service.sync_repository(session, runner, repo.id)
+        await session.rollback()
+    async with sessionmaker() as session:
+        assert await sync_jobs.get(session, repo.id) is None
+    # Committed, the job is there (before anything runs it); a second request adds nothing.
+    async with sessionmaker.begin() as session:
+        assert await service.sync_repository(session, runner, repo.id)
+    job = await job_of(sessionmaker, repo)
+    assert (job.status, job.trigger, job.since) == ("queued", "request", None)
+    async with sessionmaker.begin() as session:
+        assert not await service.sync_repository(session, runner, repo.id)
+    assert (await job_of(sessionmaker, repo)).job_id == job.job_id
 
 
 async def test_without_a_github_app_nothing_starts(
