@@ -870,6 +870,49 @@ async def test_pull_requests_get_their_comments_from_the_issue_listing(
     assert comments == {3: 7, 4: 0}
 
 
+async def test_new_or_changed_pull_requests_get_their_full_object(
+    fake_github: FakeGitHub,
+    runner: SyncRunner,
+    make_repo: MakeRepo,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    repo = await make_repo()
+    owner = await owner_of(sessionmaker, repo)
+    pulls = pull_items(fake_github, range(1, 4))
+    recorded = fake_github.fixture("pulls/get")
+    details = {"commits", "additions", "deletions", "changed_files", "review_comments"}
+    assert details.isdisjoint(pulls[0])  # what the listing lacks
+
+    async def full(request: web.Request) -> web.StreamResponse:
+        number = int(request.path.rsplit("/", 1)[1])
+        [listed] = [p for p in pulls if p["number"] == number]
+        return json_response(recorded | listed | {"commits": number, "additions": 10 * number})
+
+    fake_github.handle("GET", f"/repos/{owner}/{repo.name}/pulls/{{number}}", full)
+    serve_repository(fake_github, repo, owner, [], pulls)
+    details_path = f"/repos/{owner}/{repo.name}/pulls/{{number}}"
+
+    job = await runner.sync(repo.id)
+
+    assert job is not None
+    assert job.status == "completed"
+    async with sessionmaker() as session:
+        stored = (
+            await session.execute(
+                sa.select(PullRequest.number, PullRequest.commits, PullRequest.additions)
+                .where(PullRequest.repository_id == repo.id)
+                .order_by(PullRequest.number)
+            )
+        ).all()
+    assert [tuple(r) for r in stored] == [(1, 1, 10), (2, 2, 20), (3, 3, 30)]
+    assert len(fake_github.calls("GET", details_path)) == 3
+
+    # Unchanged: no request for details; one changed since: one request.
+    pulls[1]["updated_at"] = "2030-01-01T00:00:00Z"
+    await runner.sync(repo.id)
+    assert len(fake_github.calls("GET", details_path)) == 4
+
+
 async def test_only_one_replica_syncs_a_repository(
     fake_github: FakeGitHub,
     runner: SyncRunner,

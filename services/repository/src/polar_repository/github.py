@@ -273,6 +273,16 @@ class InstallationClient:
         params = {"state": "all", "per_page": PER_PAGE, "sort": order[0], "direction": order[1]}
         return self.paginate(f"/repos/{owner}/{repo}/pulls", params, page)
 
+    async def pull_request(self, owner: str, repo: str, number: int) -> dict[str, Any] | None:
+        """The full pull request object (the listing lacks commits, additions, comments...);
+        None if GitHub no longer has it."""
+        try:
+            response = await self.get(f"/repos/{owner}/{repo}/pulls/{number}")
+        except GitHubGone:
+            return None
+        found = response.json()
+        return found if isinstance(found, dict) else None
+
     async def paginate(
         self, path: str, params: Mapping[str, Any], page: int = 1
     ) -> AsyncIterator[Page]:

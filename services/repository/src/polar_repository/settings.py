@@ -72,6 +72,14 @@ class RepositorySettings(ServiceSettings):
             "given up; with the defaults, retries go on for about six hours."
         ),
     )
+    sync_pull_request_details: bool = Field(
+        True,
+        description=(
+            "Fetch the full object of each new or changed pull request (one request each) "
+            "for what the pulls listing lacks: commits, additions, deletions, changed files, "
+            "comments, mergeability..."
+        ),
+    )
     sync_interval_seconds: int = Field(
         21600,
         ge=0,

@@ -114,6 +114,7 @@ class SyncRunner:
         poll_seconds: float = 5.0,
         retry: RetryPolicy | None = None,
         interval_seconds: int = 0,
+        pull_request_details: bool = True,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._github = github
@@ -121,6 +122,7 @@ class SyncRunner:
         self._poll = poll_seconds
         self._retry = retry or RetryPolicy()
         self._interval = interval_seconds
+        self._pull_details = pull_request_details
         self._max_concurrent = max_concurrent
         self._slots = asyncio.Semaphore(max_concurrent)
         self._stopping = asyncio.Event()
@@ -156,6 +158,7 @@ class SyncRunner:
                 settings.sync_max_attempts,
             ),
             interval_seconds=settings.sync_interval_seconds,
+            pull_request_details=settings.sync_pull_request_details,
         )
 
     @property
@@ -420,6 +423,8 @@ class SyncRunner:
                     older = True  # most recently updated first: the rest is older still
                     continue
                 rows.append(row)
+            if self._pull_details:
+                rows = await self._with_details(gh, target, rows, progress)
             last = older or not page.has_next
             async with self._page(target, key, progress) as session:
                 stored = await self._store(
@@ -431,6 +436,33 @@ class SyncRunner:
                     progress.next_listing("issues")
             if last:
                 return
+
+    async def _with_details(
+        self,
+        gh: InstallationClient,
+        target: Target,
+        rows: list[ingest.Row],
+        progress: Progress,
+    ) -> list[ingest.Row]:
+        """The listing's rows, those new or changed since stored replaced by GitHub's full
+        object (commits, additions, comments...: what a webhook stores); one request each."""
+        async with self._sessionmaker() as session:
+            wanted = await sync_jobs.pull_requests_without_details(session, rows)
+        completed = []
+        for row in rows:
+            if row["external_id"] in wanted:
+                full = await gh.pull_request(target.owner, target.name, row["number"])
+                if full is not None and full.get("id") == row["external_id"]:
+                    try:
+                        row = ingest.pull_request_row(full, **self._ids(target))
+                    except MALFORMED as e:  # the listing's row is still good
+                        log.warning(
+                            "pull request details unreadable",
+                            id=row["external_id"],
+                            reason=f"{type(e).__name__}: {e}"[:200],
+                        )
+            completed.append(row)
+        return completed
 
     async def _issues(
         self, gh: InstallationClient, target: Target, key: int, progress: Progress

@@ -160,6 +160,32 @@ async def update_pull_request_comments(
     return list(result)
 
 
+async def pull_requests_without_details(
+    session: AsyncSession, rows: Sequence[Mapping[str, Any]]
+) -> set[int]:
+    """External ids of the pull request rows (from the pulls listing) whose full object is
+    worth a request: not stored yet, stored older than the row, or never stored with the
+    details only the full object has (`commits` is one)."""
+    if not rows:
+        return set()
+    ids = [r["external_id"] for r in rows]
+    stored = dict(
+        (
+            await session.execute(
+                sa.select(PullRequest.external_id, PullRequest.issue_modified_at).where(
+                    PullRequest.external_id.in_(ids), PullRequest.commits.is_not(None)
+                )
+            )
+        ).all()
+    )
+    return {
+        r["external_id"]
+        for r in rows
+        if r["external_id"] not in stored
+        or (stored[r["external_id"]] or r["issue_modified_at"]) < r["issue_modified_at"]
+    }
+
+
 async def schedule(session: AsyncSession, *, interval: int, margin: int) -> int:
     """Queues the periodic sync of every live repository whose slot has come: each
     repository has a fixed slot within every `interval` seconds (a hash of its id), so
