@@ -74,7 +74,7 @@ def _env(settings_env: dict[str, str]) -> dict[str, str]:
 
 
 class NoSync:
-    async def start(self, repository_id: uuid.UUID) -> bool:
+    async def start(self, session: AsyncSession, repository_id: uuid.UUID) -> bool:
         return False
 
 

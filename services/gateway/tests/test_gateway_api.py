@@ -5,10 +5,14 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import sqlalchemy as sa
 from gateway_support import GitHubWorld, Install, MakeRepos, Seed, SignIn, conforms, metrics_text
+from polar_db.models import SyncJob, SyncStatus
 from polar_dev.fake_github import FakeGitHub
 from polar_gateway import schemas
+from polar_gateway.routes.repository_sync import RepositorySyncRead
 from polar_gateway.testing import RunningGateway
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 
 async def _grpc_calls(client: httpx.AsyncClient, method: str) -> float:
@@ -250,3 +254,54 @@ async def test_request_ids_travel_to_the_services_and_back(
     assert response.headers["x-request-id"] == "trace-me-123"
     weird = await client.get("/api/v2/users/me", headers={"X-Request-ID": "bad id\twith tab"})
     assert weird.headers["x-request-id"] != "bad id\twith tab"
+
+
+async def test_the_sync_state_of_a_repository(
+    client: httpx.AsyncClient,
+    sign_in: SignIn,
+    install: Install,
+    make_repos: MakeRepos,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    member = await sign_in()
+    org = await install(member)
+    [repo] = await make_repos(org)
+    path = f"/api/v1/repositories/{repo.id}/sync"
+
+    idle = await client.get(path, headers=member.headers)
+    assert idle.status_code == 200
+    conforms(RepositorySyncRead, idle.json())
+    assert (idle.json()["status"], idle.json()["job_id"]) == ("idle", None)
+
+    # A sync that failed and waits for its retry (what the repository service's sync writes).
+    job_id = uuid.uuid4()
+    async with sessionmaker.begin() as session:
+        await session.execute(
+            sa.insert(SyncJob).values(
+                repository_id=uuid.UUID(repo.id),
+                job_id=job_id,
+                status=SyncStatus.failed,
+                trigger="request",
+                run_at=sa.func.now() + sa.text("interval '30 seconds'"),
+                pages=3,
+                pages_expected=5,
+                issues=250,
+                expected=401,
+                attempts=1,
+                failure_reason="github_unavailable",
+                failure_message="GET /repos/o/r/issues: GitHub failed: 502",
+                skipped_count=1,
+                skipped=[{"kind": "issue", "id": 7, "number": 3, "reason": "number is missing"}],
+            )
+        )
+    failed = await client.get(path, headers=member.headers)
+    assert failed.status_code == 200
+    body = conforms(RepositorySyncRead, failed.json())
+    assert (body.status, body.job_id, body.failure_reason) == (
+        "failed",
+        job_id,
+        "github_unavailable",
+    )
+    assert (body.page, body.pages, body.synced, body.expected) == (3, 5, 251, 401)
+    assert body.next_run_at is not None
+    assert [(s.external_id, s.number) for s in body.skipped_items] == [(7, 3)]

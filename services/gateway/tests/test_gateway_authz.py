@@ -71,6 +71,7 @@ ROUTES = {
     ),
     "organization": Route("GET", "/api/v2/organizations/{org_id}"),
     "repository": Route("GET", "/api/v2/repositories/{repo_id}", outsider=404),
+    "repository sync": Route("GET", "/api/v2/repositories/{repo_id}/sync", outsider=404),
     "issues": Route("GET", "/api/v2/issues/github/{org_name}/{repo_name}", outsider=404),
     "pull requests": Route(
         "GET", "/api/v2/pull_requests/github/{org_name}/{repo_name}", outsider=404
@@ -162,6 +163,8 @@ async def test_authorization_matrix(client: httpx.AsyncClient, world_: World, na
         ("GET", "/api/v2/organizations/{random}", None),
         ("GET", "/api/v2/repositories/123", None),
         ("GET", "/api/v2/repositories/{random}", None),
+        ("GET", "/api/v2/repositories/123/sync", None),
+        ("GET", "/api/v2/repositories/{random}/sync", None),
         ("GET", "/api/v2/issues/gitlab/{org_name}/{repo_name}", None),
         ("GET", "/api/v2/issues/github/bad%20name/{repo_name}", None),
         ("GET", "/api/v2/issues/github/{org_name}/{repo_name}?state=maybe", None),

@@ -49,10 +49,11 @@ from polar_organization import app as organization_app
 from polar_organization.settings import OrganizationSettings
 from polar_repository import app as repository_app
 from polar_repository.settings import RepositorySettings
+from sqlalchemy.ext.asyncio import AsyncSession
 
 
 class NoSync:
-    async def start(self, repository_id: uuid.UUID) -> bool:
+    async def start(self, session: AsyncSession, repository_id: uuid.UUID) -> bool:
         return False
 
 

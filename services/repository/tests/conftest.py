@@ -53,7 +53,7 @@ class FakeSync:
         self.started: list[uuid.UUID] = []
         self.running: set[uuid.UUID] = set()
 
-    async def start(self, repository_id: uuid.UUID) -> bool:
+    async def start(self, session: AsyncSession, repository_id: uuid.UUID) -> bool:
         if repository_id in self.running:
             return False
         self.running.add(repository_id)

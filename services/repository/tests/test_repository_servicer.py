@@ -93,6 +93,7 @@ RPCS = [
     "BatchUpsertRepositories",
     "DeleteRepository",
     "SyncRepository",
+    "GetRepositorySyncState",
     "GetIssue",
     "ListIssues",
     "GetPullRequest",

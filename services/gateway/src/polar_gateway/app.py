@@ -17,7 +17,17 @@ from .docs import install_docs
 from .errors import install_error_handlers
 from .middleware import RequestContextMiddleware, SecurityHeadersMiddleware
 from .ratelimit import RateLimitMiddleware
-from .routes import auth, health, organizations, repositories, sessions, stream, users, webhooks
+from .routes import (
+    auth,
+    health,
+    organizations,
+    repositories,
+    repository_sync,
+    sessions,
+    stream,
+    users,
+    webhooks,
+)
 from .routes._common import V1, V2
 from .settings import GatewaySettings
 from .state import Gateway
@@ -49,12 +59,15 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         # The routers carry their /api/vN prefix themselves, so a matched route's `path` is
         # the full template (the metrics label).
         app.include_router(module.router)
-    app.include_router(sessions.router)  # v2 only: v1 has no session management
+    # v2 only: v1 had no session management nor sync state.
+    v2_only = (sessions, repository_sync)
+    for module in v2_only:
+        app.include_router(module.router)
     for module in modules:
         app.include_router(module.router_v1)
     app.include_router(health.router)
     app.state.api_routes = {
-        V2: [r for m in (*modules, sessions) for r in m.router.routes],
+        V2: [r for m in (*modules, *v2_only) for r in m.router.routes],
         V1: [r for m in modules for r in m.router_v1.routes],
     }
     if settings.docs_enabled:  # on in dev mode, off in a deployment unless POLAR_API_DOCS

@@ -37,6 +37,7 @@ CALLERS: AllowList = {
             "ListPullRequests",
             "CreateReward",
             "ListRewards",
+            "GetRepositorySyncState",
         }
     ),
     OPERATOR: ALL,

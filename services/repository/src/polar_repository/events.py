@@ -9,7 +9,9 @@ multi-row INSERT (polar_kit.outbox.record_events).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 from google.protobuf.message import Message
 from polar.repository.v1 import events_pb2
@@ -34,6 +36,7 @@ PULL_REQUEST_CREATED = f"{PREFIX}.pull_request_created"
 PULL_REQUEST_UPDATED = f"{PREFIX}.pull_request_updated"
 SYNC_PROGRESS = f"{PREFIX}.sync_progress"
 SYNC_COMPLETED = f"{PREFIX}.sync_completed"
+SYNC_FAILED = f"{PREFIX}.sync_failed"
 REWARD_CREATED = f"{PREFIX}.reward_created"
 
 Event = tuple[str, Message]  # (subject, payload)
@@ -157,8 +160,11 @@ async def sync_progress(
     *,
     repository_id: uuid.UUID,
     organization_id: uuid.UUID,
+    job_id: uuid.UUID,
     synced: int,
     expected: int,
+    page: int,
+    pages: int,
     issue: tuple[str, str] | None = None,
 ) -> None:
     issue_id, issue_title = issue or ("", "")
@@ -169,6 +175,9 @@ async def sync_progress(
         expected=expected,
         issue_id=issue_id,
         issue_title=issue_title,
+        job_id=str(job_id),
+        page=page,
+        pages=pages,
     )
     await record_event(session, SYNC_PROGRESS, message, source=SOURCE)
 
@@ -178,16 +187,48 @@ async def sync_completed(
     *,
     repository_id: uuid.UUID,
     organization_id: uuid.UUID,
+    job_id: uuid.UUID,
     issues: int,
     pull_requests: int,
+    skipped: int,
+    skipped_items: Sequence[Mapping[str, Any]],
 ) -> None:
     message = events_pb2.RepositorySyncCompleted(
         repository_id=str(repository_id),
         organization_id=str(organization_id),
         issues=issues,
         pull_requests=pull_requests,
+        job_id=str(job_id),
+        skipped=skipped,
+        skipped_items=[mappers.skipped_item(i) for i in skipped_items],
     )
     await record_event(session, SYNC_COMPLETED, message, source=SOURCE)
+
+
+async def sync_failed(
+    session: AsyncSession,
+    *,
+    repository_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    job_id: uuid.UUID,
+    reason: str,
+    message: str,
+    retry_at: datetime | None,
+    issues: int,
+    pull_requests: int,
+) -> None:
+    failed = events_pb2.RepositorySyncFailed(
+        repository_id=str(repository_id),
+        organization_id=str(organization_id),
+        job_id=str(job_id),
+        reason=mappers.failure_reason(reason),
+        message=message[:1000],
+        issues=issues,
+        pull_requests=pull_requests,
+    )
+    if retry_at is not None:
+        failed.retry_at.FromDatetime(retry_at)
+    await record_event(session, SYNC_FAILED, failed, source=SOURCE)
 
 
 # --- rewards ---------------------------------------------------------------------------------

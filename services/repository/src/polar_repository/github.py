@@ -5,6 +5,9 @@ private key is exchanged at POST /app/installations/{id}/access_tokens for an in
 token, which githubkit caches until a minute before GitHub says it expires. The cache belongs
 to one GitHubApp (per process), so every sync of an installation shares one token.
 
+A 401 answer to a request made with a cached token (revoked early, e.g. by a reinstall) drops
+that token and asks once more with a fresh one; only a second refusal is AccessRevoked.
+
 Rate limits are ours to honour, not githubkit's (its auto retry is off): on 403/429 with
 `x-ratelimit-remaining: 0` we wait for `x-ratelimit-reset` (or `retry-after`), at most
 `max_wait` seconds, then ask for the same page again; and when few requests are left we
@@ -18,13 +21,16 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
 import httpx
 import structlog
 from githubkit import AppInstallationAuthStrategy, GitHub
+from githubkit.auth.app import AppAuth
 from githubkit.cache import MemCacheStrategy
+from githubkit.cache.mem_cache import MemCache
 from githubkit.exception import RequestError, RequestFailed
 from githubkit.response import Response
 
@@ -45,6 +51,15 @@ class GitHubError(Exception):
 
 class GitHubGone(GitHubError):
     """404/410: the repository (or its issues) is gone or no longer visible to the App."""
+
+
+class GitHubUnavailable(GitHubError):
+    """5xx answers or network failures, still after the retries: try again later."""
+
+
+class AccessRevoked(GitHubError):
+    """The installation's token is refused even fresh, or none is issued any more (the App
+    was uninstalled or suspended, or lost the permission)."""
 
 
 class RateLimited(GitHubError):
@@ -124,6 +139,54 @@ def _page_number(url: str | None) -> int | None:
         return None
 
 
+class _Tokens(MemCache):
+    """What githubkit caches (the App's JWT, installation tokens), with expiry, and a way to
+    forget an installation's token (githubkit's MemCache has none)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._items: dict[str, tuple[str, datetime]] = {}
+
+    def get(self, key: str) -> str | None:
+        item = self._items.get(key)
+        if item is None or item[1] < datetime.now(UTC):
+            self._items.pop(key, None)
+            return None
+        return item[0]
+
+    def set(self, key: str, value: str, ex: timedelta) -> None:
+        self._items[key] = (value, datetime.now(UTC) + ex)
+
+    async def aget(self, key: str) -> str | None:
+        return self.get(key)
+
+    async def aset(self, key: str, value: str, ex: timedelta) -> None:
+        self.set(key, value, ex)
+
+    def forget(self, prefix: str) -> None:
+        for key in [k for k in self._items if k.startswith(prefix)]:
+            del self._items[key]
+
+
+class TokenCache(MemCacheStrategy):
+    """githubkit's in-memory strategy with our token store."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = _Tokens()
+
+    def get_cache_storage(self) -> _Tokens:
+        return self.tokens
+
+    async def get_async_cache_storage(self) -> _Tokens:
+        return self.tokens
+
+    def forget_installation(self, issuer: str, installation_id: int) -> None:
+        # The key layout is githubkit's public AppAuth.INSTALLATION_CACHE_KEY.
+        prefix = AppAuth.INSTALLATION_CACHE_KEY.split("{permissions}")[0]
+        self.tokens.forget(prefix.format(issuer=issuer, installation_id=installation_id))
+
+
 @dataclass
 class GitHubApp:
     """The GitHub App: one per process; `installation(id)` opens a client for one installation."""
@@ -134,11 +197,15 @@ class GitHubApp:
     timeout: float = 30.0
     policy: RateLimitPolicy = field(default_factory=RateLimitPolicy)
     retries: int = 3  # for 5xx answers and network errors, with exponential backoff
-    _cache: MemCacheStrategy = field(default_factory=MemCacheStrategy, repr=False)
+    _cache: TokenCache = field(default_factory=TokenCache, repr=False)
 
     @property
     def configured(self) -> bool:
         return bool(self.app_id and self.private_key)
+
+    def forget_token(self, installation_id: int) -> None:
+        """Drops the cached token of an installation: the next request fetches a new one."""
+        self._cache.forget_installation(self.app_id, installation_id)
 
     def installation(
         self, installation_id: int, *, sleep: Sleep = asyncio.sleep
@@ -182,20 +249,47 @@ class InstallationClient:
     ) -> None:
         await self._stack.__aexit__(exc_type, exc, tb)
 
-    def issues(self, owner: str, repo: str) -> AsyncIterator[Page]:
-        """Every issue of every state; GitHub includes pull requests here (with `pull_request`)."""
-        params = {"state": "all", "per_page": PER_PAGE, "sort": "created", "direction": "asc"}
-        return self.paginate(f"/repos/{owner}/{repo}/issues", params)
+    def issues(
+        self, owner: str, repo: str, *, since: str | None = None, page: int = 1
+    ) -> AsyncIterator[Page]:
+        """Every issue of every state (updated since `since`, ISO 8601, if given), from
+        `page` on; GitHub includes pull requests here (with `pull_request`)."""
+        params: dict[str, Any] = {
+            "state": "all",
+            "per_page": PER_PAGE,
+            "sort": "created",
+            "direction": "asc",
+        }
+        if since is not None:
+            params["since"] = since
+        return self.paginate(f"/repos/{owner}/{repo}/issues", params, page)
 
-    def pulls(self, owner: str, repo: str) -> AsyncIterator[Page]:
-        params = {"state": "all", "per_page": PER_PAGE, "sort": "created", "direction": "asc"}
-        return self.paginate(f"/repos/{owner}/{repo}/pulls", params)
+    def pulls(
+        self, owner: str, repo: str, *, recently_updated: bool = False, page: int = 1
+    ) -> AsyncIterator[Page]:
+        """Every pull request, oldest first; or most recently updated first (the listing
+        has no `since`: the caller stops when it reaches what it has)."""
+        order = ("updated", "desc") if recently_updated else ("created", "asc")
+        params = {"state": "all", "per_page": PER_PAGE, "sort": order[0], "direction": order[1]}
+        return self.paginate(f"/repos/{owner}/{repo}/pulls", params, page)
 
-    async def paginate(self, path: str, params: Mapping[str, Any]) -> AsyncIterator[Page]:
-        """Follows the Link header's rel="next" until there is none."""
+    async def pull_request(self, owner: str, repo: str, number: int) -> dict[str, Any] | None:
+        """The full pull request object (the listing lacks commits, additions, comments...);
+        None if GitHub no longer has it."""
+        try:
+            response = await self.get(f"/repos/{owner}/{repo}/pulls/{number}")
+        except GitHubGone:
+            return None
+        found = response.json()
+        return found if isinstance(found, dict) else None
+
+    async def paginate(
+        self, path: str, params: Mapping[str, Any], page: int = 1
+    ) -> AsyncIterator[Page]:
+        """Follows the Link header's rel="next" until there is none, from `page` on."""
         url: str = path
-        query: Mapping[str, Any] | None = params
-        number = 1
+        query: Mapping[str, Any] | None = {**params, "page": page} if page > 1 else params
+        number = page
         while True:
             response = await self.get(url, query)
             items = response.json()
@@ -223,6 +317,7 @@ class InstallationClient:
     async def get(self, url: str, params: Mapping[str, Any] | None = None) -> Response[Any]:
         """GET with rate-limit waits and retries of transient failures; raises GitHubError."""
         failures = rate_limited = 0
+        fresh_token = False
         while True:
             try:
                 response = await self._github.arequest("GET", url, params=params)
@@ -236,11 +331,28 @@ class InstallationClient:
                     reason = (
                         str(failed.response.status_code)
                         if isinstance(failed, RequestFailed)
-                        else repr(e.exc)
+                        else type(e.exc).__name__
                     )
                     if failures > self._app.retries:
-                        raise GitHubError(f"GET {url}: GitHub failed: {reason}") from e
+                        raise GitHubUnavailable(f"GET {url}: GitHub failed: {reason}") from e
                     await self._backoff(url, failures, reason)
+                    continue
+                status = failed.response.status_code
+                if failed.response.raw_request.url.path.endswith("/access_tokens"):
+                    # No token for this installation any more.
+                    message = _error_message(failed.response)
+                    raise AccessRevoked(
+                        f"GitHub refused an installation token ({status}): {message}", status
+                    ) from e
+                if status == 401:
+                    if fresh_token:
+                        raise AccessRevoked(
+                            f"GET {url}: GitHub refused a fresh installation token (401)", 401
+                        ) from e
+                    # A cached token revoked before its expiry: forget it, ask for a new one.
+                    log.warning("github token refused, fetching a new one", request=url)
+                    self._app.forget_token(self._installation_id)
+                    fresh_token = True
                     continue
                 rate_limited += 1
                 await self._wait_for_rate_limit(failed.response, rate_limited)
@@ -256,7 +368,8 @@ class InstallationClient:
         message = _error_message(response)
         wait = rate_limit_wait(status, response.headers, message, time.time())
         if wait is None:
-            cls = GitHubGone if status in (404, 410) else GitHubError
+            # 403 without a rate limit: "Resource not accessible by integration".
+            cls = {404: GitHubGone, 410: GitHubGone, 403: AccessRevoked}.get(status, GitHubError)
             raise cls(f"{what}: GitHub answered {status}: {message}", status)
         if wait > self._app.policy.max_wait or attempt > self._app.policy.max_rate_limited:
             raise RateLimited(wait)

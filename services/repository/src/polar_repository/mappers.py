@@ -8,14 +8,24 @@ so a trimmed or older payload never breaks a read.
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 from polar.common.v1 import common_pb2
-from polar.repository.v1 import repository_pb2, repository_service_pb2
-from polar_db.models import Issue, IssueState, Platform, PullRequest, Repository, Reward
+from polar.repository.v1 import repository_pb2, repository_service_pb2, sync_pb2
+from polar_db.models import (
+    Issue,
+    IssueState,
+    Platform,
+    PullRequest,
+    Repository,
+    Reward,
+    SyncJob,
+    SyncStatus,
+)
 from polar_kit.errors import InvalidArgument
 from polar_kit.validation import parse_uuid, require_positive, require_text
 
@@ -309,3 +319,59 @@ def repository_input(field: str, r: repository_service_pb2.RepositoryInput) -> d
         "license": r.license.strip() or None,
         "homepage": r.homepage.strip() or None,
     }
+
+
+# --- sync state ------------------------------------------------------------------------------
+
+FAILURE_REASONS = {
+    "rate_limited": sync_pb2.SYNC_FAILURE_REASON_RATE_LIMITED,
+    "access_revoked": sync_pb2.SYNC_FAILURE_REASON_ACCESS_REVOKED,
+    "repository_gone": sync_pb2.SYNC_FAILURE_REASON_REPOSITORY_GONE,
+    "github_unavailable": sync_pb2.SYNC_FAILURE_REASON_GITHUB_UNAVAILABLE,
+    "internal": sync_pb2.SYNC_FAILURE_REASON_INTERNAL,
+}
+
+
+def failure_reason(value: str | None) -> sync_pb2.SyncFailureReason.ValueType:
+    return FAILURE_REASONS.get(value or "", sync_pb2.SYNC_FAILURE_REASON_UNSPECIFIED)
+
+
+def skipped_item(item: Any) -> sync_pb2.SkippedItem:
+    return sync_pb2.SkippedItem(
+        kind=json_str(item.get("kind")),
+        external_id=json_int(item.get("id")),
+        number=json_int(item.get("number")),
+        reason=json_str(item.get("reason")),
+    )
+
+
+_SYNC_STATUS = {
+    SyncStatus.queued: sync_pb2.RepositorySyncState.STATUS_QUEUED,
+    SyncStatus.running: sync_pb2.RepositorySyncState.STATUS_RUNNING,
+    SyncStatus.completed: sync_pb2.RepositorySyncState.STATUS_IDLE,
+    SyncStatus.failed: sync_pb2.RepositorySyncState.STATUS_FAILED,
+}
+
+
+def sync_state(repository_id: uuid.UUID, job: SyncJob | None) -> sync_pb2.RepositorySyncState:
+    """A repository's sync job as the contract shows it; no job: idle."""
+    if job is None:
+        return sync_pb2.RepositorySyncState(
+            repository_id=str(repository_id), status=sync_pb2.RepositorySyncState.STATUS_IDLE
+        )
+    return sync_pb2.RepositorySyncState(
+        repository_id=str(repository_id),
+        status=_SYNC_STATUS[job.status],
+        job_id=str(job.job_id),
+        page=job.pages,
+        pages=job.pages_expected,
+        synced=job.issues + job.pull_requests + job.skipped_count,
+        expected=job.expected,
+        failure_reason=failure_reason(job.failure_reason),
+        failure_message=job.failure_message or "",
+        next_run_at=timestamp(job.run_at),
+        last_success_at=timestamp(job.last_success_started_at),
+        attempts=job.attempts,
+        skipped=job.skipped_count,
+        skipped_items=[skipped_item(i) for i in job.skipped if isinstance(i, dict)],
+    )

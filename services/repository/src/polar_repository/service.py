@@ -20,6 +20,7 @@ from polar_db.models import (
     Repository,
     Reward,
     RewardState,
+    SyncJob,
 )
 from polar_db.upsert import Upserted
 from polar_kit import paging
@@ -28,7 +29,7 @@ from polar_kit.paging import Page
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import events
+from . import events, sync_jobs
 from . import repository as repo
 from .exceptions import (
     IssueNotFound,
@@ -49,13 +50,13 @@ REWARD_CURRENCIES = frozenset({"USD", "EUR", "GBP", "CAD", "AUD", "CHF"})
 
 
 class SyncStarter(Protocol):
-    """Starts a GitHub sync of a repository in the background and returns at once.
+    """Queues a GitHub sync of a repository in the caller's transaction (sync.SyncRunner).
 
-    Returns False when a sync of that repository is already running (here or in another
-    replica). The repository is known to exist when this is called.
+    Returns False when a sync of that repository is already queued or running. The
+    repository is known to exist when this is called.
     """
 
-    async def start(self, repository_id: uuid.UUID) -> bool: ...
+    async def start(self, session: AsyncSession, repository_id: uuid.UUID) -> bool: ...
 
 
 # --- repositories ----------------------------------------------------------------------------
@@ -164,7 +165,13 @@ async def sync_repository(
     repository = await get_repository(session, repository_id)
     # GitHub refuses a suspended installation's token anyway: say so now, plainly.
     await _require_active(session, repository.organization_id)
-    return await sync.start(repository.id)
+    return await sync.start(session, repository.id)
+
+
+async def get_sync_state(session: AsyncSession, repository_id: uuid.UUID) -> SyncJob | None:
+    """The repository's current or last sync job; None if it was never synced."""
+    repository = await get_repository(session, repository_id)
+    return await sync_jobs.get(session, repository.id)
 
 
 async def _require_active(session: AsyncSession, organization_id: uuid.UUID) -> None:

@@ -104,6 +104,13 @@ class RepositoryServicer(pb_grpc.RepositoryServiceServicer):
         )
         return pb.SyncRepositoryResponse(started=started)
 
+    async def GetRepositorySyncState(
+        self, request: pb.GetRepositorySyncStateRequest, context: Context
+    ) -> pb.GetRepositorySyncStateResponse:
+        repository_id = parse_uuid("repository_id", request.repository_id)
+        job = await service.get_sync_state(current_session(), repository_id)
+        return pb.GetRepositorySyncStateResponse(state=mappers.sync_state(repository_id, job))
+
     # --- issues and pull requests ----------------------------------------------------------
 
     async def GetIssue(self, request: pb.GetIssueRequest, context: Context) -> pb.GetIssueResponse:

@@ -36,7 +36,7 @@ class RepositorySettings(ServiceSettings):
         ge=0,
         description=(
             "Longest the sync waits for GitHub's rate limit to reset before retrying the same "
-            "page; a later reset makes the sync give up (start it again later)."
+            "page; a later reset reschedules the sync for the reset time."
         ),
     )
     github_rate_limit_low_remaining: int = Field(
@@ -49,6 +49,45 @@ class RepositorySettings(ServiceSettings):
     )
     sync_max_concurrent: int = Field(
         4, ge=1, description="Syncs run at once per replica; more wait their turn."
+    )
+    sync_poll_seconds: float = Field(
+        5,
+        gt=0,
+        description=(
+            "How often a replica looks for due sync jobs (queued, interrupted, or retrying) "
+            "when no LISTEN/NOTIFY wake-up arrives."
+        ),
+    )
+    sync_retry_base_seconds: float = Field(
+        30, gt=0, description="First retry delay of a failed sync; doubles per failed attempt."
+    )
+    sync_retry_max_seconds: float = Field(
+        3600, gt=0, description="Upper bound of the retry delay of a failed sync."
+    )
+    sync_max_attempts: int = Field(
+        12,
+        ge=1,
+        description=(
+            "Failed attempts of a sync (GitHub unavailable, unexpected errors) before it is "
+            "given up; with the defaults, retries go on for about six hours."
+        ),
+    )
+    sync_pull_request_details: bool = Field(
+        True,
+        description=(
+            "Fetch the full object of each new or changed pull request (one request each) "
+            "for what the pulls listing lacks: commits, additions, deletions, changed files, "
+            "comments, mergeability..."
+        ),
+    )
+    sync_interval_seconds: int = Field(
+        21600,
+        ge=0,
+        description=(
+            "Periodic reconciliation: every repository is synced again (incrementally, "
+            "since its last successful sync) once per this many seconds, at a slot of its "
+            "own so the syncs spread over the interval; 0 turns it off."
+        ),
     )
 
     def github_private_key(self) -> str:

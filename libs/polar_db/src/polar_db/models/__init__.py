@@ -13,6 +13,7 @@ from polar_db.models.messaging import OutboxEvent, ProcessedMessage
 from polar_db.models.organization import Organization
 from polar_db.models.repository import Repository
 from polar_db.models.reward import Reward
+from polar_db.models.sync_job import SyncJob, SyncStatus
 from polar_db.models.user import OAuthAccount, User, UserOrganization
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "Repository",
     "Reward",
     "RewardState",
+    "SyncJob",
+    "SyncStatus",
     "User",
     "UserOrganization",
 ]

@@ -22,36 +22,40 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from polar.repository.v1 import repository_pb2 as polar_dot_repository_dot_v1_dot_repository__pb2
+from polar.repository.v1 import sync_pb2 as polar_dot_repository_dot_v1_dot_sync__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n polar/repository/v1/events.proto\x12\x13polar.repository.v1\x1a$polar/repository/v1/repository.proto\"H\n\x11RepositoryCreated\x12\x33\n\nrepository\x18\x01 \x01(\x0b\x32\x1f.polar.repository.v1.Repository\"H\n\x11RepositoryUpdated\x12\x33\n\nrepository\x18\x01 \x01(\x0b\x32\x1f.polar.repository.v1.Repository\"X\n\x11RepositoryDeleted\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\x03\"9\n\x0cIssueCreated\x12)\n\x05issue\x18\x01 \x01(\x0b\x32\x1a.polar.repository.v1.Issue\"9\n\x0cIssueUpdated\x12)\n\x05issue\x18\x01 \x01(\x0b\x32\x1a.polar.repository.v1.Issue\"P\n\x0cIssueDeleted\x12\x10\n\x08issue_id\x18\x01 \x01(\t\x12\x15\n\rrepository_id\x18\x02 \x01(\t\x12\x17\n\x0forganization_id\x18\x03 \x01(\t\"L\n\x12PullRequestCreated\x12\x36\n\x0cpull_request\x18\x01 \x01(\x0b\x32 .polar.repository.v1.PullRequest\"L\n\x12PullRequestUpdated\x12\x36\n\x0cpull_request\x18\x01 \x01(\x0b\x32 .polar.repository.v1.PullRequest\"\x91\x01\n\x16RepositorySyncProgress\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06synced\x18\x03 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x04 \x01(\x03\x12\x10\n\x08issue_id\x18\x05 \x01(\t\x12\x13\n\x0bissue_title\x18\x06 \x01(\t\"p\n\x17RepositorySyncCompleted\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06issues\x18\x03 \x01(\x03\x12\x15\n\rpull_requests\x18\x04 \x01(\x03\"<\n\rRewardCreated\x12+\n\x06reward\x18\x01 \x01(\x0b\x32\x1b.polar.repository.v1.Rewardb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n polar/repository/v1/events.proto\x12\x13polar.repository.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$polar/repository/v1/repository.proto\x1a\x1epolar/repository/v1/sync.proto\"H\n\x11RepositoryCreated\x12\x33\n\nrepository\x18\x01 \x01(\x0b\x32\x1f.polar.repository.v1.Repository\"H\n\x11RepositoryUpdated\x12\x33\n\nrepository\x18\x01 \x01(\x0b\x32\x1f.polar.repository.v1.Repository\"X\n\x11RepositoryDeleted\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\x03\"9\n\x0cIssueCreated\x12)\n\x05issue\x18\x01 \x01(\x0b\x32\x1a.polar.repository.v1.Issue\"9\n\x0cIssueUpdated\x12)\n\x05issue\x18\x01 \x01(\x0b\x32\x1a.polar.repository.v1.Issue\"P\n\x0cIssueDeleted\x12\x10\n\x08issue_id\x18\x01 \x01(\t\x12\x15\n\rrepository_id\x18\x02 \x01(\t\x12\x17\n\x0forganization_id\x18\x03 \x01(\t\"L\n\x12PullRequestCreated\x12\x36\n\x0cpull_request\x18\x01 \x01(\x0b\x32 .polar.repository.v1.PullRequest\"L\n\x12PullRequestUpdated\x12\x36\n\x0cpull_request\x18\x01 \x01(\x0b\x32 .polar.repository.v1.PullRequest\"\xbe\x01\n\x16RepositorySyncProgress\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06synced\x18\x03 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x04 \x01(\x03\x12\x10\n\x08issue_id\x18\x05 \x01(\t\x12\x13\n\x0bissue_title\x18\x06 \x01(\t\x12\x0e\n\x06job_id\x18\x07 \x01(\t\x12\x0c\n\x04page\x18\x08 \x01(\x03\x12\r\n\x05pages\x18\t \x01(\x03\"\xca\x01\n\x17RepositorySyncCompleted\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06issues\x18\x03 \x01(\x03\x12\x15\n\rpull_requests\x18\x04 \x01(\x03\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12\x0f\n\x07skipped\x18\x06 \x01(\x03\x12\x37\n\rskipped_items\x18\x07 \x03(\x0b\x32 .polar.repository.v1.SkippedItem\"\xf4\x01\n\x14RepositorySyncFailed\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x36\n\x06reason\x18\x04 \x01(\x0e\x32&.polar.repository.v1.SyncFailureReason\x12\x0f\n\x07message\x18\x05 \x01(\t\x12,\n\x08retry_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06issues\x18\x07 \x01(\x03\x12\x15\n\rpull_requests\x18\x08 \x01(\x03\"<\n\rRewardCreated\x12+\n\x06reward\x18\x01 \x01(\x0b\x32\x1b.polar.repository.v1.Rewardb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'polar.repository.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPOSITORYCREATED']._serialized_start=95
-  _globals['_REPOSITORYCREATED']._serialized_end=167
-  _globals['_REPOSITORYUPDATED']._serialized_start=169
-  _globals['_REPOSITORYUPDATED']._serialized_end=241
-  _globals['_REPOSITORYDELETED']._serialized_start=243
-  _globals['_REPOSITORYDELETED']._serialized_end=331
-  _globals['_ISSUECREATED']._serialized_start=333
-  _globals['_ISSUECREATED']._serialized_end=390
-  _globals['_ISSUEUPDATED']._serialized_start=392
-  _globals['_ISSUEUPDATED']._serialized_end=449
-  _globals['_ISSUEDELETED']._serialized_start=451
-  _globals['_ISSUEDELETED']._serialized_end=531
-  _globals['_PULLREQUESTCREATED']._serialized_start=533
-  _globals['_PULLREQUESTCREATED']._serialized_end=609
-  _globals['_PULLREQUESTUPDATED']._serialized_start=611
-  _globals['_PULLREQUESTUPDATED']._serialized_end=687
-  _globals['_REPOSITORYSYNCPROGRESS']._serialized_start=690
-  _globals['_REPOSITORYSYNCPROGRESS']._serialized_end=835
-  _globals['_REPOSITORYSYNCCOMPLETED']._serialized_start=837
-  _globals['_REPOSITORYSYNCCOMPLETED']._serialized_end=949
-  _globals['_REWARDCREATED']._serialized_start=951
-  _globals['_REWARDCREATED']._serialized_end=1011
+  _globals['_REPOSITORYCREATED']._serialized_start=160
+  _globals['_REPOSITORYCREATED']._serialized_end=232
+  _globals['_REPOSITORYUPDATED']._serialized_start=234
+  _globals['_REPOSITORYUPDATED']._serialized_end=306
+  _globals['_REPOSITORYDELETED']._serialized_start=308
+  _globals['_REPOSITORYDELETED']._serialized_end=396
+  _globals['_ISSUECREATED']._serialized_start=398
+  _globals['_ISSUECREATED']._serialized_end=455
+  _globals['_ISSUEUPDATED']._serialized_start=457
+  _globals['_ISSUEUPDATED']._serialized_end=514
+  _globals['_ISSUEDELETED']._serialized_start=516
+  _globals['_ISSUEDELETED']._serialized_end=596
+  _globals['_PULLREQUESTCREATED']._serialized_start=598
+  _globals['_PULLREQUESTCREATED']._serialized_end=674
+  _globals['_PULLREQUESTUPDATED']._serialized_start=676
+  _globals['_PULLREQUESTUPDATED']._serialized_end=752
+  _globals['_REPOSITORYSYNCPROGRESS']._serialized_start=755
+  _globals['_REPOSITORYSYNCPROGRESS']._serialized_end=945
+  _globals['_REPOSITORYSYNCCOMPLETED']._serialized_start=948
+  _globals['_REPOSITORYSYNCCOMPLETED']._serialized_end=1150
+  _globals['_REPOSITORYSYNCFAILED']._serialized_start=1153
+  _globals['_REPOSITORYSYNCFAILED']._serialized_end=1397
+  _globals['_REWARDCREATED']._serialized_start=1399
+  _globals['_REWARDCREATED']._serialized_end=1459
 # @@protoc_insertion_point(module_scope)

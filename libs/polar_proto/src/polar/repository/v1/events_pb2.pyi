@@ -3,9 +3,13 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from polar.repository.v1 import repository_pb2 as _repository_pb2
+from polar.repository.v1 import sync_pb2 as _sync_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -218,6 +222,9 @@ class RepositorySyncProgress(_message.Message):
     EXPECTED_FIELD_NUMBER: _builtins.int
     ISSUE_ID_FIELD_NUMBER: _builtins.int
     ISSUE_TITLE_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    PAGES_FIELD_NUMBER: _builtins.int
     repository_id: _builtins.str
     organization_id: _builtins.str
     synced: _builtins.int
@@ -227,6 +234,13 @@ class RepositorySyncProgress(_message.Message):
     issue.synced names it.
     """
     issue_title: _builtins.str
+    job_id: _builtins.str
+    """The sync (as in its log lines, sync_completed / sync_failed and the sync state)."""
+    page: _builtins.int
+    """Pages stored so far, of an estimate (0: not known yet). `expected` is an estimate that
+    never decreases during a sync (0: not known yet).
+    """
+    pages: _builtins.int
     def __init__(
         self,
         *,
@@ -236,10 +250,13 @@ class RepositorySyncProgress(_message.Message):
         expected: _builtins.int = ...,
         issue_id: _builtins.str = ...,
         issue_title: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        page: _builtins.int = ...,
+        pages: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected", b"expected", "issue_id", b"issue_id", "issue_title", b"issue_title", "organization_id", b"organization_id", "repository_id", b"repository_id", "synced", b"synced"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected", b"expected", "issue_id", b"issue_id", "issue_title", b"issue_title", "job_id", b"job_id", "organization_id", b"organization_id", "page", b"page", "pages", b"pages", "repository_id", b"repository_id", "synced", b"synced"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -255,10 +272,18 @@ class RepositorySyncCompleted(_message.Message):
     ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
     ISSUES_FIELD_NUMBER: _builtins.int
     PULL_REQUESTS_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    SKIPPED_ITEMS_FIELD_NUMBER: _builtins.int
     repository_id: _builtins.str
     organization_id: _builtins.str
     issues: _builtins.int
     pull_requests: _builtins.int
+    job_id: _builtins.str
+    skipped: _builtins.int
+    """Items the sync could not store and went on without (at most 100 listed)."""
+    @_builtins.property
+    def skipped_items(self) -> _containers.RepeatedCompositeFieldContainer[_sync_pb2.SkippedItem]: ...
     def __init__(
         self,
         *,
@@ -266,14 +291,64 @@ class RepositorySyncCompleted(_message.Message):
         organization_id: _builtins.str = ...,
         issues: _builtins.int = ...,
         pull_requests: _builtins.int = ...,
+        job_id: _builtins.str = ...,
+        skipped: _builtins.int = ...,
+        skipped_items: _abc.Iterable[_sync_pb2.SkippedItem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["issues", b"issues", "organization_id", b"organization_id", "pull_requests", b"pull_requests", "repository_id", b"repository_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issues", b"issues", "job_id", b"job_id", "organization_id", b"organization_id", "pull_requests", b"pull_requests", "repository_id", b"repository_id", "skipped", b"skipped", "skipped_items", b"skipped_items"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RepositorySyncCompleted: _TypeAlias = RepositorySyncCompleted  # noqa: Y015
+
+@_typing.final
+class RepositorySyncFailed(_message.Message):
+    """polar.repository.v1.sync_failed: an attempt of a sync failed; retry_at says when it is
+    tried again (unset: it is not, see the reason).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPOSITORY_ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    RETRY_AT_FIELD_NUMBER: _builtins.int
+    ISSUES_FIELD_NUMBER: _builtins.int
+    PULL_REQUESTS_FIELD_NUMBER: _builtins.int
+    repository_id: _builtins.str
+    organization_id: _builtins.str
+    job_id: _builtins.str
+    reason: _sync_pb2.SyncFailureReason.ValueType
+    message: _builtins.str
+    """What went wrong, for a person (no payloads)."""
+    issues: _builtins.int
+    """Stored before the failure; a retry resumes after them."""
+    pull_requests: _builtins.int
+    @_builtins.property
+    def retry_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        repository_id: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        reason: _sync_pb2.SyncFailureReason.ValueType = ...,
+        message: _builtins.str = ...,
+        retry_at: _timestamp_pb2.Timestamp | None = ...,
+        issues: _builtins.int = ...,
+        pull_requests: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retry_at", b"retry_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issues", b"issues", "job_id", b"job_id", "message", b"message", "organization_id", b"organization_id", "pull_requests", b"pull_requests", "reason", b"reason", "repository_id", b"repository_id", "retry_at", b"retry_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RepositorySyncFailed: _TypeAlias = RepositorySyncFailed  # noqa: Y015
 
 @_typing.final
 class RewardCreated(_message.Message):

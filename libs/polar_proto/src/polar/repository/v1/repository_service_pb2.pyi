@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from polar.common.v1 import common_pb2 as _common_pb2
 from polar.repository.v1 import repository_pb2 as _repository_pb2
+from polar.repository.v1 import sync_pb2 as _sync_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -328,7 +329,7 @@ class SyncRepositoryResponse(_message.Message):
 
     STARTED_FIELD_NUMBER: _builtins.int
     started: _builtins.bool
-    """False when a sync of this repository is already running (it will finish it)."""
+    """False when a sync of this repository is already queued or running (it will finish it)."""
     def __init__(
         self,
         *,
@@ -341,6 +342,45 @@ class SyncRepositoryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SyncRepositoryResponse: _TypeAlias = SyncRepositoryResponse  # noqa: Y015
+
+@_typing.final
+class GetRepositorySyncStateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPOSITORY_ID_FIELD_NUMBER: _builtins.int
+    repository_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        repository_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["repository_id", b"repository_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRepositorySyncStateRequest: _TypeAlias = GetRepositorySyncStateRequest  # noqa: Y015
+
+@_typing.final
+class GetRepositorySyncStateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def state(self) -> _sync_pb2.RepositorySyncState: ...
+    def __init__(
+        self,
+        *,
+        state: _sync_pb2.RepositorySyncState | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRepositorySyncStateResponse: _TypeAlias = GetRepositorySyncStateResponse  # noqa: Y015
 
 @_typing.final
 class GetIssueRequest(_message.Message):

@@ -66,6 +66,11 @@ class RepositoryServiceStub:
                 request_serializer=polar_dot_repository_dot_v1_dot_repository__service__pb2.SyncRepositoryRequest.SerializeToString,
                 response_deserializer=polar_dot_repository_dot_v1_dot_repository__service__pb2.SyncRepositoryResponse.FromString,
                 _registered_method=True)
+        self.GetRepositorySyncState = channel.unary_unary(
+                '/polar.repository.v1.RepositoryService/GetRepositorySyncState',
+                request_serializer=polar_dot_repository_dot_v1_dot_repository__service__pb2.GetRepositorySyncStateRequest.SerializeToString,
+                response_deserializer=polar_dot_repository_dot_v1_dot_repository__service__pb2.GetRepositorySyncStateResponse.FromString,
+                _registered_method=True)
         self.GetIssue = channel.unary_unary(
                 '/polar.repository.v1.RepositoryService/GetIssue',
                 request_serializer=polar_dot_repository_dot_v1_dot_repository__service__pb2.GetIssueRequest.SerializeToString,
@@ -134,8 +139,16 @@ class RepositoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SyncRepository(self, request, context):
-        """Starts a sync of the repository's issues and pull requests from GitHub and returns at
-        once; progress and completion are published as events.
+        """Requests a sync of the repository's issues and pull requests from GitHub and returns
+        once it is recorded (a replica runs it, resuming after a crash); progress, completion
+        and failures are published as events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRepositorySyncState(self, request, context):
+        """Where the repository's sync stands: idle, queued, running (page n of m), failed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -209,6 +222,11 @@ def add_RepositoryServiceServicer_to_server(servicer, server):
                     servicer.SyncRepository,
                     request_deserializer=polar_dot_repository_dot_v1_dot_repository__service__pb2.SyncRepositoryRequest.FromString,
                     response_serializer=polar_dot_repository_dot_v1_dot_repository__service__pb2.SyncRepositoryResponse.SerializeToString,
+            ),
+            'GetRepositorySyncState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRepositorySyncState,
+                    request_deserializer=polar_dot_repository_dot_v1_dot_repository__service__pb2.GetRepositorySyncStateRequest.FromString,
+                    response_serializer=polar_dot_repository_dot_v1_dot_repository__service__pb2.GetRepositorySyncStateResponse.SerializeToString,
             ),
             'GetIssue': grpc.unary_unary_rpc_method_handler(
                     servicer.GetIssue,
@@ -405,6 +423,33 @@ class RepositoryService:
             '/polar.repository.v1.RepositoryService/SyncRepository',
             polar_dot_repository_dot_v1_dot_repository__service__pb2.SyncRepositoryRequest.SerializeToString,
             polar_dot_repository_dot_v1_dot_repository__service__pb2.SyncRepositoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRepositorySyncState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/polar.repository.v1.RepositoryService/GetRepositorySyncState',
+            polar_dot_repository_dot_v1_dot_repository__service__pb2.GetRepositorySyncStateRequest.SerializeToString,
+            polar_dot_repository_dot_v1_dot_repository__service__pb2.GetRepositorySyncStateResponse.FromString,
             options,
             channel_credentials,
             insecure,

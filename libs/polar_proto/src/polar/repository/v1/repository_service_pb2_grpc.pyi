@@ -41,9 +41,12 @@ class RepositoryServiceStub:
     BatchUpsertRepositories: _grpc.UnaryUnaryMultiCallable[_repository_service_pb2.BatchUpsertRepositoriesRequest, _repository_service_pb2.BatchUpsertRepositoriesResponse]
     DeleteRepository: _grpc.UnaryUnaryMultiCallable[_repository_service_pb2.DeleteRepositoryRequest, _repository_service_pb2.DeleteRepositoryResponse]
     SyncRepository: _grpc.UnaryUnaryMultiCallable[_repository_service_pb2.SyncRepositoryRequest, _repository_service_pb2.SyncRepositoryResponse]
-    """Starts a sync of the repository's issues and pull requests from GitHub and returns at
-    once; progress and completion are published as events.
+    """Requests a sync of the repository's issues and pull requests from GitHub and returns
+    once it is recorded (a replica runs it, resuming after a crash); progress, completion
+    and failures are published as events.
     """
+    GetRepositorySyncState: _grpc.UnaryUnaryMultiCallable[_repository_service_pb2.GetRepositorySyncStateRequest, _repository_service_pb2.GetRepositorySyncStateResponse]
+    """Where the repository's sync stands: idle, queued, running (page n of m), failed."""
     GetIssue: _grpc.UnaryUnaryMultiCallable[_repository_service_pb2.GetIssueRequest, _repository_service_pb2.GetIssueResponse]
     ListIssues: _grpc.UnaryUnaryMultiCallable[_repository_service_pb2.ListIssuesRequest, _repository_service_pb2.ListIssuesResponse]
     GetPullRequest: _grpc.UnaryUnaryMultiCallable[_repository_service_pb2.GetPullRequestRequest, _repository_service_pb2.GetPullRequestResponse]
@@ -64,9 +67,12 @@ class RepositoryServiceAsyncStub(RepositoryServiceStub):
     BatchUpsertRepositories: _aio.UnaryUnaryMultiCallable[_repository_service_pb2.BatchUpsertRepositoriesRequest, _repository_service_pb2.BatchUpsertRepositoriesResponse]  # type: ignore[assignment]
     DeleteRepository: _aio.UnaryUnaryMultiCallable[_repository_service_pb2.DeleteRepositoryRequest, _repository_service_pb2.DeleteRepositoryResponse]  # type: ignore[assignment]
     SyncRepository: _aio.UnaryUnaryMultiCallable[_repository_service_pb2.SyncRepositoryRequest, _repository_service_pb2.SyncRepositoryResponse]  # type: ignore[assignment]
-    """Starts a sync of the repository's issues and pull requests from GitHub and returns at
-    once; progress and completion are published as events.
+    """Requests a sync of the repository's issues and pull requests from GitHub and returns
+    once it is recorded (a replica runs it, resuming after a crash); progress, completion
+    and failures are published as events.
     """
+    GetRepositorySyncState: _aio.UnaryUnaryMultiCallable[_repository_service_pb2.GetRepositorySyncStateRequest, _repository_service_pb2.GetRepositorySyncStateResponse]  # type: ignore[assignment]
+    """Where the repository's sync stands: idle, queued, running (page n of m), failed."""
     GetIssue: _aio.UnaryUnaryMultiCallable[_repository_service_pb2.GetIssueRequest, _repository_service_pb2.GetIssueResponse]  # type: ignore[assignment]
     ListIssues: _aio.UnaryUnaryMultiCallable[_repository_service_pb2.ListIssuesRequest, _repository_service_pb2.ListIssuesResponse]  # type: ignore[assignment]
     GetPullRequest: _aio.UnaryUnaryMultiCallable[_repository_service_pb2.GetPullRequestRequest, _repository_service_pb2.GetPullRequestResponse]  # type: ignore[assignment]
@@ -120,9 +126,18 @@ class RepositoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _repository_service_pb2.SyncRepositoryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_repository_service_pb2.SyncRepositoryResponse, _abc.Awaitable[_repository_service_pb2.SyncRepositoryResponse]]:
-        """Starts a sync of the repository's issues and pull requests from GitHub and returns at
-        once; progress and completion are published as events.
+        """Requests a sync of the repository's issues and pull requests from GitHub and returns
+        once it is recorded (a replica runs it, resuming after a crash); progress, completion
+        and failures are published as events.
         """
+
+    @_abc_1.abstractmethod
+    def GetRepositorySyncState(
+        self,
+        request: _repository_service_pb2.GetRepositorySyncStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_repository_service_pb2.GetRepositorySyncStateResponse, _abc.Awaitable[_repository_service_pb2.GetRepositorySyncStateResponse]]:
+        """Where the repository's sync stands: idle, queued, running (page n of m), failed."""
 
     @_abc_1.abstractmethod
     def GetIssue(
