@@ -266,7 +266,7 @@ async def test_the_sync_state_of_a_repository(
     member = await sign_in()
     org = await install(member)
     [repo] = await make_repos(org)
-    path = f"/api/v1/repositories/{repo.id}/sync"
+    path = f"/api/v2/repositories/{repo.id}/sync"
 
     idle = await client.get(path, headers=member.headers)
     assert idle.status_code == 200
