@@ -409,15 +409,19 @@ class Consumer:
             async with _keep_alive(*(m for _, m, _ in todo), ack_wait=self._ack_wait):
                 fresh, failures = await self._until_available(lambda: self._handle_many(deliveries))
         except Exception as exc:
-            if len(todo) == 1 or classify(exc) == TRANSIENT:
+            failed = exc
+        else:
+            failed = None
+        if failed is not None:  # (outside the except block: no implicit exception chaining)
+            if len(todo) == 1 or classify(failed) == TRANSIENT:
                 # Alone already (settle it as single mode would), or stopping in an outage.
                 for i, msg, delivery in todo:
                     with structlog.contextvars.bound_contextvars(
                         subject=delivery.subject, message_id=delivery.message_id
                     ):
-                        outcomes[i] = await self._settle_failure(msg, delivery, exc)
+                        outcomes[i] = await self._settle_failure(msg, delivery, failed)
                 return
-            log.warning("batch failed, handling its messages one by one", error=brief(exc))
+            log.warning("batch failed, handling its messages one by one", error=brief(failed))
             for i, msg, delivery in todo:
                 outcomes[i] = await self._process_one(msg, delivery)
             return

@@ -90,9 +90,10 @@ _PERMANENT_TYPES: tuple[type[BaseException], ...] = (
 def classify(exc: BaseException) -> Fault:
     """TRANSIENT, PERMANENT or UNKNOWN (see above), by SQLSTATE and exception type.
 
-    The whole cause chain is examined: SQLAlchemy wraps driver errors in a plain DBAPIError
-    whose `.orig` (and `__cause__`) carries asyncpg's exception and its `sqlstate`; a
-    PostgreSQL code found anywhere in the chain decides first.
+    The cause chain is examined: SQLAlchemy wraps driver errors in a plain DBAPIError whose
+    `.orig` (and `__cause__`) carries asyncpg's exception and its `sqlstate`; a PostgreSQL
+    code found anywhere in the chain decides first. `__context__` is not followed: an error
+    raised while handling another one says nothing about it.
     """
     chain = list(causes(exc))
     for e in chain:
@@ -151,7 +152,7 @@ def _is_outage(exc: BaseException) -> bool:
 
 
 def causes(exc: BaseException) -> Iterator[BaseException]:
-    """`exc`, then what caused it (`.orig` of SQLAlchemy errors, `__cause__`, `__context__`)."""
+    """`exc`, then what caused it (`.orig` of SQLAlchemy errors, `__cause__`)."""
     seen: set[int] = set()
     todo: list[BaseException] = [exc]
     while todo:
@@ -160,6 +161,6 @@ def causes(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(e))
         yield e
-        for nxt in (getattr(e, "orig", None), e.__cause__, e.__context__):
+        for nxt in (getattr(e, "orig", None), e.__cause__):
             if isinstance(nxt, BaseException):
                 todo.append(nxt)
