@@ -95,11 +95,10 @@ def classify(exc: BaseException) -> Fault:
     code found anywhere in the chain decides first. `__context__` is not followed: an error
     raised while handling another one says nothing about it.
     """
+    code = sqlstate(exc)
+    if code is not None:
+        return _classify_sqlstate(code)
     chain = list(causes(exc))
-    for e in chain:
-        code = getattr(e, "sqlstate", None)
-        if isinstance(code, str) and len(code) == 5:
-            return _classify_sqlstate(code)
     for e in chain:
         if isinstance(e, _PERMANENT_TYPES):
             return PERMANENT
@@ -107,6 +106,18 @@ def classify(exc: BaseException) -> Fault:
         if _is_outage(e):
             return TRANSIENT
     return UNKNOWN
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The PostgreSQL error code (SQLSTATE) behind `exc`, if any."""
+    for e in causes(exc):
+        code = getattr(e, "sqlstate", None)
+        if isinstance(code, str) and len(code) == 5:
+            return code
+    return None
+
+
+UNIQUE_VIOLATION = "23505"
 
 
 def is_transient(exc: BaseException) -> bool:

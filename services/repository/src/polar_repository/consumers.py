@@ -7,7 +7,8 @@ under a savepoint (they are rare, and one failing must not undo the others); the
 issue and pull request event of the batch is stored with one upsert per table (ingest.py).
 
 Order and repeats: an event about an organization or repository we do not know yet is
-retried (bounded, then parked for an operator); an older object never overwrites a newer
+retried for up to `consumer_wait_max_seconds` (then parked for an operator), and so is a
+repository whose new name is still held by another one (renames seen out of order); an older object never overwrites a newer
 one and a repeat changes nothing (see ingest.py); events about a deleted organization or
 repository are dropped, so late deliveries cannot revive them.
 """
@@ -27,7 +28,9 @@ from nats.js import JetStreamContext
 from polar.organization.v1 import events_pb2 as organization_events
 from polar_db.models import Organization, Repository
 from polar_kit.consumer import Consumer, Delivery, Reject, Retry
+from polar_kit.errors import UNIQUE_VIOLATION, sqlstate
 from polar_kit.nats import EVENTS, WEBHOOKS
+from polar_kit.outage import brief
 from polar_kit.settings import ServiceSettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -111,6 +114,11 @@ async def on_webhooks(
             failures[webhook.delivery.message_id] = e
         except MALFORMED as e:
             failures[webhook.delivery.message_id] = Reject(f"malformed webhook: {e!r}")
+        except sa.exc.IntegrityError as e:
+            if sqlstate(e) != UNIQUE_VIOLATION:
+                raise
+            # A live name clash: renames seen out of order. The other rename resolves it.
+            failures[webhook.delivery.message_id] = Retry(f"name clash: {brief(e)}")
 
     if items:
         failures |= await on_items(session, items)
