@@ -8,9 +8,10 @@ issue and pull request event of the batch is stored with one upsert per table (i
 
 Order and repeats: an event about an organization or repository we do not know yet is
 retried for up to `consumer_wait_max_seconds` (then parked for an operator), and so is a
-repository whose new name is still held by another one (renames seen out of order); an older object never overwrites a newer
-one and a repeat changes nothing (see ingest.py); events about a deleted organization or
-repository are dropped, so late deliveries cannot revive them.
+repository whose new name another one still holds (renames seen out of order); an older
+object never overwrites a newer one and a repeat changes nothing (see ingest.py); events
+about a deleted organization or repository are dropped, so late deliveries cannot revive
+them.
 """
 
 from __future__ import annotations
