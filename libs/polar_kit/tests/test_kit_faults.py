@@ -55,7 +55,7 @@ async def test_data_errors_are_permanent(database_url: str) -> None:
             await conn.execute(
                 text("CREATE TEMP TABLE t (i int, b bigint, s text, j jsonb, u int UNIQUE)")
             )
-            cases = {
+            cases: dict[str, tuple[str, dict[str, Any]]] = {
                 "int out of range": ("INSERT INTO t (i) VALUES (:v)", {"v": 2**40}),
                 "bigint out of range": ("INSERT INTO t (b) VALUES (:v)", {"v": 2**70}),
                 "NUL in a text": ("INSERT INTO t (s) VALUES (:v)", {"v": "a\x00b"}),

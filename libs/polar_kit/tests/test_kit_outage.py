@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,15 +21,17 @@ from typing import Any
 import asyncpg
 import pytest
 import sqlalchemy as sa
+from google.protobuf.wrappers_pb2 import StringValue
 from nats.js import JetStreamContext
 from polar_db.engine import asyncpg_dsn, create_sessionmaker, sqlalchemy_url
 from polar_db.models import ProcessedMessage
 from polar_kit import parked
 from polar_kit.consumer import BatchHandler, Consumer, Delivery, Handler, Reject, Retry
 from polar_kit.logging import configure_logging
-from polar_kit.nats import WEBHOOKS, publish, subject_for
+from polar_kit.nats import EVENTS, WEBHOOKS, publish, subject_for
+from polar_kit.outbox import OutboxRelay, record_events
 from polar_kit.settings import ServiceSettings
-from polar_kit.testing import eventually
+from polar_kit.testing import count_messages, eventually
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -149,7 +152,7 @@ async def test_an_outage_parks_nothing_and_logs_a_few_lines(
         await session.execute(sa.select(1))
         if delivery.data == b"slow" and not release.is_set():
             await release.wait()
-            await session.execute(sa.select(2))  # its connection was terminated meanwhile
+            await session.execute(sa.text("SELECT 2"))  # its connection was terminated meanwhile
         seen.append(delivery.data)
 
     settings = kit_settings.model_copy(update={"outage_retry_max_seconds": 0.2})
@@ -391,3 +394,43 @@ async def test_waiting_for_a_parent_outlasts_the_attempts_then_parks_after_the_t
 async def _table(sessionmaker: Sessionmaker, name: str) -> None:
     async with sessionmaker() as session, session.begin():
         await session.execute(sa.text(f"CREATE TABLE {name} (n integer, title text)"))
+
+
+async def test_the_outbox_relay_rides_out_an_outage_in_two_log_lines(
+    database: Database,
+    sessionmaker: Sessionmaker,
+    js: JetStreamContext,
+    kit_settings: ServiceSettings,
+    log_lines: list[str],
+) -> None:
+    subject = f"polar.test.v1.{uuid.uuid4().hex[:8]}"
+    async with sessionmaker() as session, session.begin():
+        await record_events(
+            session, [(subject, StringValue(value=str(i))) for i in range(5)], source="/t"
+        )
+    settings = kit_settings.model_copy(
+        update={"outbox_poll_seconds": 0.05, "outage_retry_max_seconds": 0.1}
+    )
+    relay = OutboxRelay(database.sessionmaker, js, settings)
+    database.starting_up = True
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await asyncio.sleep(2)
+        assert database.refused >= 10
+        assert await count_messages(js, settings, EVENTS, subject) == 0
+        database.starting_up = False
+
+        async def published() -> bool:
+            return await count_messages(js, settings, EVENTS, subject) == 5
+
+        await eventually(published)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    outage = [json.loads(line)["event"] for line in log_lines if "outbox relay" in line]
+    assert outage == [
+        "outbox relay: database or NATS unavailable, retrying",
+        "outbox relay: database or NATS available again",
+    ]
+    assert not [line for line in log_lines if "Traceback" in line or '"exception"' in line]

@@ -405,13 +405,12 @@ class Consumer:
         for item in todo:
             firsts.setdefault(item[2].message_id, item)
         deliveries = [d for _, _, d in firsts.values()]
+        failed: Exception | None = None
         try:
             async with _keep_alive(*(m for _, m, _ in todo), ack_wait=self._ack_wait):
                 fresh, failures = await self._until_available(lambda: self._handle_many(deliveries))
         except Exception as exc:
             failed = exc
-        else:
-            failed = None
         if failed is not None:  # (outside the except block: no implicit exception chaining)
             if len(todo) == 1 or classify(failed) == TRANSIENT:
                 # Alone already (settle it as single mode would), or stopping in an outage.
