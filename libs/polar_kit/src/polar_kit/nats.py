@@ -88,7 +88,8 @@ async def connect(settings: ServiceSettings, *, name: str | None = None) -> Clie
     outage = Outage(f"NATS connection ({name or 'client'})", base=1, cap=1)
 
     async def disconnected() -> None:
-        outage.failed(ConnectionError("disconnected"))
+        if not nc.is_closed:  # closing on purpose is no outage
+            outage.failed(ConnectionError("disconnected"))
 
     async def reconnected() -> None:
         outage.recovered()

@@ -122,15 +122,22 @@ async def cli(argv: Sequence[str] | None = None) -> int:
         parser.error("replay takes either SEQ or --all")
 
     settings = ServiceSettings()
+    # Say where: a wrong or missing POLAR_NATS_URL / POLAR_NATS_PREFIX would otherwise look
+    # like "nothing parked".
+    prefix = f" (prefix {settings.nats_prefix!r})" if settings.nats_prefix else ""
+    print(f"NATS {settings.nats_url}{prefix}", file=sys.stderr)
     nc = await connect(settings, name="polar-parked")
     try:
         js = nc.jetstream()
         if args.command == "list":
-            for p in await list_parked(js, settings, args.consumer):
+            found = await list_parked(js, settings, args.consumer)
+            for p in found:
                 print(
                     f"{p.seq}\t{p.parked_at}\t{p.consumer}\tattempts={p.attempts}\t"
                     f"{p.subject}\tid={p.message_id}\t{p.error}"
                 )
+            if not found:
+                print("no parked messages" + (f" of {args.consumer}" if args.consumer else ""))
         elif args.all:
             print(f"replayed {await replay_all(js, settings, args.consumer)} message(s)")
         else:
