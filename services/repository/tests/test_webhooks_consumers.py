@@ -551,6 +551,8 @@ async def test_repository_deleted_removes_its_content(world: World) -> None:
         "repository_created",
         "repository_deleted",
     ]
+    issue = await world.get(Issue, opened["issue"]["id"])
+    assert await world.events(issue.id, "issue_") == ["issue_created", "issue_deleted"]
 
 
 async def add_reward(world: World, issue_external_id: int) -> uuid.UUID:
@@ -603,6 +605,14 @@ async def test_organization_deleted_removes_its_content(world: World) -> None:
         "repository_deleted",
     ]
     assert await world.events(other.id) == ["repository_created", "repository_deleted"]
+    # Each deleted issue and pull request says so, once (the redelivery changed nothing).
+    issue = await world.get(Issue, opened["issue"]["id"])
+    pr = await world.get(PullRequest, pull["pull_request"]["id"])
+    assert await world.events(issue.id, "issue_") == ["issue_created", "issue_deleted"]
+    assert await world.events(pr.id, "pull_request_") == [
+        "pull_request_created",
+        "pull_request_deleted",
+    ]
 
 
 async def test_malformed_webhook_is_parked_and_the_batch_goes_through(world: World) -> None:

@@ -567,17 +567,23 @@ async def _delete_content(
     organization_id: uuid.UUID | None = None,
 ) -> None:
     """Soft-delete the issues and pull requests of some repositories (or of an organization)
-    and cancel their rewards that are not paid or refunded yet."""
+    with their issue_deleted / pull_request_deleted events, and cancel their rewards that
+    are not paid or refunded yet."""
     now = datetime.now(UTC)
     ids, org = repository_ids, organization_id
-    for model in (Issue, PullRequest):
+    for model, record in (
+        (Issue, events.issues_deleted),
+        (PullRequest, events.pull_requests_deleted),
+    ):
         scope = model.repository_id.in_(ids) if ids is not None else model.organization_id == org
-        await session.execute(
+        deleted = await session.execute(
             sa.update(model)
             .where(scope, model.deleted_at.is_(None))
             .values(deleted_at=now, modified_at=now)
+            .returning(model.id, model.repository_id, model.organization_id)
             .execution_options(synchronize_session=False)
         )
+        await record(session, deleted.all())
     scope = Reward.repository_id.in_(ids) if ids is not None else Reward.organization_id == org
     await session.execute(
         sa.update(Reward)

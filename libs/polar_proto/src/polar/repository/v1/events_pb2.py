@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from polar.repository.v1 import repository_pb2 as polar_dot_repository_dot_v1_dot_repository__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n polar/repository/v1/events.proto\x12\x13polar.repository.v1\x1a$polar/repository/v1/repository.proto\"H\n\x11RepositoryCreated\x12\x33\n\nrepository\x18\x01 \x01(\x0b\x32\x1f.polar.repository.v1.Repository\"H\n\x11RepositoryUpdated\x12\x33\n\nrepository\x18\x01 \x01(\x0b\x32\x1f.polar.repository.v1.Repository\"X\n\x11RepositoryDeleted\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\x03\"9\n\x0cIssueCreated\x12)\n\x05issue\x18\x01 \x01(\x0b\x32\x1a.polar.repository.v1.Issue\"9\n\x0cIssueUpdated\x12)\n\x05issue\x18\x01 \x01(\x0b\x32\x1a.polar.repository.v1.Issue\"P\n\x0cIssueDeleted\x12\x10\n\x08issue_id\x18\x01 \x01(\t\x12\x15\n\rrepository_id\x18\x02 \x01(\t\x12\x17\n\x0forganization_id\x18\x03 \x01(\t\"L\n\x12PullRequestCreated\x12\x36\n\x0cpull_request\x18\x01 \x01(\x0b\x32 .polar.repository.v1.PullRequest\"L\n\x12PullRequestUpdated\x12\x36\n\x0cpull_request\x18\x01 \x01(\x0b\x32 .polar.repository.v1.PullRequest\"j\n\x16RepositorySyncProgress\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06synced\x18\x03 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x04 \x01(\x03\"p\n\x17RepositorySyncCompleted\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06issues\x18\x03 \x01(\x03\x12\x15\n\rpull_requests\x18\x04 \x01(\x03\"<\n\rRewardCreated\x12+\n\x06reward\x18\x01 \x01(\x0b\x32\x1b.polar.repository.v1.Rewardb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n polar/repository/v1/events.proto\x12\x13polar.repository.v1\x1a$polar/repository/v1/repository.proto\"H\n\x11RepositoryCreated\x12\x33\n\nrepository\x18\x01 \x01(\x0b\x32\x1f.polar.repository.v1.Repository\"H\n\x11RepositoryUpdated\x12\x33\n\nrepository\x18\x01 \x01(\x0b\x32\x1f.polar.repository.v1.Repository\"X\n\x11RepositoryDeleted\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\x03\"9\n\x0cIssueCreated\x12)\n\x05issue\x18\x01 \x01(\x0b\x32\x1a.polar.repository.v1.Issue\"9\n\x0cIssueUpdated\x12)\n\x05issue\x18\x01 \x01(\x0b\x32\x1a.polar.repository.v1.Issue\"P\n\x0cIssueDeleted\x12\x10\n\x08issue_id\x18\x01 \x01(\t\x12\x15\n\rrepository_id\x18\x02 \x01(\t\x12\x17\n\x0forganization_id\x18\x03 \x01(\t\"L\n\x12PullRequestCreated\x12\x36\n\x0cpull_request\x18\x01 \x01(\x0b\x32 .polar.repository.v1.PullRequest\"L\n\x12PullRequestUpdated\x12\x36\n\x0cpull_request\x18\x01 \x01(\x0b\x32 .polar.repository.v1.PullRequest\"]\n\x12PullRequestDeleted\x12\x17\n\x0fpull_request_id\x18\x01 \x01(\t\x12\x15\n\rrepository_id\x18\x02 \x01(\t\x12\x17\n\x0forganization_id\x18\x03 \x01(\t\"j\n\x16RepositorySyncProgress\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06synced\x18\x03 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x04 \x01(\x03\"p\n\x17RepositorySyncCompleted\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06issues\x18\x03 \x01(\x03\x12\x15\n\rpull_requests\x18\x04 \x01(\x03\"<\n\rRewardCreated\x12+\n\x06reward\x18\x01 \x01(\x0b\x32\x1b.polar.repository.v1.Rewardb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,10 +48,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PULLREQUESTCREATED']._serialized_end=609
   _globals['_PULLREQUESTUPDATED']._serialized_start=611
   _globals['_PULLREQUESTUPDATED']._serialized_end=687
-  _globals['_REPOSITORYSYNCPROGRESS']._serialized_start=689
-  _globals['_REPOSITORYSYNCPROGRESS']._serialized_end=795
-  _globals['_REPOSITORYSYNCCOMPLETED']._serialized_start=797
-  _globals['_REPOSITORYSYNCCOMPLETED']._serialized_end=909
-  _globals['_REWARDCREATED']._serialized_start=911
-  _globals['_REWARDCREATED']._serialized_end=971
+  _globals['_PULLREQUESTDELETED']._serialized_start=689
+  _globals['_PULLREQUESTDELETED']._serialized_end=782
+  _globals['_REPOSITORYSYNCPROGRESS']._serialized_start=784
+  _globals['_REPOSITORYSYNCPROGRESS']._serialized_end=890
+  _globals['_REPOSITORYSYNCCOMPLETED']._serialized_start=892
+  _globals['_REPOSITORYSYNCCOMPLETED']._serialized_end=1004
+  _globals['_REWARDCREATED']._serialized_start=1006
+  _globals['_REWARDCREATED']._serialized_end=1066
 # @@protoc_insertion_point(module_scope)
