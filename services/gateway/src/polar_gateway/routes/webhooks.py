@@ -2,11 +2,11 @@
 
 Checks, each answered with a 4xx and nothing published: body over the limit (413, read in
 chunks and abandoned at the limit; the limit is POLAR_WEBHOOK_MAX_BODY_BYTES, but never more
-than the NATS server's max_payload: a delivery it cannot store is not "try again later"), a content type other than JSON (415; configure the
-GitHub App to send application/json), a missing or wrong X-Hub-Signature-256 (401;
-HMAC-SHA256 of the raw body with the webhook secret, compared in constant time), missing or
-odd X-GitHub-Event / X-GitHub-Delivery headers (400), a body that is not a JSON object or an
-`action` that is not a word (400).
+than the NATS server's max_payload: a delivery it cannot store is no "try again later"), a
+content type other than JSON (415; configure the GitHub App to send application/json), a
+missing or wrong X-Hub-Signature-256 (401; HMAC-SHA256 of the raw body with the webhook
+secret, compared in constant time), missing or odd X-GitHub-Event / X-GitHub-Delivery
+headers (400), a body that is not a JSON object or an `action` that is not a word (400).
 
 Then the raw body is published to `github.webhook.<event>.<action>` (`github.webhook.<event>`
 for events without an action) with Nats-Msg-Id = X-GitHub-Delivery, and answered 202 only
