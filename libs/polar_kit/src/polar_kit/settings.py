@@ -94,6 +94,20 @@ class ServiceSettings(BaseSettings):
             "unavailable (retried for as long as the outage lasts)."
         ),
     )
+    retention_seconds: float = Field(
+        31 * 24 * 3600,
+        gt=0,
+        description=(
+            "Published outbox rows and processed-message marks older than this are deleted. "
+            "Keep it above the longest stream retention (30 days) plus the duplicate window."
+        ),
+    )
+    retention_interval_seconds: float = Field(
+        600, gt=0, description="How often a replica prunes (one replica at a time)."
+    )
+    retention_batch_size: int = Field(
+        1000, ge=1, description="Rows deleted per transaction when pruning."
+    )
     outbox_poll_seconds: float = Field(
         1,
         gt=0,
