@@ -45,7 +45,8 @@ def consumers(
     """The JetStream consumers of this service: webhooks, other domains' events and, given
     a sync runner, the sync of every repository it creates (started once the repository's
     row is committed, so the sync finds it)."""
-    found = webhook_consumers.consumers(settings, js, sessionmaker)
+    refresh = sync.refresh if sync is not None and sync.configured else None
+    found = webhook_consumers.consumers(settings, js, sessionmaker, refresh)
     if sync is not None:
         found.append(sync_on_install_consumer(sync, settings, js, sessionmaker))
     return found

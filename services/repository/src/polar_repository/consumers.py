@@ -16,9 +16,10 @@ them.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,16 +56,29 @@ ORGANIZATION_DELETED = "polar.organization.v1.deleted"
 MALFORMED = (InvalidObject, KeyError, TypeError, ValueError, AttributeError)
 
 
+# Re-reads an issue ("issues") or pull request ("pulls") of a repository, by number, from
+# GitHub: how a same-second tie is resolved (SyncRunner.refresh).
+Refresh = Callable[[uuid.UUID, str, int], None]
+
+
 def consumers(
     settings: ServiceSettings,
     js: JetStreamContext,
     sessionmaker: async_sessionmaker[AsyncSession],
+    refresh: Refresh | None = None,
 ) -> list[Consumer]:
-    """The JetStream consumers of the repository service (durable names are stable)."""
+    """The JetStream consumers of the repository service (durable names are stable).
+
+    Without `refresh` (no GitHub App configured), a same-second tie goes to the delivery
+    handled last."""
     common: dict[str, Any] = {"sessionmaker": sessionmaker, "js": js, "settings": settings}
     return [
         Consumer(
-            WEBHOOKS_CONSUMER, WEBHOOKS, WEBHOOK_SUBJECTS, batch_handler=on_webhooks, **common
+            WEBHOOKS_CONSUMER,
+            WEBHOOKS,
+            WEBHOOK_SUBJECTS,
+            batch_handler=functools.partial(on_webhooks, refresh=refresh),
+            **common,
         ),
         Consumer(
             ORGANIZATION_EVENTS_CONSUMER,
@@ -94,7 +108,7 @@ def parse(delivery: Delivery) -> Webhook:
 
 
 async def on_webhooks(
-    session: AsyncSession, deliveries: list[Delivery]
+    session: AsyncSession, deliveries: list[Delivery], *, refresh: Refresh | None = None
 ) -> dict[str, Retry | Reject]:
     failures: dict[str, Retry | Reject] = {}
     structural: list[Webhook] = []
@@ -122,7 +136,7 @@ async def on_webhooks(
             failures[webhook.delivery.message_id] = Retry(f"name clash: {brief(e)}")
 
     if items:
-        failures |= await on_items(session, items)
+        failures |= await on_items(session, items, refresh)
     return failures
 
 
@@ -234,9 +248,11 @@ def _repository_ids(webhook: Webhook) -> list[int]:
     return [i for i in ids if i is not None]
 
 
-async def on_items(session: AsyncSession, webhooks: list[Webhook]) -> dict[str, Retry | Reject]:
+async def on_items(
+    session: AsyncSession, webhooks: list[Webhook], refresh: Refresh | None = None
+) -> dict[str, Retry | Reject]:
     """Every issues.* and pull_request.* delivery of a batch, stored with one statement per
-    kind of write."""
+    kind of write. Same-second ties are re-read from GitHub with `refresh`."""
     failures: dict[str, Retry | Reject] = {}
     known = await known_repositories(
         session, sorted({i for w in webhooks for i in _repository_ids(w)})
@@ -281,12 +297,18 @@ async def on_items(session: AsyncSession, webhooks: list[Webhook]) -> dict[str, 
                 issues.append(row)
         except MALFORMED as e:
             failures[message_id] = Reject(f"malformed {webhook.event} webhook: {e!r}")
+    ties: dict[str, list[ingest.Row]] | None = {"issues": [], "pulls": []} if refresh else None
     if issues:
-        await ingest.upsert_issues(session, issues)
+        await ingest.upsert_issues(session, issues, ties=ties["issues"] if ties else None)
     if deleted_issues:
         await ingest.delete_issues(session, deleted_issues)
     if pulls:
-        await ingest.upsert_pull_requests(session, pulls)
+        await ingest.upsert_pull_requests(session, pulls, ties=ties["pulls"] if ties else None)
+    if refresh is not None and ties is not None:
+        for kind, rows in ties.items():
+            for row in rows:
+                log.info("same-second tie, re-reading from GitHub", kind=kind, number=row["number"])
+                refresh(row["repository_id"], kind, row["number"])
     return failures
 
 
