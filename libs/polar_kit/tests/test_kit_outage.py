@@ -434,3 +434,32 @@ async def test_the_outbox_relay_rides_out_an_outage_in_two_log_lines(
         "outbox relay: database or NATS available again",
     ]
     assert not [line for line in log_lines if "Traceback" in line or '"exception"' in line]
+
+
+async def test_stopping_during_an_outage_hands_the_messages_back(
+    database: Database, js: JetStreamContext, kit_settings: ServiceSettings, token: str
+) -> None:
+    subject = f"github.webhook.{token}.created"
+    seen: list[int] = []
+
+    async def handler(session: AsyncSession, delivery: Delivery) -> None:
+        await session.execute(sa.select(1))
+        seen.append(delivery.num_delivered)
+
+    database.starting_up = True
+    async with running(token, subject, database.sessionmaker, js, kit_settings, handler) as task:
+        await send(js, kit_settings, subject, b"x", f"{token}-x")
+        await asyncio.sleep(1)
+        stopping = time.monotonic()
+    assert task.done()
+    assert time.monotonic() - stopping < 3
+    database.starting_up = False
+    started = time.monotonic()
+    async with running(token, subject, database.sessionmaker, js, kit_settings, handler):
+
+        async def handled() -> bool:
+            return bool(seen)
+
+        await eventually(handled)
+    assert time.monotonic() - started < kit_settings.consumer_ack_wait_seconds  # nak'd, not lost
+    assert await nothing_parked(js, kit_settings, token)

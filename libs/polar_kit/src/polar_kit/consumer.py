@@ -306,6 +306,8 @@ class Consumer:
                 if not transient or self._stop.is_set():
                     raise
                 await _sleep(self._database.failed(exc), self._stop)
+                if self._stop.is_set():
+                    raise  # stopping: hand the messages back rather than try again
                 continue
             self._database.recovered()
             return result
