@@ -33,9 +33,11 @@ import hmac
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -214,21 +216,33 @@ def kill_postgres(pg: EmbeddedPostgres) -> None:
     time.sleep(0.3)
 
 
+def pg_ctl(pg: EmbeddedPostgres, *args: str) -> None:
+    """pg_ctl as the server's user; its output in the error when it fails."""
+    done = subprocess.run(
+        [str(pg.bin_dir() / "pg_ctl"), "-D", str(pg.pgdata), *args],
+        capture_output=True,
+        text=True,
+        cwd=pg.pgdata.parent,
+        env={**os.environ, "LC_ALL": "C"},
+        **pg._as_user,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"pg_ctl {args}: {done.stdout}{done.stderr}")
+
+
 def refusing_postgres(pg: EmbeddedPostgres) -> None:
     """Fast shutdown, then a standby with hot_standby=off: real 57P03 to every connection."""
-    pg.stop()
+    pg_ctl(pg, "-m", "fast", "-w", "-t", "60", "stop")
     signal_file = pg.pgdata / "standby.signal"
     signal_file.touch()
     if pg._as_user:
         os.chown(signal_file, pg._as_user["user"], pg._as_user["group"])
-    pg._run(
-        "pg_ctl", "-D", str(pg.pgdata), "-l", str(pg.log), "-w", "-t", "60", "start",
-        "-o", f"-h 127.0.0.1 -p {pg.port} -k '' -c hot_standby=off",
-    )  # fmt: skip
+    options = f"-h 127.0.0.1 -p {pg.port} -k '' -c hot_standby=off"
+    pg_ctl(pg, "-l", str(pg.log), "-w", "-t", "60", "-o", options, "start")
 
 
 def promote_postgres(pg: EmbeddedPostgres) -> None:
-    pg._run("pg_ctl", "-D", str(pg.pgdata), "-w", "promote")
+    pg_ctl(pg, "-w", "-t", "60", "promote")
 
 
 @dataclass
@@ -241,9 +255,12 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    pg = EmbeddedPostgres(tmp_path / "pgdata", free_port(), durable=True)
-    nats_server = EmbeddedNats(tmp_path / "nats", free_port())
+async def world() -> AsyncIterator[World]:
+    # Not pytest's tmp_path: every pytest session on the machine resets its parent to 0700,
+    # which would lock PostgreSQL's (unprivileged) user out of its data folder mid-run.
+    folder = Path(tempfile.mkdtemp(prefix="polar-chaos-"))
+    pg = EmbeddedPostgres(folder / "pgdata", free_port(), durable=True)
+    nats_server = EmbeddedNats(folder / "nats", free_port())
     await asyncio.to_thread(pg.start)
     await asyncio.to_thread(nats_server.start)
     database_url = await asyncio.to_thread(pg.ensure_database, "chaos")
@@ -269,7 +286,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         "POLAR_REPOSITORY_GRPC_PORT": str(ports["repository"]),
     }
     services = {
-        name: Service(spec, ports[name], tmp_path / f"{name}.log", env)
+        name: Service(spec, ports[name], folder / f"{name}.log", env)
         for name, spec in specs.items()
     }
     for service in services.values():
@@ -281,6 +298,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             service.kill()
         await asyncio.to_thread(nats_server.stop)
         kill_postgres(pg)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- sending ----------------------------------------------------------------------------------
@@ -353,6 +371,15 @@ async def inject(world: World, rng: random.Random, figures: Figures, done: async
 
 
 # --- the test ---------------------------------------------------------------------------------
+
+
+def tails(world: World, lines: int = 20) -> str:
+    """The end of every process's log (the folder is deleted after the test)."""
+    parts = []
+    for name, service in world.services.items():
+        text = service.log.read_text(errors="replace").splitlines()
+        parts.append(f"--- {name} ---\n" + "\n".join(line[:300] for line in text[-lines:]))
+    return "\n".join(parts)
 
 
 async def state(database_url: str) -> dict[str, Any]:
@@ -441,8 +468,7 @@ async def test_chaos(world: World) -> None:
                 break
         await asyncio.sleep(1)
     converged = time.monotonic() - last_fault
-    logs = {name: s.log for name, s in world.services.items()}
-    assert {k: current.get(k) for k in expected} == expected, f"logs: {logs}"
+    assert {k: current.get(k) for k in expected} == expected, tails(world)
 
     # Exactly once: one mark per distinct delivery each consumer takes.
     installation_created = sum(
