@@ -23,12 +23,13 @@ empty :=
 space := $(empty) $(empty)
 MYPYPATH = $(subst $(space),:,$(wildcard libs/*/src services/*/src))
 
-.PHONY: help dev test sync gen gen-check lint format typecheck buf-lint pytest
+.PHONY: help dev test sync gen gen-check lint format typecheck buf-lint pytest chaos
 
 help:
 	@echo "make dev        run the whole cluster locally (embedded PostgreSQL/NATS unless POLAR_*_URL set)"
 	@echo "make test       everything CI checks: generated code, lint, types, buf lint, tests"
 	@echo "make pytest     only the tests (PYTEST_ARGS='-k name' to select)"
+	@echo "make chaos      the chaos test alone (CHAOS_ORGS=20 CHAOS_SECONDS=300 bigger, CHAOS_SEED=n replays)"
 	@echo "make gen        regenerate libs/polar_proto from protos/"
 	@echo "make format     apply ruff's formatting and safe fixes"
 	@echo "make bench      every benchmark (bench/README.md); BENCH=gateway for one suite"
@@ -50,6 +51,14 @@ test: sync gen-check lint typecheck buf-lint pytest deploy-check
 
 pytest: sync
 	$(RUN) python -m polar_dev.test $(PYTEST_ARGS)
+
+# Part of `make test` (tests/test_chaos.py) at its CI size; alone here, with its figures.
+CHAOS_ORGS ?= 3
+CHAOS_SECONDS ?= 40
+CHAOS_SEED ?=
+chaos: sync
+	POLAR_CHAOS_ORGS=$(CHAOS_ORGS) POLAR_CHAOS_SECONDS=$(CHAOS_SECONDS) POLAR_CHAOS_SEED=$(CHAOS_SEED) \
+		$(RUN) python -m polar_dev.test tests/test_chaos.py -q -s -p no:logging
 
 gen: sync
 	$(RUN) python scripts/gen_protos.py
