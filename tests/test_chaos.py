@@ -486,6 +486,9 @@ async def test_chaos(world: World) -> None:
         assert await stream_ids(world.nats_server.url, PARKED.name) == []
 
     restarts = {name: s.restarts for name, s in world.services.items()}
+    logs = {name: s.log.read_text(errors="replace") for name, s in world.services.items()}
+    log_kb = {name: round(len(text) / 1024) for name, text in logs.items()}
+    tracebacks = {name: text.count('"exception"') for name, text in logs.items()}
     print(
         f"chaos: {len(deliveries)} deliveries ({len(distinct)} distinct, "
         f"{len(deliveries) - len(distinct)} GitHub duplicates), {figures.sent} requests, "
@@ -497,3 +500,4 @@ async def test_chaos(world: World) -> None:
         f"{converged:.1f} s after the last fault; {len(oracle.issues)} issues, "
         f"{len(current['outbox'])} events = stream, 0 parked, 0 lost, 0 twice"
     )
+    print(f"chaos: logs {log_kb} kB, tracebacks logged {tracebacks}")
