@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -463,3 +464,33 @@ async def test_stopping_during_an_outage_hands_the_messages_back(
         await eventually(handled)
     assert time.monotonic() - started < kit_settings.consumer_ack_wait_seconds  # nak'd, not lost
     assert await nothing_parked(js, kit_settings, token)
+
+
+async def test_messages_waiting_their_turn_are_kept_alive_too(
+    sessionmaker: Sessionmaker, js: JetStreamContext, kit_settings: ServiceSettings, token: str
+) -> None:
+    """Two replicas; a fetch of several messages handled one at a time: the last ones wait
+    for the others (1.5 s each), far beyond ack_wait (1 s), and are still not handed to the
+    other replica meanwhile."""
+    subject = f"github.webhook.{token}.created"
+    settings = kit_settings.model_copy(update={"consumer_ack_wait_seconds": 1})
+    calls: Counter[str] = Counter()
+
+    async def slow(session: AsyncSession, delivery: Delivery) -> None:
+        calls[delivery.message_id] += 1
+        await asyncio.sleep(1.5)
+
+    for i in range(4):  # waiting before the first replica starts: one fetch takes them all
+        await send(js, settings, subject, f"{i}".encode(), f"{token}-{i}")
+    async with running(token, subject, sessionmaker, js, settings, slow):
+        await asyncio.sleep(0.3)
+        second = running(token, subject, sessionmaker, js, settings, slow)
+        async with second:  # fetching, ready to take what the first one lets expire
+
+            async def done() -> bool:
+                return len(await marks(sessionmaker, token)) == 4
+
+            await eventually(done, within=20)
+            info = await js.consumer_info(WEBHOOKS.stream_name(settings.nats_prefix), token)
+    assert info.delivered.consumer_seq == 4  # 4 deliveries in all: none redelivered
+    assert set(calls.values()) == {1}

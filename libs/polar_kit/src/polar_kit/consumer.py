@@ -223,6 +223,12 @@ class Consumer:
                         await sub.unsubscribe()
 
     async def _process_batch(self, msgs: Sequence[Msg], stop: asyncio.Event) -> None:
+        # Every message of the fetch is kept alive, not only the one in hand: the others
+        # wait their turn (a slow message, an outage), and ack_wait is short.
+        async with _keep_alive(*msgs, ack_wait=self._ack_wait):
+            await self._process_fetched(msgs, stop)
+
+    async def _process_fetched(self, msgs: Sequence[Msg], stop: asyncio.Event) -> None:
         if self._batch_handler is not None:
             try:
                 await self.process_many(msgs)
