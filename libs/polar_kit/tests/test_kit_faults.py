@@ -131,6 +131,8 @@ async def test_outages_are_transient(database_url: str) -> None:
             )
             (deadlock,) = [r for r in results if isinstance(r, BaseException)]
         assert classify(deadlock) == TRANSIENT, brief(deadlock)
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP TABLE dl"))
     finally:
         await engine.dispose()
 

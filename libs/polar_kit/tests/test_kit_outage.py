@@ -202,7 +202,29 @@ async def test_poison_is_parked_at_once_and_the_batch_goes_through(
     too deep) is parked on its first failure with the reason; the rest of its batch is
     applied, and the batch is not replayed again and again."""
     subject = f"github.webhook.{token}.created"
-    await _table(sessionmaker, token)
+    async with scratch_table(sessionmaker, token):
+        await _poison_is_parked(sessionmaker, js, kit_settings, token, subject)
+
+
+@asynccontextmanager
+async def scratch_table(sessionmaker: Sessionmaker, name: str) -> AsyncIterator[None]:
+    """A table of the test's own, dropped after it (the database is the session's)."""
+    async with sessionmaker() as session, session.begin():
+        await session.execute(sa.text(f"CREATE TABLE {name} (n integer, title text)"))
+    try:
+        yield
+    finally:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(sa.text(f"DROP TABLE {name}"))
+
+
+async def _poison_is_parked(
+    sessionmaker: Sessionmaker,
+    js: JetStreamContext,
+    kit_settings: ServiceSettings,
+    token: str,
+    subject: str,
+) -> None:
     calls: list[list[bytes]] = []
 
     async def store(session: AsyncSession, deliveries: list[Delivery]) -> Mapping[str, Reject]:
@@ -390,11 +412,6 @@ async def test_waiting_for_a_parent_outlasts_the_attempts_then_parks_after_the_t
     assert orphan.message_id == f"{token}-orphan"
     assert orphan.error.startswith("still waiting after ")
     assert "organization 2 is not known yet" in orphan.error
-
-
-async def _table(sessionmaker: Sessionmaker, name: str) -> None:
-    async with sessionmaker() as session, session.begin():
-        await session.execute(sa.text(f"CREATE TABLE {name} (n integer, title text)"))
 
 
 async def test_the_outbox_relay_rides_out_an_outage_in_two_log_lines(
