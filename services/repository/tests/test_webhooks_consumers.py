@@ -638,6 +638,39 @@ async def test_malformed_webhook_is_parked_and_the_batch_goes_through(world: Wor
     assert "state must be open or closed" in parked[bad].error
 
 
+async def test_data_that_can_never_be_stored_is_parked_at_once(world: World) -> None:
+    """An integer out of range, a NUL in a title, JSON nested 990 deep (the gateway's orjson
+    takes it; json.loads cannot): parked on the first attempt with the reason, while the
+    rest of the batch is stored once."""
+    opened = world.load("issues", "opened.payload.json")
+    org = await world.org_for(opened)
+    await world.repo(org, opened["repository"])
+
+    def variant(**issue: Any) -> dict[str, Any]:
+        payload = copy.deepcopy(opened)
+        payload["issue"] |= {"id": next(_ids), "number": next(_ids) % 100_000} | issue
+        return payload
+
+    huge = await world.send("issues", variant(number=2**40))
+    nul = await world.send("issues", variant(title="nul \u0000 inside"))
+    deep = str(uuid.uuid4())
+    await world.js.publish(
+        f"{world.settings.nats_prefix}github.webhook.issues.opened",
+        b'{"action": "opened", "x": ' + b"[" * 990 + b"]" * 990 + b"}",
+        headers={"Nats-Msg-Id": deep, "X-GitHub-Delivery": deep},
+    )
+    fine = variant()
+    await world.send("issues", fine)
+    outcomes = await world.fetch_once()
+    assert sorted(outcomes) == ["acked", "parked", "parked", "parked"]
+    assert await world.get(Issue, fine["issue"]["id"]) is not None
+    parked = {p.message_id: p for p in await list_parked(world.js, world.settings)}
+    assert {p.attempts for k, p in parked.items() if k in (huge, nul, deep)} == {"1"}
+    assert "out of int32 range" in parked[huge].error
+    assert "22021" in parked[nul].error
+    assert "RecursionError" in parked[deep].error
+
+
 def test_fixture_directories_exist() -> None:
     """The parametrized tests above would silently vanish if the fixtures moved."""
     for event in ("installation", "installation_repositories", "repository", "issues"):
