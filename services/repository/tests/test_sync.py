@@ -40,6 +40,7 @@ from polar_repository.github import (
     pacing_delay,
     rate_limit_wait,
 )
+from polar_repository.refresh import Refresher
 from polar_repository.sync import (
     LockLost,
     SyncNotConfigured,
@@ -713,13 +714,14 @@ async def test_disabled_issues_still_sync_pull_requests(
 @pytest.mark.parametrize("together", [False, True], ids=["apart", "in-one-batch"])
 async def test_a_same_second_tie_is_resolved_by_github(
     fake_github: FakeGitHub,
-    runner: SyncRunner,
+    github_app: GitHubApp,
     sessionmaker: async_sessionmaker[AsyncSession],
     make_repo: MakeRepo,
     together: bool,
 ) -> None:
     """Two edits within one second carry the same updated_at; they arrive in the wrong
     order. The issue is re-read from GitHub, whose answer (the later edit) is stored."""
+    refresher = Refresher(sessionmaker, github_app)
     repo = await make_repo()
     owner = await owner_of(sessionmaker, repo)
     first = issue_items(fake_github, 1)[0] | {
@@ -743,7 +745,7 @@ async def test_a_same_second_tie_is_resolved_by_github(
     async def handle(*items: dict[str, Any]) -> None:
         async with sessionmaker.begin() as session:
             failures = await on_webhooks(
-                session, [delivery(i) for i in items], refresh=runner.refresh
+                session, [delivery(i) for i in items], refresh=refresher.refresh
             )
         assert failures == {}
 
@@ -752,7 +754,7 @@ async def test_a_same_second_tie_is_resolved_by_github(
     else:
         await handle(second)
         await handle(first)
-    await runner.join_refreshes()
+    await refresher.join()
     assert reads == [f"/repos/{owner}/{repo.name}/issues/{first['number']}"]
     async with sessionmaker() as session:
         issue = await session.scalar(sa.select(Issue).where(Issue.external_id == first["id"]))
@@ -761,5 +763,5 @@ async def test_a_same_second_tie_is_resolved_by_github(
 
     # A redelivery (same time, same values) is no tie: nothing is read again.
     await handle(second)
-    await runner.join_refreshes()
+    await refresher.join()
     assert len(reads) == 1

@@ -14,6 +14,7 @@ from polar_kit.grpc import ServiceSpec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import consumers as webhook_consumers
+from .refresh import Refresher
 from .service import SyncStarter
 from .servicer import RepositoryServicer
 from .settings import RepositorySettings
@@ -45,7 +46,9 @@ def consumers(
     """The JetStream consumers of this service: webhooks, other domains' events and, given
     a sync runner, the sync of every repository it creates (started once the repository's
     row is committed, so the sync finds it)."""
-    refresh = sync.refresh if sync is not None and sync.configured else None
+    # Same-second ties are re-read from GitHub when the App is configured (refresh.py).
+    refresher = Refresher.from_settings(settings, sessionmaker)
+    refresh = refresher.refresh if refresher.configured else None
     found = webhook_consumers.consumers(settings, js, sessionmaker, refresh)
     if sync is not None:
         found.append(sync_on_install_consumer(sync, settings, js, sessionmaker))

@@ -57,7 +57,7 @@ MALFORMED = (InvalidObject, KeyError, TypeError, ValueError, AttributeError)
 
 
 # Re-reads an issue ("issues") or pull request ("pulls") of a repository, by number, from
-# GitHub: how a same-second tie is resolved (SyncRunner.refresh).
+# GitHub: how a same-second tie is resolved (refresh.Refresher).
 Refresh = Callable[[uuid.UUID, str, int], None]
 
 

@@ -539,7 +539,7 @@ async def upsert_issues(
     one second carry the same time and their order is unknown. Objects read from the REST
     API are GitHub's current state: on a tie they are written. Webhook deliveries pass
     `ties`: on a tie they are not written but added to it, for the caller to re-read the
-    object from GitHub (SyncRunner.refresh), whose answer then wins."""
+    object from GitHub (refresh.Refresher), whose answer then wins."""
     written = await _upsert_items(session, Issue, rows, ties)
     await events.issues_upserted(session, written)
     return written

@@ -151,7 +151,6 @@ class SyncRunner:
         self._stopping = asyncio.Event()
         self._claimed: set[uuid.UUID] = set()  # syncs of this process, queued or running
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
-        self._refreshes: set[asyncio.Task[None]] = set()
         self._conn: asyncpg.Connection | None = None  # holds this runner's advisory locks
         self._conn_pid = 0
         self._conn_guard = asyncio.Lock()  # one query at a time on that connection
@@ -392,49 +391,6 @@ class SyncRunner:
                 expected=result.expected,
             )
 
-    # -- same-second ties ------------------------------------------------------------------
-
-    def refresh(self, repository_id: uuid.UUID, kind: str, number: int) -> None:
-        """Re-read one issue (`kind` "issues") or pull request ("pulls") from GitHub in the
-        background and store GitHub's answer, which wins a same-second tie (see
-        ingest.upsert_issues). Not durable: a crash before it runs leaves the first stored
-        version until the object's next edit or sync."""
-        if self._stopping.is_set():
-            return
-        task = asyncio.create_task(
-            self._refresh(repository_id, kind, number), name=f"refresh {kind} {number}"
-        )
-        self._refreshes.add(task)
-        task.add_done_callback(self._refreshes.discard)
-
-    async def _refresh(self, repository_id: uuid.UUID, kind: str, number: int) -> None:
-        bound = log.bind(repository_id=str(repository_id), kind=kind, number=number)
-        try:
-            target = await self._target(repository_id)
-            if target is None:
-                return
-            async with (
-                self._slots,
-                self._github.installation(target.installation_id, sleep=self._sleep) as gh,
-            ):
-                response = await gh.get(f"/repos/{target.owner}/{target.name}/{kind}/{number}")
-            ids = {"organization_id": target.organization_id, "repository_id": target.repository_id}
-            async with self._sessionmaker.begin() as session:
-                if kind == "pulls":
-                    await ingest.upsert_pull_requests(
-                        session, [ingest.pull_request_row(response.json(), **ids)]
-                    )
-                else:
-                    await ingest.upsert_issues(session, [ingest.issue_row(response.json(), **ids)])
-            bound.info("same-second tie resolved from GitHub")
-        except (SyncStopped, asyncio.CancelledError):
-            pass
-        except Exception as e:
-            bound.warning("same-second tie not resolved", error=repr(e))
-
-    async def join_refreshes(self) -> None:
-        await asyncio.gather(*self._refreshes, return_exceptions=True)
-
     # -- Worker -----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -445,7 +401,7 @@ class SyncRunner:
 
     async def close(self) -> None:
         self._stopping.set()
-        tasks = [*self._tasks.values(), *self._refreshes]
+        tasks = list(self._tasks.values())
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=self._grace)
             for task in late:
