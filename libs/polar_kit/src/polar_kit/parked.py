@@ -122,10 +122,6 @@ async def cli(argv: Sequence[str] | None = None) -> int:
         parser.error("replay takes either SEQ or --all")
 
     settings = ServiceSettings()
-    # Say where: a wrong or missing POLAR_NATS_URL / POLAR_NATS_PREFIX would otherwise look
-    # like "nothing parked".
-    prefix = f" (prefix {settings.nats_prefix!r})" if settings.nats_prefix else ""
-    print(f"NATS {settings.nats_url}{prefix}", file=sys.stderr)
     nc = await connect(settings, name="polar-parked")
     try:
         js = nc.jetstream()
@@ -137,7 +133,10 @@ async def cli(argv: Sequence[str] | None = None) -> int:
                     f"{p.subject}\tid={p.message_id}\t{p.error}"
                 )
             if not found:
-                print("no parked messages" + (f" of {args.consumer}" if args.consumer else ""))
+                # Say where: a wrong POLAR_NATS_URL or POLAR_NATS_PREFIX would look the same.
+                of = f" of {args.consumer}" if args.consumer else ""
+                prefix = f" (prefix {settings.nats_prefix!r})" if settings.nats_prefix else ""
+                print(f"no parked messages{of} on {settings.nats_url}{prefix}")
         elif args.all:
             print(f"replayed {await replay_all(js, settings, args.consumer)} message(s)")
         else:
