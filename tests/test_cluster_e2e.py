@@ -2,8 +2,8 @@
 
 Started the way `make dev` starts it (`python -m <module>` of every service discovered under
 services/), but with 2 replicas of each gRPC service on a fresh database and NATS prefix.
-Every delivery of libs/polar_dev/src/polar_dev/fixtures/github/webhooks goes through the gateway, signed, in a
-realistic order; then all of them again, shuffled, with more duplicates among them. Then:
+Every recorded delivery (polar_dev/fixtures/github/webhooks) goes through the gateway, signed,
+in a realistic order; then all of them again, shuffled, with more duplicates among them. Then:
 
 - the organizations, repositories, issues and pull requests the gateway answers are what the
   payloads say (the expected state is computed from the fixtures below, by the rules the

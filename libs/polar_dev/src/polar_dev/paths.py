@@ -1,4 +1,4 @@
-"""Where things live: the workspace root, its `.dev/` data folder and the recorded GitHub fixtures."""
+"""Where things live: the workspace root, its `.dev/` data folder, the GitHub fixtures."""
 
 from __future__ import annotations
 
