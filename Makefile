@@ -23,7 +23,7 @@ empty :=
 space := $(empty) $(empty)
 MYPYPATH = $(subst $(space),:,$(wildcard libs/*/src services/*/src))
 
-.PHONY: help dev demo clean test sync gen gen-check lint format typecheck buf-lint pytest
+.PHONY: help dev demo clean test sync gen gen-check lint format typecheck buf-lint pytest chaos
 
 help: ## this list
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) \
@@ -54,6 +54,14 @@ test: sync gen-check lint typecheck buf-lint pytest deploy-check ## everything C
 
 pytest: sync ## only the tests (PYTEST_ARGS='-k name' to select)
 	$(RUN) python -m polar_dev.test $(PYTEST_ARGS)
+
+# Part of `make test` (tests/test_chaos.py) at its CI size; alone here, with its figures.
+CHAOS_ORGS ?= 3
+CHAOS_SECONDS ?= 40
+CHAOS_SEED ?=
+chaos: sync ## the chaos test alone (CHAOS_ORGS=20 CHAOS_SECONDS=300 bigger, CHAOS_SEED=n replays)
+	POLAR_CHAOS_ORGS=$(CHAOS_ORGS) POLAR_CHAOS_SECONDS=$(CHAOS_SECONDS) POLAR_CHAOS_SEED=$(CHAOS_SEED) \
+		$(RUN) python -m polar_dev.test tests/test_chaos.py -q -s -p no:logging
 
 gen: sync ## regenerate libs/polar_proto from protos/
 	$(RUN) python scripts/gen_protos.py

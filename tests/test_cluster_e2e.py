@@ -383,6 +383,8 @@ async def cluster(
             "POLAR_CONSUMER_RETRY_BASE_SECONDS": "0.2",
             "POLAR_CONSUMER_RETRY_MAX_SECONDS": "1",
             "POLAR_CONSUMER_MAX_ATTEMPTS": "20",
+            # Deliveries whose organization or repository never comes: parked after 10 s.
+            "POLAR_CONSUMER_WAIT_MAX_SECONDS": "10",
             "POLAR_OUTBOX_POLL_SECONDS": "0.2",
             "POLAR_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
             "POLAR_LOG_JSON": "true",

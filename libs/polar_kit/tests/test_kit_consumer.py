@@ -263,3 +263,19 @@ async def test_messages_sent_while_down_arrive_after_restart(
     async with running(token, handler, [subject], sessionmaker, js, kit_settings):
         await handler.count(2)
     assert [d.data for _, d in handler.deliveries] == [b"1", b"2"]
+
+
+async def test_parked_list_says_so_when_empty_and_names_the_server(
+    kit_settings: ServiceSettings,
+    token: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("POLAR_NATS_URL", kit_settings.nats_url)
+    monkeypatch.setenv("POLAR_NATS_PREFIX", kit_settings.nats_prefix)
+    assert await parked.cli(["list", "--consumer", token]) == 0
+    expected = (
+        f"no parked messages of {token} on {kit_settings.nats_url}"
+        f" (prefix {kit_settings.nats_prefix!r})"
+    )
+    assert expected in capsys.readouterr().out.splitlines()

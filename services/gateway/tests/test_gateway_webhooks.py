@@ -261,6 +261,18 @@ async def test_a_body_at_the_limit_is_accepted(start_gateway: StartGateway) -> N
         assert response.status_code == 413
 
 
+async def test_a_delivery_nats_cannot_store_is_413_not_503(gateway: RunningGateway) -> None:
+    """The configured limit (25 MiB by default) is capped by the server's max_payload, read
+    at connect (1 MiB for a default nats-server): a 2 MiB delivery could never be stored,
+    so GitHub is told 413 (do not redeliver) rather than 503 (try again later)."""
+    assert gateway.gateway.settings.webhook_max_body_bytes > 2 * 1024 * 1024
+    body = json.dumps({"action": unique_action(), "pad": "x" * (2 * 1024 * 1024)}).encode()
+    async with httpx.AsyncClient(base_url=gateway.url) as http:
+        response = await http.post(URL, content=body, headers=delivery_headers(body))
+    assert response.status_code == 413, response.text
+    assert "larger than" in response.json()["error"]["message"]
+
+
 async def test_nats_unreachable_is_503(start_gateway: StartGateway) -> None:
     closed = f"nats://127.0.0.1:{free_port()}"
     async with (

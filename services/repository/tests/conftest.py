@@ -64,8 +64,13 @@ class FakeSync:
 @pytest.fixture(scope="session")
 def settings(settings_env: dict[str, str]) -> RepositorySettings:
     env = {k.removeprefix("POLAR_").lower(): v for k, v in settings_env.items()}
-    # Short retries so tests see a message parked in seconds, not minutes.
-    env |= {"consumer_max_attempts": "3", "consumer_retry_base_seconds": "0.2"}
+    # Short retries and waits for a parent, so tests see a message parked in seconds.
+    env |= {
+        "consumer_max_attempts": "3",
+        "consumer_retry_base_seconds": "0.2",
+        "consumer_retry_max_seconds": "0.5",
+        "consumer_wait_max_seconds": "4",
+    }
     return RepositorySettings.model_validate(env)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import json
 import math
 import os
 import signal
@@ -49,6 +50,7 @@ from polar_dev.fake_github import FakeGitHub, json_response
 from polar_kit.consumer import Delivery, Reject
 from polar_kit.testing import eventually
 from polar_repository import events, ingest, service, sync_jobs
+from polar_repository.consumers import on_webhooks
 from polar_repository.github import (
     GitHubApp,
     GitHubError,
@@ -56,6 +58,7 @@ from polar_repository.github import (
     pacing_delay,
     rate_limit_wait,
 )
+from polar_repository.refresh import Refresher
 from polar_repository.sync import SyncNotConfigured, SyncRunner, on_repository_created
 from polar_repository.sync_locks import lock_key
 from polar_repository.sync_progress import RetryPolicy
@@ -1452,3 +1455,62 @@ async def test_a_sync_killed_mid_flight_completes_in_the_next_process_without_du
 
     second.process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(second.process.wait(), timeout=30) == 0
+
+
+# --- same-second ties --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["apart", "in-one-batch"])
+async def test_a_same_second_tie_is_resolved_by_github(
+    fake_github: FakeGitHub,
+    github_app: GitHubApp,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    make_repo: MakeRepo,
+    together: bool,
+) -> None:
+    """Two edits within one second carry the same updated_at; they arrive in the wrong
+    order. The issue is re-read from GitHub, whose answer (the later edit) is stored."""
+    refresher = Refresher(sessionmaker, github_app)
+    repo = await make_repo()
+    owner = await owner_of(sessionmaker, repo)
+    first = issue_items(fake_github, 1)[0] | {
+        "title": "first edit",
+        "updated_at": "2024-05-01T10:00:00Z",
+    }
+    second = first | {"title": "second edit", "body": "the final text"}
+    reads: list[str] = []
+
+    async def current(request: web.Request) -> web.StreamResponse:
+        reads.append(request.path)
+        return json_response(second)
+
+    fake_github.handle("GET", f"/repos/{owner}/{repo.name}/issues/{first['number']}", current)
+
+    def delivery(item: dict[str, Any]) -> Delivery:
+        payload = {"action": "edited", "issue": item, "repository": {"id": repo.external_id}}
+        body = json.dumps(payload).encode()
+        return Delivery("github.webhook.issues.edited", body, {}, str(uuid.uuid4()), 1, 1)
+
+    async def handle(*items: dict[str, Any]) -> None:
+        async with sessionmaker.begin() as session:
+            failures = await on_webhooks(
+                session, [delivery(i) for i in items], refresh=refresher.refresh
+            )
+        assert failures == {}
+
+    if together:
+        await handle(second, first)
+    else:
+        await handle(second)
+        await handle(first)
+    await refresher.join()
+    assert reads == [f"/repos/{owner}/{repo.name}/issues/{first['number']}"]
+    async with sessionmaker() as session:
+        issue = await session.scalar(sa.select(Issue).where(Issue.external_id == first["id"]))
+    assert issue is not None
+    assert (issue.title, issue.body) == ("second edit", "the final text")
+
+    # A redelivery (same time, same values) is no tie: nothing is read again.
+    await handle(second)
+    await refresher.join()
+    assert len(reads) == 1

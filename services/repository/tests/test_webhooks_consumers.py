@@ -389,10 +389,13 @@ async def test_older_update_never_overwrites_a_newer_one(world: World) -> None:
 
 
 async def test_issue_before_its_repository_is_retried_then_applied(world: World) -> None:
+    """However many attempts it takes (here more than the park budget of failures), within
+    consumer_wait_max_seconds."""
     opened = world.load("issues", "opened.payload.json")
     await world.org_for(opened)
     await world.send("issues", opened)
-    assert await world.fetch_once() == ["retried"]
+    for _ in range(world.settings.consumer_max_attempts + 2):
+        assert await world.fetch_once() == ["retried"]
     assert await world.get(Issue, opened["issue"]["id"]) is None
     added = world.load("installation_repositories", "added.payload.json")
     added["installation"]["account"]["id"] = opened["repository"]["owner"]["id"]
@@ -412,7 +415,9 @@ async def test_issue_of_a_repository_that_never_comes_is_parked(world: World) ->
     parked = [p for p in await list_parked(world.js, world.settings) if p.message_id == delivery]
     assert len(parked) == 1
     assert parked[0].consumer == "repository-webhooks"
-    assert parked[0].attempts == str(world.settings.consumer_max_attempts)
+    # Waited for its repository for consumer_wait_max_seconds, however many attempts.
+    assert int(parked[0].attempts) > world.settings.consumer_max_attempts
+    assert parked[0].error.startswith("still waiting after")
     assert "not known yet" in parked[0].error
 
 
@@ -459,6 +464,32 @@ async def test_stale_rename_is_ignored_and_short_listing_does_not_clobber(world:
     repo = await world.get(Repository, renamed["repository"]["id"])
     assert repo.name == renamed["repository"]["name"]
     assert repo.stars == renamed["repository"]["stargazers_count"]
+
+
+async def test_names_swapped_out_of_order_wait_for_each_other(world: World) -> None:
+    """alpha -> beta arrives while another repository is still called beta (its rename to
+    gamma comes later): a name clash, which waits like a missing parent instead of
+    spending the failure budget and being parked."""
+    first = world.load("repository", "renamed.payload.json")
+    org = await world.org_for(first)
+    second = copy.deepcopy(first)
+    second["repository"]["id"] = next(_ids)
+    first["repository"] |= {"name": "alpha", "updated_at": "2020-01-01T00:00:00Z"}
+    second["repository"] |= {"name": "beta", "updated_at": "2020-01-01T00:00:00Z"}
+    await world.repo(org, first["repository"])
+    await world.repo(org, second["repository"])
+    renamed_first = copy.deepcopy(first)
+    renamed_first["repository"] |= {"name": "beta", "updated_at": "2020-01-02T00:00:00Z"}
+    delivery = await world.send("repository", renamed_first)
+    for _ in range(world.settings.consumer_max_attempts + 1):
+        assert await world.fetch_once() == ["retried"]
+    renamed_second = copy.deepcopy(second)
+    renamed_second["repository"] |= {"name": "gamma", "updated_at": "2020-01-02T00:00:00Z"}
+    await world.send("repository", renamed_second)
+    await world.drain()
+    assert not [p for p in await list_parked(world.js, world.settings) if p.message_id == delivery]
+    assert (await world.get(Repository, first["repository"]["id"])).name == "beta"
+    assert (await world.get(Repository, second["repository"]["id"])).name == "gamma"
 
 
 async def test_archived_unarchived_and_privatized(world: World) -> None:
@@ -520,6 +551,8 @@ async def test_repository_deleted_removes_its_content(world: World) -> None:
         "repository_created",
         "repository_deleted",
     ]
+    issue = await world.get(Issue, opened["issue"]["id"])
+    assert await world.events(issue.id, "issue_") == ["issue_created", "issue_deleted"]
 
 
 async def add_reward(world: World, issue_external_id: int) -> uuid.UUID:
@@ -572,6 +605,14 @@ async def test_organization_deleted_removes_its_content(world: World) -> None:
         "repository_deleted",
     ]
     assert await world.events(other.id) == ["repository_created", "repository_deleted"]
+    # Each deleted issue and pull request says so, once (the redelivery changed nothing).
+    issue = await world.get(Issue, opened["issue"]["id"])
+    pr = await world.get(PullRequest, pull["pull_request"]["id"])
+    assert await world.events(issue.id, "issue_") == ["issue_created", "issue_deleted"]
+    assert await world.events(pr.id, "pull_request_") == [
+        "pull_request_created",
+        "pull_request_deleted",
+    ]
 
 
 async def test_malformed_webhook_is_parked_and_the_batch_goes_through(world: World) -> None:
@@ -595,6 +636,39 @@ async def test_malformed_webhook_is_parked_and_the_batch_goes_through(world: Wor
     assert await world.get(Issue, second["issue"]["id"]) is not None
     parked = {p.message_id: p for p in await list_parked(world.js, world.settings)}
     assert "state must be open or closed" in parked[bad].error
+
+
+async def test_data_that_can_never_be_stored_is_parked_at_once(world: World) -> None:
+    """An integer out of range, a NUL in a title, JSON nested 990 deep (the gateway's orjson
+    takes it; json.loads cannot): parked on the first attempt with the reason, while the
+    rest of the batch is stored once."""
+    opened = world.load("issues", "opened.payload.json")
+    org = await world.org_for(opened)
+    await world.repo(org, opened["repository"])
+
+    def variant(**issue: Any) -> dict[str, Any]:
+        payload = copy.deepcopy(opened)
+        payload["issue"] |= {"id": next(_ids), "number": next(_ids) % 100_000} | issue
+        return payload
+
+    huge = await world.send("issues", variant(number=2**40))
+    nul = await world.send("issues", variant(title="nul \u0000 inside"))
+    deep = str(uuid.uuid4())
+    await world.js.publish(
+        f"{world.settings.nats_prefix}github.webhook.issues.opened",
+        b'{"action": "opened", "x": ' + b"[" * 990 + b"]" * 990 + b"}",
+        headers={"Nats-Msg-Id": deep, "X-GitHub-Delivery": deep},
+    )
+    fine = variant()
+    await world.send("issues", fine)
+    outcomes = await world.fetch_once()
+    assert sorted(outcomes) == ["acked", "parked", "parked", "parked"]
+    assert await world.get(Issue, fine["issue"]["id"]) is not None
+    parked = {p.message_id: p for p in await list_parked(world.js, world.settings)}
+    assert {p.attempts for k, p in parked.items() if k in (huge, nul, deep)} == {"1"}
+    assert "out of int32 range" in parked[huge].error
+    assert "22021" in parked[nul].error
+    assert "RecursionError" in parked[deep].error
 
 
 def test_fixture_directories_exist() -> None:

@@ -6,13 +6,26 @@ finds its row and is only acked, so the effect happens once. Failures are retrie
 backoff up to `consumer_max_attempts` deliveries, then the message is parked on the PARKED
 stream for an operator (see polar_kit.parked) instead of being retried forever or dropped.
 
+Failures are told apart (polar_kit.errors.classify), and each kind has its own budget:
+- an outage (database or NATS unavailable, deadlock...) spends none: the consumer keeps the
+  messages in hand (telling JetStream it is still working on them) and tries again with
+  capped backoff for as long as the outage lasts, logging it once and then a summary;
+- a Retry ("not yet": the parent organization or repository is not known yet) is retried
+  until `consumer_wait_max_seconds` after the message was accepted, then parked;
+- data that can never be stored (a Reject, a value out of range, a NUL in a text, JSON too
+  deep) is parked at once with the reason;
+- anything else (a bug) is retried up to `consumer_max_attempts` failures, then parked. The
+  failures are counted by this process, not by JetStream's delivery count, which outages and
+  crashes inflate.
+
 Batch mode (`batch_handler=`): one transaction per fetch instead of per message. The marks of
 the whole fetch go in with one INSERT .. ON CONFLICT DO NOTHING RETURNING (what comes back
 is new; the rest are duplicates), the handler gets the new deliveries at once and answers
 which ones it did not apply (Retry / Reject), their marks are deleted, and everything
 commits once before each message is acked, retried or parked. If the handler raises, the
 batch rolls back and its messages are handled one by one, so a poison message is isolated
-and parked as in single mode while the others still go through.
+and parked as in single mode while the others still go through; a message that failed alone
+is handled alone again when it comes back, so it does not drag a new batch with it.
 """
 
 from __future__ import annotations
@@ -21,11 +34,11 @@ import asyncio
 import contextlib
 import re
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import TypeVar, cast
 
 import nats.errors
 import nats.js.errors
@@ -38,9 +51,10 @@ from sqlalchemy import Table, delete
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from polar_kit.errors import is_transient
+from polar_kit.errors import PERMANENT, TRANSIENT, classify
 from polar_kit.metrics import CONSUMER_HANDLING_SECONDS, CONSUMER_MESSAGES
 from polar_kit.nats import PARKED, StreamSpec, publish, strip_prefix, subject_for, subject_matches
+from polar_kit.outage import Outage, brief
 from polar_kit.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -50,6 +64,8 @@ log = structlog.get_logger(__name__)
 MESSAGE_ID_HEADERS = ("Polar-Message-Id", "Nats-Msg-Id", "ce-id", "X-GitHub-Delivery")
 PARKED_PREFIX = "Polar-Parked-"
 _PROCESSED = cast(Table, ProcessedMessage.__table__)
+_STRIKES_KEPT = 10_000  # message ids whose failures are remembered (the oldest are forgotten)
+T = TypeVar("T")
 
 
 class Retry(Exception):
@@ -77,6 +93,7 @@ class Delivery:
     message_id: str
     num_delivered: int
     stream_sequence: int
+    stored_at: datetime | None = None  # when the stream accepted it
 
 
 Handler = Callable[[AsyncSession, Delivery], Awaitable[None]]
@@ -142,6 +159,20 @@ class Consumer:
         # Batch mode amortizes a transaction over the fetch: the bigger, the cheaper.
         self._batch_size = batch_size or (256 if batch_handler else 10)
         self._fetch_timeout = fetch_timeout
+        self._stop = asyncio.Event()  # run() installs its own
+        # Failures (not outages, not waits) per message id; a message found here failed
+        # alone before and is handled alone again.
+        self._strikes: OrderedDict[str, int] = OrderedDict()
+        self._database = Outage(
+            f"database (consumer {name})",
+            base=settings.consumer_retry_base_seconds,
+            cap=settings.outage_retry_max_seconds,
+        )
+        self._nats = Outage(
+            f"NATS (consumer {name})",
+            base=settings.consumer_retry_base_seconds,
+            cap=settings.outage_retry_max_seconds,
+        )
 
     async def setup(self) -> JetStreamContext.PullSubscription:
         """Create (or update) the durable consumer and bind a pull subscription to it."""
@@ -168,6 +199,7 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; the message in hand is finished first."""
+        self._stop = stop
         with structlog.contextvars.bound_contextvars(consumer=self.name):
             sub: JetStreamContext.PullSubscription | None = None
             try:
@@ -177,13 +209,13 @@ class Consumer:
                             sub = await self.setup()
                         msgs = await sub.fetch(self._batch_size, timeout=self._fetch_timeout)
                     except (TimeoutError, nats.errors.TimeoutError):
-                        continue  # nothing to do
+                        continue  # nothing to do (or NATS is down: the next fetch tells)
                     except Exception as exc:
-                        log.warning("consumer fetch failed, retrying", error=repr(exc))
                         if isinstance(exc, nats.js.errors.NotFoundError):
                             sub = None  # consumer or stream deleted: declare it again
-                        await asyncio.sleep(1)
+                        await _sleep(self._nats.failed(exc), stop)
                         continue
+                    self._nats.recovered()
                     await self._process_batch(msgs, stop)
             finally:
                 if sub is not None:
@@ -191,11 +223,18 @@ class Consumer:
                         await sub.unsubscribe()
 
     async def _process_batch(self, msgs: Sequence[Msg], stop: asyncio.Event) -> None:
+        # Every message of the fetch is kept alive, not only the one in hand: the others
+        # wait their turn (a slow message, an outage), and ack_wait is short.
+        async with _keep_alive(*msgs, ack_wait=self._ack_wait):
+            await self._process_fetched(msgs, stop)
+
+    async def _process_fetched(self, msgs: Sequence[Msg], stop: asyncio.Event) -> None:
         if self._batch_handler is not None:
             try:
                 await self.process_many(msgs)
             except Exception as exc:
-                log.warning("batch not settled", error=repr(exc))
+                # NATS trouble while acking/parking: see below.
+                log.warning("batch not settled", error=brief(exc))
             return
         for i, msg in enumerate(msgs):
             if stop.is_set():
@@ -209,7 +248,7 @@ class Consumer:
             except Exception as exc:
                 # NATS trouble while acking/parking: JetStream redelivers after ack_wait
                 # and the idempotency mark keeps it from applying twice.
-                log.warning("message not settled", error=repr(exc))
+                log.warning("message not settled", error=brief(exc))
 
     def _delivery(self, msg: Msg) -> Delivery:
         meta = msg.metadata
@@ -221,6 +260,7 @@ class Consumer:
             message_id=message_id_of(headers, meta.stream, meta.sequence.stream),
             num_delivered=meta.num_delivered,
             stream_sequence=meta.sequence.stream,
+            stored_at=meta.timestamp,
         )
 
     async def process(self, msg: Msg) -> str:
@@ -250,37 +290,91 @@ class Consumer:
             return "skipped"
         try:
             async with _keep_alive(msg, ack_wait=self._ack_wait):
-                handled = await self._handle(delivery)
+                handled = await self._until_available(lambda: self._handle(delivery))
         except Exception as exc:
             return await self._settle_failure(msg, delivery, exc)
+        self._strikes.pop(delivery.message_id, None)
         await msg.ack()
         return "acked" if handled else "duplicate"
 
+    async def _until_available(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt()` until it succeeds or fails other than by an outage (or we stop).
+
+        During an outage the messages stay in hand (the caller keeps them alive), so an
+        outage spends no retry budget and nothing is redelivered meanwhile."""
+        while True:
+            try:
+                result = await attempt()
+            except Exception as exc:
+                transient = classify(exc) == TRANSIENT
+                if not transient:
+                    self._database.recovered()  # it answered
+                if not transient or self._stop.is_set():
+                    raise
+                await _sleep(self._database.failed(exc), self._stop)
+                if self._stop.is_set():
+                    raise  # stopping: hand the messages back rather than try again
+                continue
+            self._database.recovered()
+            return result
+
     async def _settle_failure(self, msg: Msg, delivery: Delivery, exc: Exception) -> str:
-        """Park (rejected, or attempts exhausted) or nak with backoff; returns the outcome."""
+        """Park, or nak with a delay, by the kind of failure; returns the outcome."""
         if isinstance(exc, Reject):
             log.warning("message rejected", reason=exc.reason)
             await self._park(msg, delivery, f"rejected: {exc.reason}")
             return "parked"
-        error = exc.reason if isinstance(exc, Retry) else repr(exc)
-        # Database/network outages are not the message's fault: retry, never park.
-        if delivery.num_delivered >= self._max_attempts and not is_transient(exc):
-            log.error("message failed, attempts exhausted", error=error, exc_info=exc)
-            await self._park(msg, delivery, error)
+        if isinstance(exc, Retry):
+            waited = self._waited(delivery)
+            if waited >= self._settings.consumer_wait_max_seconds:
+                await self._park(msg, delivery, f"still waiting after {waited:.0f} s: {exc.reason}")
+                return "parked"
+            delay = self._retry_delay(delivery, exc)
+            if delivery.num_delivered & (delivery.num_delivered - 1) == 0:  # 1, 2, 4, 8...
+                log.info("message waits", reason=exc.reason, attempt=delivery.num_delivered)
+            await msg.nak(delay=delay)
+            return "retried"
+        fault = classify(exc)
+        if fault == PERMANENT:
+            await self._park(msg, delivery, f"cannot be stored: {brief(exc)}")
             return "parked"
-        delay = self._retry_delay(delivery, exc)
+        if fault == TRANSIENT:  # only when stopping during an outage: hand it back
+            await msg.nak()
+            return "retried"
+        strikes = self._strike(delivery.message_id)
+        if strikes >= self._max_attempts:
+            log.error("message failed, attempts exhausted", error=brief(exc), exc_info=exc)
+            await self._park(msg, delivery, repr(exc))
+            return "parked"
+        delay = self._backoff(strikes)
+        # The traceback once per message: later failures say the same.
         log.warning(
             "message failed, will retry",
-            error=error,
-            attempt=delivery.num_delivered,
+            error=brief(exc),
+            failures=strikes,
             delay=delay,
-            exc_info=not isinstance(exc, Retry),
+            exc_info=exc if strikes == 1 else None,
         )
         await msg.nak(delay=delay)
         return "retried"
 
+    def _strike(self, message_id: str) -> int:
+        strikes = self._strikes.pop(message_id, 0) + 1
+        self._strikes[message_id] = strikes
+        while len(self._strikes) > _STRIKES_KEPT:
+            self._strikes.popitem(last=False)
+        return strikes
+
+    @staticmethod
+    def _waited(delivery: Delivery) -> float:
+        if delivery.stored_at is None:
+            return 0.0
+        return (datetime.now(UTC) - delivery.stored_at).total_seconds()
+
     def _retry_delay(self, delivery: Delivery, exc: Exception) -> float:
-        return exc.delay if isinstance(exc, Retry) and exc.delay else self._backoff(delivery)
+        if isinstance(exc, Retry) and exc.delay:
+            return exc.delay
+        return self._backoff(delivery.num_delivered)
 
     async def process_many(self, msgs: Sequence[Msg]) -> list[str]:
         """Batch mode: handle a fetch in one transaction; returns each message's outcome."""
@@ -289,36 +383,55 @@ class Consumer:
         start = time.perf_counter()
         outcomes: list[str] = ["skipped"] * len(msgs)
         todo: list[tuple[int, Msg, Delivery]] = []
+        alone: list[tuple[int, Msg, Delivery]] = []
         for i, msg in enumerate(msgs):
-            if self._wanted(msg.subject):
-                todo.append((i, msg, self._delivery(msg)))
-            else:
+            if not self._wanted(msg.subject):
                 await msg.ack()
+                continue
+            delivery = self._delivery(msg)
+            # A message that failed alone before does not take a batch down with it again.
+            (alone if delivery.message_id in self._strikes else todo).append((i, msg, delivery))
+        if todo:
+            await self._process_together(todo, outcomes)
+        for i, msg, delivery in alone:
+            outcomes[i] = await self._process_one(msg, delivery)
+        self._observe(outcomes, start)
+        return outcomes
+
+    async def _process_one(self, msg: Msg, delivery: Delivery) -> str:
+        with structlog.contextvars.bound_contextvars(
+            subject=delivery.subject, message_id=delivery.message_id
+        ):
+            return await self._process(msg, delivery)
+
+    async def _process_together(
+        self, todo: list[tuple[int, Msg, Delivery]], outcomes: list[str]
+    ) -> None:
         # The first copy of each message id is handled; later copies in the same fetch
         # (a redelivery racing the original) share its fate.
         firsts: dict[str, tuple[int, Msg, Delivery]] = {}
         for item in todo:
             firsts.setdefault(item[2].message_id, item)
+        deliveries = [d for _, _, d in firsts.values()]
+        failed: Exception | None = None
         try:
             async with _keep_alive(*(m for _, m, _ in todo), ack_wait=self._ack_wait):
-                fresh, failures = await self._handle_many([d for _, _, d in firsts.values()])
+                fresh, failures = await self._until_available(lambda: self._handle_many(deliveries))
         except Exception as exc:
-            if len(todo) == 1:  # alone already: settle it as single mode would
-                i, msg, delivery = todo[0]
-                with structlog.contextvars.bound_contextvars(
-                    subject=delivery.subject, message_id=delivery.message_id
-                ):
-                    outcomes[i] = await self._settle_failure(msg, delivery, exc)
-                self._observe(outcomes, start)
-                return outcomes
-            log.warning("batch failed, handling its messages one by one", error=repr(exc))
+            failed = exc
+        if failed is not None:  # (outside the except block: no implicit exception chaining)
+            if len(todo) == 1 or classify(failed) == TRANSIENT:
+                # Alone already (settle it as single mode would), or stopping in an outage.
+                for i, msg, delivery in todo:
+                    with structlog.contextvars.bound_contextvars(
+                        subject=delivery.subject, message_id=delivery.message_id
+                    ):
+                        outcomes[i] = await self._settle_failure(msg, delivery, failed)
+                return
+            log.warning("batch failed, handling its messages one by one", error=brief(failed))
             for i, msg, delivery in todo:
-                with structlog.contextvars.bound_contextvars(
-                    subject=delivery.subject, message_id=delivery.message_id
-                ):
-                    outcomes[i] = await self._process(msg, delivery)
-            self._observe(outcomes, start)
-            return outcomes
+                outcomes[i] = await self._process_one(msg, delivery)
+            return
         for i, msg, delivery in todo:
             first = firsts[delivery.message_id][2]
             failure = failures.get(first.message_id)
@@ -339,10 +452,9 @@ class Consumer:
                 ):
                     outcomes[i] = await self._settle_failure(msg, delivery, failure)
             else:
+                self._strikes.pop(delivery.message_id, None)
                 await msg.ack()
                 outcomes[i] = "acked"
-        self._observe(outcomes, start)
-        return outcomes
 
     async def _handle_many(
         self, deliveries: list[Delivery]
@@ -407,9 +519,9 @@ class Consumer:
             await self._handler(session, delivery)
         return True
 
-    def _backoff(self, delivery: Delivery) -> float:
+    def _backoff(self, attempt: int) -> float:
         s = self._settings
-        delay: float = s.consumer_retry_base_seconds * 2 ** (delivery.num_delivered - 1)
+        delay: float = s.consumer_retry_base_seconds * 2 ** min(attempt - 1, 30)
         return min(delay, s.consumer_retry_max_seconds)
 
     async def _park(self, msg: Msg, delivery: Delivery, error: str) -> None:
@@ -436,6 +548,7 @@ class Consumer:
             headers=headers,
         )
         await msg.ack()
+        self._strikes.pop(delivery.message_id, None)
         log.warning("message parked", error=error, parked_stream=PARKED.name)
 
 
@@ -451,8 +564,11 @@ async def _keep_alive(*msgs: Msg, ack_wait: float) -> AsyncIterator[None]:
     async def beat() -> None:
         while True:
             await asyncio.sleep(ack_wait / 3)
-            for msg in msgs:
-                await msg.in_progress()
+            try:
+                for msg in msgs:
+                    await msg.in_progress()
+            except Exception as exc:  # NATS down: JetStream may redeliver; the mark dedupes
+                log.debug("in_progress failed", error=brief(exc))
 
     task = asyncio.create_task(beat())
     try:
@@ -461,3 +577,9 @@ async def _keep_alive(*msgs: Msg, ack_wait: float) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+async def _sleep(seconds: float, stop: asyncio.Event) -> None:
+    """Sleep `seconds`, or less if `stop` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

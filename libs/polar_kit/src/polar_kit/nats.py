@@ -20,6 +20,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck, RetentionPolicy, StorageType, StreamConfig
 
+from polar_kit.outage import Outage, brief
 from polar_kit.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -83,14 +84,22 @@ def subject_matches(pattern: str, subject: str) -> bool:
 async def connect(settings: ServiceSettings, *, name: str | None = None) -> Client:
     """Connect, retrying until NATS answers; once connected, reconnect forever."""
 
+    # While disconnected, nats-py reports every failed reconnect: summarised, not one each.
+    outage = Outage(f"NATS connection ({name or 'client'})", base=1, cap=1)
+
     async def disconnected() -> None:
-        log.warning("nats disconnected")
+        if not nc.is_closed:  # closing on purpose is no outage
+            outage.failed(ConnectionError("disconnected"))
 
     async def reconnected() -> None:
+        outage.recovered()
         log.info("nats reconnected", url=str(nc.connected_url))
 
     async def error(exc: Exception) -> None:
-        log.warning("nats error", error=repr(exc))
+        if outage.ongoing:
+            outage.failed(exc)
+        else:
+            log.warning("nats error", error=brief(exc))
 
     async def closed() -> None:
         log.info("nats connection closed")

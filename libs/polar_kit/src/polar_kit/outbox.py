@@ -29,8 +29,10 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from polar_kit.errors import is_transient
 from polar_kit.metrics import OUTBOX_ERRORS, OUTBOX_PUBLISHED
 from polar_kit.nats import publish, subject_for
+from polar_kit.outage import Outage
 from polar_kit.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -114,6 +116,10 @@ def cloudevent_headers(event: OutboxEvent) -> dict[str, str]:
     }
 
 
+class NotPublished(Exception):
+    """Some events of a round were not published (the first error is the cause)."""
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -126,6 +132,16 @@ class OutboxRelay:
         self._settings = settings
         self._batch_size = settings.outbox_batch_size
         self._wake = asyncio.Event()
+        self._outage = Outage(
+            "outbox relay: database or NATS",
+            base=settings.outbox_poll_seconds,
+            cap=settings.outage_retry_max_seconds,
+        )
+        self._listen_outage = Outage(
+            "outbox LISTEN connection",
+            base=settings.outbox_poll_seconds,
+            cap=settings.outage_retry_max_seconds,
+        )
 
     async def run_once(self) -> int:
         """Publish one batch of unpublished events; returns how many were published."""
@@ -147,14 +163,13 @@ class OutboxRelay:
             published = [
                 e.id for e, r in zip(events, results, strict=True) if isinstance(r, PubAck)
             ]
-            for event, result in zip(events, results, strict=True):
-                if not isinstance(result, PubAck):
-                    OUTBOX_ERRORS.inc()
-                    log.warning("outbox publish failed", event_id=str(event.id), error=repr(result))
+            errors = [r for r in results if isinstance(r, BaseException)]
             await self._mark(session, published)
         OUTBOX_PUBLISHED.inc(len(published))
-        if len(published) < len(events):
-            raise RuntimeError(f"{len(events) - len(published)} outbox events not published")
+        if errors:
+            # One error for the round (not one line per event): NATS down fails them all.
+            OUTBOX_ERRORS.inc(len(errors))
+            raise NotPublished(f"{len(errors)} outbox events not published") from errors[0]
         return len(published)
 
     async def _publish(self, event: OutboxEvent) -> PubAck:
@@ -184,7 +199,11 @@ class OutboxRelay:
                     while await self.run_once() >= self._batch_size and not stop.is_set():
                         pass
                     failures = 0
-                except Exception:
+                    self._outage.recovered()
+                except Exception as exc:
+                    if is_transient(exc):  # logged once, then summarised
+                        await _wait_any(stop, timeout=self._outage.failed(exc))
+                        continue
                     failures += 1
                     log.exception("outbox relay round failed", failures=failures)
                 timeout = self._settings.outbox_poll_seconds * min(2**failures, 30)
@@ -205,14 +224,14 @@ class OutboxRelay:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, lambda *_a: self._wake.set())
                 self._wake.set()  # NOTIFYs may have been missed while disconnected
+                self._listen_outage.recovered()
                 while not (stop.is_set() or lost.is_set()):
                     await _wait_any(lost, stop, timeout=30)
                     if not (stop.is_set() or lost.is_set()):
                         # A dead TCP connection goes unnoticed until we use it.
                         await conn.fetchval("SELECT 1", timeout=10)
             except Exception as exc:
-                log.warning("outbox LISTEN connection lost, retrying", error=repr(exc))
-                await _wait_any(stop, timeout=2)
+                await _wait_any(stop, timeout=self._listen_outage.failed(exc))
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):

@@ -129,11 +129,17 @@ async def cli(argv: Sequence[str] | None = None) -> int:
     try:
         js = nc.jetstream()
         if args.command == "list":
-            for p in await list_parked(js, settings, args.consumer):
+            found = await list_parked(js, settings, args.consumer)
+            for p in found:
                 print(
                     f"{p.seq}\t{p.parked_at}\t{p.consumer}\tattempts={p.attempts}\t"
                     f"{p.subject}\tid={p.message_id}\t{p.error}"
                 )
+            if not found:
+                # Say where: a wrong POLAR_NATS_URL or POLAR_NATS_PREFIX would look the same.
+                of = f" of {args.consumer}" if args.consumer else ""
+                prefix = f" (prefix {settings.nats_prefix!r})" if settings.nats_prefix else ""
+                print(f"no parked messages{of} on {settings.nats_url}{prefix}")
         elif args.all:
             print(f"replayed {await replay_all(js, settings, args.consumer)} message(s)")
         else:

@@ -90,16 +90,56 @@ class ServiceSettings(BaseSettings):
         0, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 = off."
     )
     consumer_max_attempts: int = Field(
-        5, ge=1, description="Deliveries of a message before a consumer parks it."
+        5,
+        ge=1,
+        description=(
+            "Failed attempts of a message before a consumer parks it. Outages (database or "
+            "NATS unavailable) and waits for a parent (consumer_wait_max_seconds) do not count."
+        ),
     )
     consumer_ack_wait_seconds: float = Field(
-        30, gt=0, description="JetStream redelivers a message not acked within this time."
+        5,
+        gt=0,
+        description=(
+            "JetStream redelivers a message not acked within this time (a consumer that died); "
+            "a consumer still working on it says so every third of it."
+        ),
     )
     consumer_retry_base_seconds: float = Field(
         1, gt=0, description="First retry delay of a failed message; doubles per attempt."
     )
     consumer_retry_max_seconds: float = Field(
         60, gt=0, description="Upper bound of the retry delay of a failed message."
+    )
+    consumer_wait_max_seconds: float = Field(
+        86400,
+        gt=0,
+        description=(
+            "How long after it was accepted a message waiting for its parent (an event about "
+            "an organization or repository not known yet) is retried before it is parked."
+        ),
+    )
+    outage_retry_max_seconds: float = Field(
+        5,
+        gt=0,
+        description=(
+            "Upper bound of the delay between attempts while the database or NATS is "
+            "unavailable (retried for as long as the outage lasts)."
+        ),
+    )
+    retention_seconds: float = Field(
+        31 * 24 * 3600,
+        gt=0,
+        description=(
+            "Published outbox rows and processed-message marks older than this are deleted. "
+            "Keep it above the longest stream retention (30 days) plus the duplicate window."
+        ),
+    )
+    retention_interval_seconds: float = Field(
+        600, gt=0, description="How often a replica prunes (one replica at a time)."
+    )
+    retention_batch_size: int = Field(
+        1000, ge=1, description="Rows deleted per transaction when pruning."
     )
     outbox_poll_seconds: float = Field(
         1,

@@ -49,7 +49,12 @@ class GatewaySettings(ServiceSettings):
         description="Secret of the GitHub App's webhook (verifies X-Hub-Signature-256).",
     )
     webhook_max_body_bytes: int = Field(
-        25 * 1024 * 1024, gt=0, description="Larger webhook deliveries are refused (413)."
+        25 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Larger webhook deliveries are refused (413); capped by the NATS server's "
+            "max_payload, read at connect."
+        ),
     )
     webhook_publish_timeout_seconds: float = Field(
         5, gt=0, description="How long a webhook waits for JetStream's ack before 503."

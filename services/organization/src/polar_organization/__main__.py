@@ -9,6 +9,7 @@ from polar_kit.grpc import serve
 from polar_kit.logging import configure_logging
 from polar_kit.nats import connect, ensure_streams
 from polar_kit.outbox import OutboxRelay
+from polar_kit.retention import Pruner
 
 from .app import consumers, service_spec
 from .settings import OrganizationSettings
@@ -27,7 +28,11 @@ async def main() -> None:
         services=[service_spec(settings)],
         sessionmaker=sessionmaker,
         settings=settings,
-        workers=[*consumers(settings, js, sessionmaker), OutboxRelay(sessionmaker, js, settings)],
+        workers=[
+            *consumers(settings, js, sessionmaker),
+            OutboxRelay(sessionmaker, js, settings),
+            Pruner(sessionmaker, settings),
+        ],
         nc=nc,
         engine=engine,
     )

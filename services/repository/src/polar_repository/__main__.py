@@ -1,4 +1,5 @@
-"""`python -m polar_repository`: gRPC server, webhook/event consumers and outbox relay."""
+"""`python -m polar_repository`: gRPC server, webhook/event consumers, outbox relay and
+retention."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from polar_kit.grpc import Worker, serve
 from polar_kit.logging import configure_logging
 from polar_kit.nats import connect, ensure_streams
 from polar_kit.outbox import OutboxRelay
+from polar_kit.retention import Pruner
 
 from .app import consumers, service_spec, sync_runner
 from .settings import RepositorySettings
@@ -27,6 +29,7 @@ async def main() -> None:
     workers: list[Worker] = [
         *consumers(settings, js, sessionmaker, sync),
         OutboxRelay(sessionmaker, js, settings),
+        Pruner(sessionmaker, settings),
         sync,
     ]
     await serve(

@@ -15,6 +15,7 @@ from polar_kit.grpc.auth import ALL, GATEWAY, OPERATOR, AllowList
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import consumers as webhook_consumers
+from .refresh import Refresher
 from .service import SyncStarter
 from .servicer import RepositoryServicer
 from .settings import RepositorySettings
@@ -68,7 +69,10 @@ def consumers(
     """The JetStream consumers of this service: webhooks, other domains' events and, given
     a sync runner, the sync of every repository it creates (started once the repository's
     row is committed, so the sync finds it)."""
-    found = webhook_consumers.consumers(settings, js, sessionmaker)
+    # Same-second ties are re-read from GitHub when the App is configured (refresh.py).
+    refresher = Refresher.from_settings(settings, sessionmaker)
+    refresh = refresher.refresh if refresher.configured else None
+    found = webhook_consumers.consumers(settings, js, sessionmaker, refresh)
     if sync is not None:
         found.append(sync_on_install_consumer(sync, settings, js, sessionmaker))
     return found

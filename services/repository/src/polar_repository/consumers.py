@@ -7,16 +7,19 @@ under a savepoint (they are rare, and one failing must not undo the others); the
 issue and pull request event of the batch is stored with one upsert per table (ingest.py).
 
 Order and repeats: an event about an organization or repository we do not know yet is
-retried (bounded, then parked for an operator); an older object never overwrites a newer
-one and a repeat changes nothing (see ingest.py); events about a deleted organization or
-repository are dropped, so late deliveries cannot revive them.
+retried for up to `consumer_wait_max_seconds` (then parked for an operator), and so is a
+repository whose new name another one still holds (renames seen out of order); an older
+object never overwrites a newer one and a repeat changes nothing (see ingest.py); events
+about a deleted organization or repository are dropped, so late deliveries cannot revive
+them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +30,9 @@ from nats.js import JetStreamContext
 from polar.organization.v1 import events_pb2 as organization_events
 from polar_db.models import Organization, Repository
 from polar_kit.consumer import Consumer, Delivery, Reject, Retry
+from polar_kit.errors import UNIQUE_VIOLATION, sqlstate
 from polar_kit.nats import EVENTS, WEBHOOKS
+from polar_kit.outage import brief
 from polar_kit.settings import ServiceSettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -51,16 +56,29 @@ ORGANIZATION_DELETED = "polar.organization.v1.deleted"
 MALFORMED = (InvalidObject, KeyError, TypeError, ValueError, AttributeError)
 
 
+# Re-reads an issue ("issues") or pull request ("pulls") of a repository, by number, from
+# GitHub: how a same-second tie is resolved (refresh.Refresher).
+Refresh = Callable[[uuid.UUID, str, int], None]
+
+
 def consumers(
     settings: ServiceSettings,
     js: JetStreamContext,
     sessionmaker: async_sessionmaker[AsyncSession],
+    refresh: Refresh | None = None,
 ) -> list[Consumer]:
-    """The JetStream consumers of the repository service (durable names are stable)."""
+    """The JetStream consumers of the repository service (durable names are stable).
+
+    Without `refresh` (no GitHub App configured), a same-second tie goes to the delivery
+    handled last."""
     common: dict[str, Any] = {"sessionmaker": sessionmaker, "js": js, "settings": settings}
     return [
         Consumer(
-            WEBHOOKS_CONSUMER, WEBHOOKS, WEBHOOK_SUBJECTS, batch_handler=on_webhooks, **common
+            WEBHOOKS_CONSUMER,
+            WEBHOOKS,
+            WEBHOOK_SUBJECTS,
+            batch_handler=functools.partial(on_webhooks, refresh=refresh),
+            **common,
         ),
         Consumer(
             ORGANIZATION_EVENTS_CONSUMER,
@@ -90,7 +108,7 @@ def parse(delivery: Delivery) -> Webhook:
 
 
 async def on_webhooks(
-    session: AsyncSession, deliveries: list[Delivery]
+    session: AsyncSession, deliveries: list[Delivery], *, refresh: Refresh | None = None
 ) -> dict[str, Retry | Reject]:
     failures: dict[str, Retry | Reject] = {}
     structural: list[Webhook] = []
@@ -111,9 +129,14 @@ async def on_webhooks(
             failures[webhook.delivery.message_id] = e
         except MALFORMED as e:
             failures[webhook.delivery.message_id] = Reject(f"malformed webhook: {e!r}")
+        except sa.exc.IntegrityError as e:
+            if sqlstate(e) != UNIQUE_VIOLATION:
+                raise
+            # A live name clash: renames seen out of order. The other rename resolves it.
+            failures[webhook.delivery.message_id] = Retry(f"name clash: {brief(e)}")
 
     if items:
-        failures |= await on_items(session, items)
+        failures |= await on_items(session, items, refresh)
     return failures
 
 
@@ -225,9 +248,11 @@ def _repository_ids(webhook: Webhook) -> list[int]:
     return [i for i in ids if i is not None]
 
 
-async def on_items(session: AsyncSession, webhooks: list[Webhook]) -> dict[str, Retry | Reject]:
+async def on_items(
+    session: AsyncSession, webhooks: list[Webhook], refresh: Refresh | None = None
+) -> dict[str, Retry | Reject]:
     """Every issues.* and pull_request.* delivery of a batch, stored with one statement per
-    kind of write."""
+    kind of write. Same-second ties are re-read from GitHub with `refresh`."""
     failures: dict[str, Retry | Reject] = {}
     known = await known_repositories(
         session, sorted({i for w in webhooks for i in _repository_ids(w)})
@@ -272,12 +297,18 @@ async def on_items(session: AsyncSession, webhooks: list[Webhook]) -> dict[str, 
                 issues.append(row)
         except MALFORMED as e:
             failures[message_id] = Reject(f"malformed {webhook.event} webhook: {e!r}")
+    ties: dict[str, list[ingest.Row]] | None = {"issues": [], "pulls": []} if refresh else None
     if issues:
-        await ingest.upsert_issues(session, issues)
+        await ingest.upsert_issues(session, issues, ties=ties["issues"] if ties else None)
     if deleted_issues:
         await ingest.delete_issues(session, deleted_issues)
     if pulls:
-        await ingest.upsert_pull_requests(session, pulls)
+        await ingest.upsert_pull_requests(session, pulls, ties=ties["pulls"] if ties else None)
+    if refresh is not None and ties is not None:
+        for kind, rows in ties.items():
+            for row in rows:
+                log.info("same-second tie, re-reading from GitHub", kind=kind, number=row["number"])
+                refresh(row["repository_id"], kind, row["number"])
     return failures
 
 

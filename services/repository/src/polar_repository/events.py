@@ -34,12 +34,15 @@ ISSUE_UPDATED = f"{PREFIX}.issue_updated"
 ISSUE_DELETED = f"{PREFIX}.issue_deleted"
 PULL_REQUEST_CREATED = f"{PREFIX}.pull_request_created"
 PULL_REQUEST_UPDATED = f"{PREFIX}.pull_request_updated"
+PULL_REQUEST_DELETED = f"{PREFIX}.pull_request_deleted"
 SYNC_PROGRESS = f"{PREFIX}.sync_progress"
 SYNC_COMPLETED = f"{PREFIX}.sync_completed"
 SYNC_FAILED = f"{PREFIX}.sync_failed"
 REWARD_CREATED = f"{PREFIX}.reward_created"
 
 Event = tuple[str, Message]  # (subject, payload)
+# What a deletion event says of an issue or pull request: (id, repository_id, organization_id).
+Deleted = tuple[uuid.UUID, uuid.UUID, uuid.UUID]
 
 
 async def record_events(session: AsyncSession, events: Iterable[Event]) -> list[uuid.UUID]:
@@ -97,11 +100,14 @@ def issue_event(issue: Issue, *, created: bool) -> Event:
     return ISSUE_UPDATED, events_pb2.IssueUpdated(issue=mappers.issue(issue))
 
 
-def issue_deleted_event(issue: Issue) -> Event:
+def issue_deleted_event(issue: Issue | Deleted) -> Event:
+    if isinstance(issue, Issue):
+        issue = (issue.id, issue.repository_id, issue.organization_id)
+    issue_id, repository_id, organization_id = issue
     message = events_pb2.IssueDeleted(
-        issue_id=str(issue.id),
-        repository_id=str(issue.repository_id),
-        organization_id=str(issue.organization_id),
+        issue_id=str(issue_id),
+        repository_id=str(repository_id),
+        organization_id=str(organization_id),
     )
     return ISSUE_DELETED, message
 
@@ -122,7 +128,7 @@ async def issues_upserted(session: AsyncSession, upserted: Sequence[Upserted[Iss
     await record_events(session, (issue_event(u.row, created=u.created) for u in upserted))
 
 
-async def issues_deleted(session: AsyncSession, issues: Sequence[Issue]) -> None:
+async def issues_deleted(session: AsyncSession, issues: Iterable[Issue | Deleted]) -> None:
     await record_events(session, map(issue_deleted_event, issues))
 
 
@@ -144,6 +150,20 @@ async def pull_request_created(session: AsyncSession, pr: PullRequest) -> None:
 
 async def pull_request_updated(session: AsyncSession, pr: PullRequest) -> None:
     await record_event(session, *pull_request_event(pr, created=False), source=SOURCE)
+
+
+def pull_request_deleted_event(deleted: Deleted) -> Event:
+    pr_id, repository_id, organization_id = deleted
+    message = events_pb2.PullRequestDeleted(
+        pull_request_id=str(pr_id),
+        repository_id=str(repository_id),
+        organization_id=str(organization_id),
+    )
+    return PULL_REQUEST_DELETED, message
+
+
+async def pull_requests_deleted(session: AsyncSession, deleted: Iterable[Deleted]) -> None:
+    await record_events(session, map(pull_request_deleted_event, deleted))
 
 
 async def pull_requests_upserted(

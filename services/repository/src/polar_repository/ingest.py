@@ -6,7 +6,9 @@ and /pulls pages) carry the same object shapes, so both go through these functio
 Rules every store function keeps, so webhooks and syncs may arrive in any order and any
 number of times:
 - an older object never overwrites a newer one: a row is only updated when GitHub's
-  updated_at of the incoming object is at least the stored one;
+  updated_at of the incoming object is at least the stored one (from a webhook: later than
+  it; an equal time with other values is a same-second tie, resolved by re-reading the
+  object from GitHub, see upsert_issues);
 - a row whose values would not change is not touched and gets no event (a redelivery or a
   re-sync is silent);
 - a key missing from a row (the REST list of pulls has no `commits`, an installation lists
@@ -340,15 +342,28 @@ def _by_keys(rows: Iterable[Row]) -> list[list[Row]]:
     return list(groups.values())
 
 
-def _newest(rows: Iterable[Row], modified: str) -> list[Row]:
+def _newest(rows: Iterable[Row], modified: str, ties: list[Row] | None = None) -> list[Row]:
     """One row per external id, the most recently modified (the later one on a tie), sorted
-    by external id so concurrent batches lock rows in the same order (no deadlocks)."""
+    by external id so concurrent batches lock rows in the same order (no deadlocks). With
+    `ties`, a row tied with another (same time, other values) is added to it."""
     best: dict[int, Row] = {}
     for row in rows:
         current = best.get(row["external_id"])
         if current is None or _not_older(row.get(modified), current.get(modified)):
+            if ties is not None and current is not None and _tied(row, current, modified):
+                ties.append(row)
             best[row["external_id"]] = row
     return [best[k] for k in sorted(best)]
+
+
+_NOT_CONTENT = frozenset({"id", "platform"})  # generated per row, not GitHub's values
+
+
+def _tied(a: Mapping[str, Any], b: Mapping[str, Any], modified: str) -> bool:
+    """Same time of modification, other values: two edits within one second."""
+    if a.get(modified) is None or a.get(modified) != b.get(modified):
+        return False
+    return any(a[k] != b.get(k) for k in a if k not in _NOT_CONTENT)
 
 
 def _not_older(a: datetime | None, b: datetime | None) -> bool:
@@ -458,46 +473,85 @@ async def _move_content(session: AsyncSession, repository_ids: Sequence[uuid.UUI
         )
 
 
-def _item_guard(model: type[M], table: sa.Table, columns: Sequence[str]) -> ColumnElement[bool]:
-    stored = model.issue_modified_at
+def _item_guard(
+    model: type[M], table: sa.Table, columns: Sequence[str], *, strict: bool
+) -> ColumnElement[bool]:
+    stored, incoming = model.issue_modified_at, excluded(model).issue_modified_at
     return sa.and_(
         model.deleted_at.is_(None),
-        sa.or_(stored.is_(None), excluded(model).issue_modified_at >= stored),
+        sa.or_(stored.is_(None), incoming > stored if strict else incoming >= stored),
         _changes(table, model, columns),
     )
 
 
 async def _upsert_items(
-    session: AsyncSession, model: type[M], rows: Sequence[Row]
+    session: AsyncSession, model: type[M], rows: Sequence[Row], ties: list[Row] | None
 ) -> list[Upserted[M]]:
     table = model.__table__
     assert isinstance(table, sa.Table)
     written: list[Upserted[M]] = []
     for group in _by_keys({"id": uuid.uuid4(), "platform": Platform.github, **r} for r in rows):
-        group = _newest(group, "issue_modified_at")
+        group = _newest(group, "issue_modified_at", ties)
         columns = _update_columns(group[0], "external_id")
-        written += await upsert_many(
+        upserted = await upsert_many(
             session,
             model,
             group,
             conflict=["external_id"],
-            where=_item_guard(model, table, columns),
+            where=_item_guard(model, table, columns, strict=ties is not None),
         )
+        written += upserted
+        if ties is not None:
+            ties += await _tied_with_stored(session, model, group, upserted)
     return written
 
 
-async def upsert_issues(session: AsyncSession, rows: Sequence[Row]) -> list[Upserted[Issue]]:
-    """Insert or update issues (rows from issue_row / issue_rows); events for those written."""
-    written = await _upsert_items(session, Issue, rows)
+async def _tied_with_stored(
+    session: AsyncSession, model: type[M], rows: Sequence[Row], written: Sequence[Upserted[M]]
+) -> list[Row]:
+    """The rows not written although they differ from the stored ones of the same time."""
+    done = {u.row.external_id for u in written}
+    waiting = {r["external_id"]: r for r in rows if r["external_id"] not in done}
+    if not waiting:
+        return []
+    stored = await session.scalars(
+        sa.select(model).where(model.external_id.in_(list(waiting)), model.deleted_at.is_(None)),
+        execution_options={"populate_existing": True},
+    )
+    return [
+        waiting[item.external_id]
+        for item in stored
+        if _tied(waiting[item.external_id], _values(item), "issue_modified_at")
+    ]
+
+
+def _values(item: Issue | PullRequest) -> Row:
+    table = type(item).__table__
+    assert isinstance(table, sa.Table)
+    return {c.key: getattr(item, c.key) for c in table.columns}
+
+
+async def upsert_issues(
+    session: AsyncSession, rows: Sequence[Row], *, ties: list[Row] | None = None
+) -> list[Upserted[Issue]]:
+    """Insert or update issues (rows from issue_row / issue_rows); events for those written.
+
+    Same-second ties: GitHub's updated_at has one-second resolution, so two edits within
+    one second carry the same time and their order is unknown. Objects read from the REST
+    API are GitHub's current state: on a tie they are written. Webhook deliveries pass
+    `ties`: on a tie they are not written but added to it, for the caller to re-read the
+    object from GitHub (refresh.Refresher), whose answer then wins."""
+    written = await _upsert_items(session, Issue, rows, ties)
     await events.issues_upserted(session, written)
     return written
 
 
 async def upsert_pull_requests(
-    session: AsyncSession, rows: Sequence[Row]
+    session: AsyncSession, rows: Sequence[Row], *, ties: list[Row] | None = None
 ) -> list[Upserted[PullRequest]]:
-    """Insert or update pull requests (rows from pull_request_row); events for those written."""
-    written = await _upsert_items(session, PullRequest, rows)
+    """Insert or update pull requests (rows from pull_request_row); events for those
+    written. `ties`: as for upsert_issues."""
+    written = await _upsert_items(session, PullRequest, rows, ties)
     await events.pull_requests_upserted(session, written)
     return written
 
@@ -568,17 +622,23 @@ async def _delete_content(
     organization_id: uuid.UUID | None = None,
 ) -> None:
     """Soft-delete the issues and pull requests of some repositories (or of an organization)
-    and cancel their rewards that are not paid or refunded yet."""
+    with their issue_deleted / pull_request_deleted events, and cancel their rewards that
+    are not paid or refunded yet."""
     now = datetime.now(UTC)
     ids, org = repository_ids, organization_id
-    for model in (Issue, PullRequest):
+    for model, record in (
+        (Issue, events.issues_deleted),
+        (PullRequest, events.pull_requests_deleted),
+    ):
         scope = model.repository_id.in_(ids) if ids is not None else model.organization_id == org
-        await session.execute(
+        deleted = await session.execute(
             sa.update(model)
             .where(scope, model.deleted_at.is_(None))
             .values(deleted_at=now, modified_at=now)
+            .returning(model.id, model.repository_id, model.organization_id)
             .execution_options(synchronize_session=False)
         )
+        await record(session, deleted.all())
     scope = Reward.repository_id.in_(ids) if ids is not None else Reward.organization_id == org
     await session.execute(
         sa.update(Reward)

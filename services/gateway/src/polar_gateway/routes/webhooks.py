@@ -1,11 +1,12 @@
 """POST /api/v2/integrations/github/webhook (and /api/v1/...): GitHub deliveries into JetStream.
 
 Checks, each answered with a 4xx and nothing published: body over the limit (413, read in
-chunks and abandoned at the limit), a content type other than JSON (415; configure the
-GitHub App to send application/json), a missing or wrong X-Hub-Signature-256 (401;
-HMAC-SHA256 of the raw body with the webhook secret, compared in constant time), missing or
-odd X-GitHub-Event / X-GitHub-Delivery headers (400), a body that is not a JSON object or an
-`action` that is not a word (400).
+chunks and abandoned at the limit; the limit is POLAR_WEBHOOK_MAX_BODY_BYTES, but never more
+than the NATS server's max_payload: a delivery it cannot store is no "try again later"), a
+content type other than JSON (415; configure the GitHub App to send application/json), a
+missing or wrong X-Hub-Signature-256 (401; HMAC-SHA256 of the raw body with the webhook
+secret, compared in constant time), missing or odd X-GitHub-Event / X-GitHub-Delivery
+headers (400), a body that is not a JSON object or an `action` that is not a word (400).
 
 Then the raw body is published to `github.webhook.<event>.<action>` (`github.webhook.<event>`
 for events without an action) with Nats-Msg-Id = X-GitHub-Delivery, and answered 202 only
@@ -85,6 +86,18 @@ async def _read_body(headers: Mapping[str, str], chunks: AsyncIterator[bytes], l
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+# Room for the subject and headers, which count against max_payload with the body.
+_HEADER_ROOM = 1024
+
+
+def _body_limit(gateway: Gateway) -> int:
+    limit = gateway.settings.webhook_max_body_bytes
+    nc = gateway.bus.nc
+    if nc is not None and nc.is_connected:  # max_payload: the server's, read at connect
+        limit = min(limit, nc.max_payload - _HEADER_ROOM)
+    return limit
+
+
 def _verify(gateway: Gateway, body: bytes, signature: str | None) -> None:
     if not signature:
         raise Rejected(401, "X-Hub-Signature-256 is missing", code="invalid_signature")
@@ -105,7 +118,7 @@ async def ingest(
     if content_type not in _JSON_TYPES:
         raise Rejected(415, "deliveries must be application/json")
     async with gateway.webhook_bodies.hold():  # bounded: unverified bodies in memory
-        body = await _read_body(headers, chunks, gateway.settings.webhook_max_body_bytes)
+        body = await _read_body(headers, chunks, _body_limit(gateway))
         _verify(gateway, body, headers.get("x-hub-signature-256"))
 
     event = headers.get("x-github-event", "")
@@ -141,6 +154,8 @@ async def ingest(
     except NatsUnavailable:
         UNAVAILABLE.inc()
         raise
+    except nats.errors.MaxPayloadError:  # the server's limit changed since we read it
+        raise Rejected(413, "the delivery is larger than the message bus accepts") from None
     except (nats.errors.Error, TimeoutError, OSError) as exc:
         UNAVAILABLE.inc()
         log.warning("webhook not stored", delivery=delivery, subject=subject, error=repr(exc))

@@ -211,6 +211,33 @@ class PullRequestUpdated(_message.Message):
 Global___PullRequestUpdated: _TypeAlias = PullRequestUpdated  # noqa: Y015
 
 @_typing.final
+class PullRequestDeleted(_message.Message):
+    """polar.repository.v1.pull_request_deleted"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PULL_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REPOSITORY_ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    pull_request_id: _builtins.str
+    repository_id: _builtins.str
+    organization_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        pull_request_id: _builtins.str = ...,
+        repository_id: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization_id", b"organization_id", "pull_request_id", b"pull_request_id", "repository_id", b"repository_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PullRequestDeleted: _TypeAlias = PullRequestDeleted  # noqa: Y015
+
+@_typing.final
 class RepositorySyncProgress(_message.Message):
     """polar.repository.v1.sync_progress (the seed's issue.synced)"""
 
