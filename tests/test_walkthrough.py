@@ -190,6 +190,31 @@ def test_readme_walkthrough(cluster: Cluster) -> None:
             assert expected in output, f"{script}\n→ {expected!r} not in:\n{output[-3000:]}"
 
 
+def test_a_delivery_can_be_followed_through_the_logs(cluster: Cluster) -> None:
+    """The gateway logs each accepted delivery with its id; each consumer that handles it
+    logs the same id: `grep <delivery id>` over `make dev`'s output tells its story."""
+    accepted = [
+        re.search(r"delivery=([0-9a-f-]{36})", line)
+        for line in cluster.lines
+        if line.startswith("gateway") and "webhook accepted" in line
+    ]
+    ids = [m.group(1) for m in accepted if m]
+    assert ids, "no 'webhook accepted' line"
+    installation = next(
+        i for i, m in zip(ids, accepted, strict=True) if m and "installation.created" in m.string
+    )
+    handled_by = {
+        line.split()[0]
+        for line in cluster.lines
+        if "message handled" in line and f"message_id={installation}" in line
+    }
+    # Both services consume installations (the organization, its repositories).
+    assert handled_by == {"organization", "repository"}, handled_by
+    # Readable lines: no JSON, no colour codes, no traceback for anything that went well.
+    assert not any("\x1b[" in line for line in cluster.lines)
+    assert not any(line.partition("| ")[2].startswith("{") for line in cluster.lines)
+
+
 def test_one_ctrl_c_drains_every_service_then_stops_the_infrastructure(cluster: Cluster) -> None:
     # What a terminal does: SIGINT to the whole foreground process group. `uv run` (under
     # `make dev`) forwards a second SIGINT to the runner a moment later: still one Ctrl-C.

@@ -271,6 +271,7 @@ class Consumer:
             subject=delivery.subject, message_id=delivery.message_id
         ):
             outcome = await self._process(msg, delivery)
+        _log_handled(delivery, outcome)
         CONSUMER_MESSAGES.labels(self.name, outcome).inc()
         CONSUMER_HANDLING_SECONDS.labels(self.name).observe(time.perf_counter() - start)
         return outcome
@@ -395,6 +396,8 @@ class Consumer:
             await self._process_together(todo, outcomes)
         for i, msg, delivery in alone:
             outcomes[i] = await self._process_one(msg, delivery)
+        for i, _, delivery in (*todo, *alone):
+            _log_handled(delivery, outcomes[i])
         self._observe(outcomes, start)
         return outcomes
 
@@ -577,6 +580,20 @@ async def _keep_alive(*msgs: Msg, ack_wait: float) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+def _log_handled(delivery: Delivery, outcome: str) -> None:
+    """One line per message done with (retries and parks log their own): with the gateway's
+    "webhook accepted" line, whose `delivery` is this `message_id`, a delivery can be followed
+    from the gateway to each consumer in the logs."""
+    if outcome in ("acked", "duplicate"):
+        log.info(
+            "message handled",
+            subject=delivery.subject,
+            message_id=delivery.message_id,
+            outcome=outcome,
+            attempt=delivery.num_delivered,
+        )
 
 
 async def _sleep(seconds: float, stop: asyncio.Event) -> None:
