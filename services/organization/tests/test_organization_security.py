@@ -211,8 +211,9 @@ async def test_token_keys_rotate_and_plain_tokens_get_encrypted(
         )
     new_key = Fernet.generate_key().decode()
     async with sessionmaker.begin() as session:
-        _, unreadable = await reencrypt_all(session, TokenCipher([new_key, DEV_TOKEN_KEY]))
-    assert unreadable == 0
+        # (Other packages' tests share this database, some with keys of their own: their rows
+        # count as unreadable here; this test's rows are checked one by one below.)
+        await reencrypt_all(session, TokenCipher([new_key, DEV_TOKEN_KEY]))
 
     only_new = TokenCipher([new_key])
     async with sessionmaker() as session:
