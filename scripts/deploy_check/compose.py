@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 from dotenv import dotenv_values
+from pydantic import SecretStr
 
 from .common import (
     MIGRATE_ENV,
@@ -28,6 +30,33 @@ from .common import (
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}
+VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+def interpolate(text: str, variables: dict[str, str]) -> str:
+    """Compose's variable substitution (both Compose v2 and 1.29 have these forms)."""
+
+    def value(match: re.Match[str]) -> str:
+        name, operator, argument = match.groups()
+        given = variables.get(name)
+        if given is not None and (given or not (operator or "").startswith(":")):
+            return given
+        if operator and operator.endswith("?"):
+            raise ValueError(f"{name} must be set: {argument}")
+        return argument if operator else ""
+
+    return VARIABLE.sub(value, text)
+
+
+def secret_names(services: list[Service]) -> set[str]:
+    """POLAR_* variables of every SecretStr setting."""
+    return {
+        env_name(name)
+        for s in services
+        for name, field in s.settings.model_fields.items()
+        if field.annotation is SecretStr
+    }
 
 
 def check_compose(report: Report, services: list[Service]) -> None:
@@ -43,9 +72,41 @@ def check_compose(report: Report, services: list[Service]) -> None:
             tail(result.stdout + result.stderr),
         )
 
-    compose = yaml.safe_load(COMPOSE_FILE.read_text())
-    all_services: dict[str, Any] = compose["services"]
+    # Compose 1.29 (Debian's) next to v2: no top-level name, env_file entries as plain paths
+    # (it has no `{path, required}` form and fails on a missing file), and, where they are
+    # installed, both accept the file (`config` needs no Docker engine).
+    text = COMPOSE_FILE.read_text()
+    raw = yaml.safe_load(text)
+    report.check("name" not in raw, "no top-level `name:` (Compose 1.29 rejects it)")
+    tracked = set(run(["git", "ls-files"], cwd=ROOT).stdout.splitlines())
+    env_files = [f for svc in raw["services"].values() for f in svc.get("env_file", [])]
+    report.check(
+        all(isinstance(f, str) and f in tracked for f in env_files),
+        "env_file entries are plain paths of committed files (Compose 1.29: none optional)",
+        str(sorted({str(f) for f in env_files if not isinstance(f, str) or f not in tracked})),
+    )
+    for command in (["docker", "compose"], ["docker-compose"]):
+        if tool(command[0]) is None or run([*command, "version"]).returncode != 0:
+            report.skip(f"`{' '.join(command)} config` ({command[-1]} not installed)")
+            continue
+        result = run([*command, "--project-directory", str(ROOT), "config", "--quiet"], cwd=ROOT)
+        report.check(
+            result.returncode == 0,
+            f"`{' '.join(command)} config` accepts docker-compose.yml",
+            tail(result.stdout + result.stderr),
+        )
+
+    # Secrets: never in a committed file; the compose file takes each from the environment
+    # or `.env`. The rest of the checks see the file as a user with real secrets would.
     env_file = {k: v or "" for k, v in dotenv_values(ENV_EXAMPLE).items()}
+    secret_vars = secret_names(services)
+    committed = sorted(k for k in secret_vars if env_file.get(k))
+    report.check(not committed, ".env.example holds no secret value", str(committed))
+    interpolated = {name for name, _, _ in VARIABLE.findall(text)}
+    compose = yaml.safe_load(
+        interpolate(text, {name: secrets.token_hex(32) for name in interpolated & secret_vars})
+    )
+    all_services: dict[str, Any] = compose["services"]
     known = set().union(*(settings_vars(s.settings) for s in services)) | MIGRATE_ENV
     unknown = sorted(k for k in env_file if k.startswith("POLAR_") and k not in known)
     report.check(
@@ -99,6 +160,15 @@ def check_compose(report: Report, services: list[Service]) -> None:
         foreign = sorted(k for k in own_env if k.startswith("POLAR_") and k not in fields)
         report.check(
             not foreign, f"{name}: its environment holds only its own settings", str(foreign)
+        )
+        raw_env = {k: str(v) for k, v in (raw["services"][name].get("environment") or {}).items()}
+        literal = sorted(
+            k
+            for k in required_vars(service) & secret_vars
+            if not raw_env.get(k, "").startswith(f"${{{k}")
+        )
+        report.check(
+            not literal, f"{name}: takes its secrets from the environment or .env", str(literal)
         )
         missing = sorted(required_vars(service) - env.keys())
         report.check(not missing, f"{name}: sets every setting a deployment needs", str(missing))
