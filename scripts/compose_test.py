@@ -66,6 +66,8 @@ SECRETS: dict[str, Callable[[], str]] = {
 
 LOAD_DELIVERIES = 120  # signed deliveries sent while the repository container is killed
 KILL_AFTER = 40  # ...after this many answers
+LOAD_FIRST_ID = 900_000_000  # GitHub ids of the load's issues (far above the recorded ones)
+LOAD_ROWS = f"SELECT count(*) AS n FROM issues WHERE external_id >= {LOAD_FIRST_ID}"
 
 
 # --- running commands --------------------------------------------------------------------------
@@ -454,7 +456,7 @@ async def kill_under_load(
         nonlocal answered
         issue = dict(
             template["issue"],
-            id=900_000_000 + n,
+            id=LOAD_FIRST_ID + n,
             number=10_000 + n,
             node_id=f"compose-test-{n}",
             title=f"compose-test load {n}",
@@ -471,7 +473,8 @@ async def kill_under_load(
     async def kill() -> None:
         await killed.wait()
         run(["docker", "kill", cluster.containers()["repository"]["Id"]], quiet=True)
-        say(f"killed the repository container after {KILL_AFTER} answers")
+        stored = cluster.sql(LOAD_ROWS)
+        say(f"killed the repository container after {KILL_AFTER} answers ({stored} rows then)")
 
     await asyncio.gather(kill(), *(one(n) for n in range(LOAD_DELIVERIES)))
     say(f"{len(accepted)} of {LOAD_DELIVERIES} deliveries accepted (202) around the kill")
@@ -541,7 +544,7 @@ async def data_kept(cluster: Cluster, auth: dict[str, str]) -> None:
         answer = await http.get("/api/v1/user/organizations", headers=auth)
     assert answer.status_code == 200, answer.text
     assert [o["name"] for o in answer.json()["items"]] == ["Codertocat"], answer.text
-    rows = cluster.sql("SELECT count(*) AS n FROM issues WHERE external_id >= 900000000")
+    rows = cluster.sql(LOAD_ROWS)
     assert rows == [{"n": LOAD_DELIVERIES}], rows
     say("after stop and up: the organization, its token and every issue are still there")
 
