@@ -132,7 +132,7 @@ def ensure_engine() -> subprocess.Popen[bytes] | None:
         say("using the Docker engine that is running")
         return None
     if not shutil.which("dockerd"):
-        apt_install("docker.io")
+        apt_install("docker.io", "docker-compose")
     CACHE.mkdir(parents=True, exist_ok=True)
     log = (CACHE / "dockerd.log").open("ab")
     daemon = subprocess.Popen(["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
