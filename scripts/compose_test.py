@@ -230,9 +230,10 @@ def build_standin(kind: str, image: str) -> str:
         if kind == "nats":
             shutil.copy2(nats_server_binary(), context / "nats-server")
         build = ["docker", "build", "--quiet", "--build-arg", f"BASE={DEBIAN_BASE}"]
-        tags = ["--label", f"{STANDIN_LABEL}={kind}", "--tag", image]
+        named = ["--label", f"{STANDIN_LABEL}={kind}", "--tag", image]
         run(
-            [*build, *tags, "--file", str(context / f"{kind}.Dockerfile"), str(context)], quiet=True
+            [*build, *named, "--file", str(context / f"{kind}.Dockerfile"), str(context)],
+            quiet=True,
         )
     version = {
         "python": ["python", "--version"],
@@ -245,17 +246,32 @@ def build_standin(kind: str, image: str) -> str:
     return f"{image} = stand-in: {(shown.stdout + shown.stderr).strip()} (Debian bookworm)"
 
 
+def pull(image: str) -> str:
+    """'' when `docker pull` brought the public image, else why not."""
+    try:
+        pulled = run(["docker", "pull", image], check=False, quiet=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        return "no answer in 900 s"
+    if pulled.returncode != 0:
+        return pulled.stderr.strip()[:200]
+    return "" if image_label(image) == "" else "the registry has a stand-in"
+
+
 def ensure_base_images() -> list[str]:
     """Pull the public images, or build stand-ins; returns the stand-ins' descriptions."""
     standins: list[str] = []
+    registry = True  # until a pull fails: then no more waiting on it
     for kind, image in base_images().items():
-        label = image_label(image)
-        if label == "":
+        if image_label(image) == "":
             say(f"{image}: the public image")
             continue
-        if succeeds(["docker", "pull", image]) and image_label(image) == "":
-            say(f"{image}: pulled")
-            continue
+        if registry:
+            error = pull(image)
+            if not error:
+                say(f"{image}: pulled")
+                continue
+            registry = False
+            say(f"{image} cannot be pulled: {error}")
         debian_base()
         standins.append(build_standin(kind, image))
     if standins:
@@ -473,8 +489,8 @@ async def kill_under_load(
     async def kill() -> None:
         await killed.wait()
         run(["docker", "kill", cluster.containers()["repository"]["Id"]], quiet=True)
-        stored = cluster.sql(LOAD_ROWS)
-        say(f"killed the repository container after {KILL_AFTER} answers ({stored} rows then)")
+        stored = cluster.sql(LOAD_ROWS)[0]["n"]
+        say(f"killed the repository container after {KILL_AFTER} answers ({stored} rows by then)")
 
     await asyncio.gather(kill(), *(one(n) for n in range(LOAD_DELIVERIES)))
     say(f"{len(accepted)} of {LOAD_DELIVERIES} deliveries accepted (202) around the kill")
