@@ -268,6 +268,13 @@ def image_label(image: str) -> str | None:
     return str(labels.get(STANDIN_LABEL, ""))
 
 
+def image_id(image: str) -> str:
+    result = run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", image], check=False, quiet=True
+    )
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
 def debian_base() -> None:
     """Debian bookworm from debootstrap, imported as DEBIAN_BASE (the tarball is cached)."""
     if image_label(DEBIAN_BASE) is not None:
@@ -667,13 +674,14 @@ def cycle(compose: list[str], timings: dict[str, float]) -> list[str]:
     """Build, up, the checks, stop, up again, down -v, with one Compose; the checks passed."""
     which = "v2" if "version v2" in run([*compose, "version"], quiet=True).stdout else "1.29"
     passed: list[str] = []
+    image = f"polar:compose-test-{which}"  # one per builder, so each keeps its layers
     with tempfile.TemporaryDirectory() as tmp:
         run_secrets = {name: make() for name, make in SECRETS.items()}
         port = free_port()
         env_file = Path(tmp) / "env"
         env_file.write_text(
             "".join(f"{k}={v}\n" for k, v in run_secrets.items())
-            + f"POLAR_IMAGE=polar:compose-test\nPOLAR_PUBLISHED_PORT={port}\n"
+            + f"POLAR_IMAGE={image}\nPOLAR_PUBLISHED_PORT={port}\n"
         )
         cluster = Cluster(compose, env_file, port)
         cluster("down", "--volumes", "--remove-orphans", quiet=True)  # an interrupted run
@@ -681,7 +689,11 @@ def cycle(compose: list[str], timings: dict[str, float]) -> list[str]:
             # Compose v2 builds with BuildKit, Compose 1.29 through the docker CLI (the classic
             # builder where buildx is missing): both builders get the Dockerfile as it is.
             with phase(f"{which}: build the image", timings):
+                before = image_id(image)
                 cluster("build")
+                # The image this build replaced would pile up from run to run.
+                if before and before != image_id(image):
+                    run(["docker", "image", "rm", before], check=False, quiet=True)
             with phase(f"{which}: up", timings):
                 cluster("up", "--detach")
                 cluster.wait_healthy()
