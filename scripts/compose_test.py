@@ -56,7 +56,8 @@ STANDINS = ROOT / "scripts" / "standins"
 STANDIN_LABEL = "org.polar.stand-in"
 DEBIAN_BASE = "polar-stand-in/debian:bookworm"
 WEBHOOKS = ROOT / "libs/polar_dev/src/polar_dev/fixtures/github/webhooks"
-WEBHOOK_PATH = "/api/v1/integrations/github/webhook"
+# The gateway's API, as tests/test_cluster_e2e.py (whose state check this reuses) calls it.
+API = "/api/v1"
 POLAR_SERVICES = ("organization", "repository", "gateway")
 
 # The secrets of this run: random, never written anywhere but the run's env file. One line
@@ -435,7 +436,7 @@ async def deliver(
     http: httpx.AsyncClient, secret: str, event: str, delivery: str, body: bytes
 ) -> httpx.Response:
     return await http.post(
-        WEBHOOK_PATH,
+        f"{API}/integrations/github/webhook",
         content=body,
         headers={
             "Content-Type": "application/json",
@@ -459,7 +460,7 @@ async def until(check: Callable[[], Any], within: float, what: str) -> Any:
 
 
 class LiveStream:
-    """GET /api/v1/stream read in the background: the ids of the events it brought."""
+    """GET {API}/stream read in the background: the ids of the events it brought."""
 
     def __init__(self, http: httpx.AsyncClient, auth: dict[str, str]) -> None:
         self.ids: list[str] = []
@@ -467,7 +468,7 @@ class LiveStream:
         self.task = asyncio.create_task(self._read(http, auth))
 
     async def _read(self, http: httpx.AsyncClient, auth: dict[str, str]) -> None:
-        async with http.stream("GET", "/api/v1/stream", headers=auth, timeout=None) as response:
+        async with http.stream("GET", f"{API}/stream", headers=auth, timeout=None) as response:
             assert response.status_code == 200, await response.aread()
             self.opened.set()
             async for line in response.aiter_lines():
@@ -641,7 +642,7 @@ async def checks(cluster: Cluster, secret: str) -> dict[str, str]:
 
 async def data_kept(cluster: Cluster, auth: dict[str, str]) -> None:
     async with httpx.AsyncClient(base_url=cluster.base, timeout=30) as http:
-        answer = await http.get("/api/v1/user/organizations", headers=auth)
+        answer = await http.get(f"{API}/user/organizations", headers=auth)
     assert answer.status_code == 200, answer.text
     assert [o["name"] for o in answer.json()["items"]] == ["Codertocat"], answer.text
     rows = cluster.sql(LOAD_ROWS)
