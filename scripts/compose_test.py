@@ -755,7 +755,8 @@ def main() -> int:
             passed += cycle(compose, timings)
     finally:
         if daemon is not None:
-            # Our own daemon: BuildKit's cache would grow with every lock change.
+            # Our own daemon: untagged images and BuildKit's cache would grow run after run.
+            run(["docker", "image", "prune", "--force"], check=False)
             run(["docker", "builder", "prune", "--force", "--filter", "until=168h"], check=False)
             stop_engine(*daemon)
     say("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
