@@ -766,6 +766,9 @@ def main() -> int:
             passed += cycle(compose, timings)
     finally:
         if daemon is not None:
+            # Our own daemon: untagged images and BuildKit's cache would grow run after run.
+            run(["docker", "image", "prune", "--force"], check=False)
+            run(["docker", "builder", "prune", "--force", "--filter", "until=168h"], check=False)
             stop_engine(*daemon)
     say("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     say(f"total {(time.monotonic() - started) / 60:.1f} min")
