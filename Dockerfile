@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # One image for every Polar process; the Python module to run is the argument:
 #
 #   docker run IMAGE polar_organization             gRPC :50051
@@ -21,6 +19,11 @@
 # root, and skips the dev dependency group (`--no-dev`).
 #
 # Build: docker build -t polar:dev .          (docs/deploying.md)
+#
+# Written for every builder Docker 20.10 and later has: no `# syntax=` line (BuildKit's
+# built-in frontend, no frontend image to fetch) and no BuildKit-only instruction such as
+# `RUN --mount`, so the classic builder (what `docker build` falls back to without buildx,
+# what Compose 1.29 may use) builds it as well (issue 9, decision 0011).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -31,8 +34,8 @@ ARG UV_VERSION=0.13.9
 RUN pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}"
 
 # Compile bytecode now (the final root filesystem is read-only); copy, don't hardlink, out of
-# the cache mount; use this image's Python (identical path in the final stage) and never
-# download another one.
+# uv's cache (it stays in this stage); use this image's Python (identical path in the final
+# stage) and never download another one.
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
@@ -53,16 +56,14 @@ COPY libs/polar_proto/pyproject.toml libs/polar_proto/
 COPY services/gateway/pyproject.toml services/gateway/
 COPY services/organization/pyproject.toml services/organization/
 COPY services/repository/pyproject.toml services/repository/
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --no-dev --no-editable --no-install-workspace \
+RUN uv sync --no-dev --no-editable --no-install-workspace \
         --package polar-organization --package polar-repository --package polar-gateway
 
 # 2. Our own packages, installed as regular (non-editable) wheels: the final image needs no
 #    source tree.
 COPY libs libs
 COPY services services
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --no-dev --no-editable \
+RUN uv sync --no-dev --no-editable \
         --package polar-organization --package polar-repository --package polar-gateway \
     && /app/.venv/bin/python -c "import polar_organization, polar_repository, polar_gateway, polar_db.migrate, polar_kit.healthcheck"
 

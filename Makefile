@@ -110,3 +110,10 @@ bench: sync ## every benchmark (bench/README.md); BENCH=gateway for one suite
 .PHONY: deploy-check
 deploy-check: sync ## compose, image recipe and Kubernetes manifests, without Docker
 	$(RUN) python scripts/validate_deploy.py $(DEPLOY_CHECK_ARGS)
+
+# The image and docker-compose.yml built and run for real: needs Docker, or a Debian host where
+# it installs docker.io and docker-compose and starts dockerd for the run; offline stand-ins for
+# the public base images when Docker Hub cannot be reached (README "Running with Docker").
+.PHONY: compose-test
+compose-test: sync ## build the image, run docker-compose.yml and check it through the gateway
+	$(RUN) python scripts/compose_test.py

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,6 +32,33 @@ from .common import (
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}
+VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+def interpolate(text: str, variables: dict[str, str]) -> str:
+    """Compose's variable substitution (both Compose v2 and 1.29 have these forms)."""
+
+    def value(match: re.Match[str]) -> str:
+        name, operator, argument = match.groups()
+        given = variables.get(name)
+        if given is not None and (given or not (operator or "").startswith(":")):
+            return given
+        if operator and operator.endswith("?"):
+            raise ValueError(f"{name} must be set: {argument}")
+        return argument if operator else ""
+
+    return VARIABLE.sub(value, text)
+
+
+def secret_names(services: list[Service]) -> set[str]:
+    """POLAR_* variables of every SecretStr setting."""
+    return {
+        env_name(name)
+        for s in services
+        for name, field in s.settings.model_fields.items()
+        if field.annotation is SecretStr
+    }
 
 
 def check_compose(report: Report, services: list[Service]) -> None:
@@ -46,9 +74,41 @@ def check_compose(report: Report, services: list[Service]) -> None:
             tail(result.stdout + result.stderr),
         )
 
-    compose = yaml.safe_load(COMPOSE_FILE.read_text())
-    all_services: dict[str, Any] = compose["services"]
+    # Compose 1.29 (Debian's) next to v2: no top-level name, env_file entries as plain paths
+    # (it has no `{path, required}` form and fails on a missing file), and, where they are
+    # installed, both accept the file (`config` needs no Docker engine).
+    text = COMPOSE_FILE.read_text()
+    raw = yaml.safe_load(text)
+    report.check("name" not in raw, "no top-level `name:` (Compose 1.29 rejects it)")
+    tracked = set(run(["git", "ls-files"], cwd=ROOT).stdout.splitlines())
+    env_files = [f for svc in raw["services"].values() for f in svc.get("env_file", [])]
+    report.check(
+        all(isinstance(f, str) and f in tracked for f in env_files),
+        "env_file entries are plain paths of committed files (Compose 1.29: none optional)",
+        str(sorted({str(f) for f in env_files if not isinstance(f, str) or f not in tracked})),
+    )
+    for command in (["docker", "compose"], ["docker-compose"]):
+        if tool(command[0]) is None or run([*command, "version"]).returncode != 0:
+            report.skip(f"`{' '.join(command)} config` ({command[-1]} not installed)")
+            continue
+        result = run([*command, "--project-directory", str(ROOT), "config", "--quiet"], cwd=ROOT)
+        report.check(
+            result.returncode == 0,
+            f"`{' '.join(command)} config` accepts docker-compose.yml",
+            tail(result.stdout + result.stderr),
+        )
+
+    # Secrets: never in a committed file; the compose file takes each from the environment
+    # or `.env`. The rest of the checks see the file as a user with real secrets would.
     env_file = {k: v or "" for k, v in dotenv_values(ENV_EXAMPLE).items()}
+    secret_vars = secret_names(services)
+    committed = sorted(k for k in secret_vars if env_file.get(k))
+    report.check(not committed, ".env.example holds no secret value", str(committed))
+    interpolated = {name for name, _, _ in VARIABLE.findall(text)}
+    compose = yaml.safe_load(
+        interpolate(text, {name: secrets.token_hex(32) for name in interpolated & secret_vars})
+    )
+    all_services: dict[str, Any] = compose["services"]
     known = set().union(*(settings_vars(s.settings) for s in services)) | MIGRATE_ENV
     unknown = sorted(k for k in env_file if k.startswith("POLAR_") and k not in known)
     report.check(
@@ -103,19 +163,15 @@ def check_compose(report: Report, services: list[Service]) -> None:
         report.check(
             not foreign, f"{name}: its environment holds only its own settings", str(foreign)
         )
-        # Secrets are never committed: each user puts them in .env (compose reads it too).
-        secret_vars = {
-            env_name(n)
-            for n, f in service.settings.model_fields.items()
-            if f.annotation is SecretStr
-        }
-        committed = sorted(k for k in secret_vars if env.get(k))
-        report.check(
-            not committed,
-            f"{name}: no secret value in .env.example or docker-compose.yml (they go to .env)",
-            str(committed),
+        # Secrets are never committed: those this service is given come from ${...}.
+        raw_env = {k: str(v) for k, v in (raw["services"][name].get("environment") or {}).items()}
+        literal = sorted(
+            k for k in raw_env if k in secret_vars and not raw_env[k].startswith(f"${{{k}")
         )
-        missing = sorted(required_vars(service) - env.keys() - secret_vars)
+        report.check(
+            not literal, f"{name}: takes its secrets from the environment or .env", str(literal)
+        )
+        missing = sorted(required_vars(service) - env.keys())
         report.check(not missing, f"{name}: sets every setting a deployment needs", str(missing))
         report.check(not dev_mode(env), f"{name}: not in development mode (POLAR_DEV_MODE)")
         from_dotenv = {k: SECRET_PLACEHOLDER for k in required_vars(service) & secret_vars}

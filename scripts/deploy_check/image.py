@@ -40,36 +40,44 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return instructions
 
 
-def dockerignore_matcher() -> Callable[[str], bool]:
-    """is_excluded(path) with Docker's rules: patterns in order, the last match wins, a
-    pattern matching a directory matches everything in it, `!` re-includes."""
-    rules: list[tuple[re.Pattern[str], bool]] = []
+def dockerignore_rules() -> list[tuple[str, bool]]:
+    """(pattern, is_exception) of every .dockerignore line, in order, slashes trimmed."""
+    rules = []
     for raw in DOCKERIGNORE.read_text().splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        include = line.startswith("!")
-        pattern = line[1:].strip() if include else line
-        pattern = pattern.strip("/")
-        regex = ""
-        i = 0
-        while i < len(pattern):
-            if pattern.startswith("**/", i):
-                regex += "(?:.*/)?"
-                i += 3
-            elif pattern.startswith("**", i):
-                regex += ".*"
-                i += 2
-            elif pattern[i] == "*":
-                regex += "[^/]*"
-                i += 1
-            elif pattern[i] == "?":
-                regex += "[^/]"
-                i += 1
-            else:
-                regex += re.escape(pattern[i])
-                i += 1
-        rules.append((re.compile(f"^{regex}$"), include))
+        exception = line.startswith("!")
+        rules.append(((line[1:] if exception else line).strip().strip("/"), exception))
+    return rules
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    regex = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            regex += "(?:.*/)?"
+            i += 3
+        elif pattern.startswith("**", i):
+            regex += ".*"
+            i += 2
+        elif pattern[i] == "*":
+            regex += "[^/]*"
+            i += 1
+        elif pattern[i] == "?":
+            regex += "[^/]"
+            i += 1
+        else:
+            regex += re.escape(pattern[i])
+            i += 1
+    return re.compile(f"^{regex}$")
+
+
+def dockerignore_matcher() -> Callable[[str], bool]:
+    """is_excluded(path) with Docker's rules: patterns in order, the last match wins, a
+    pattern matching a directory matches everything in it, `!` re-includes."""
+    rules = [(_pattern_regex(pattern), exception) for pattern, exception in dockerignore_rules()]
 
     def excluded(path: str) -> bool:
         parts = path.split("/")
@@ -81,6 +89,27 @@ def dockerignore_matcher() -> Callable[[str], bool]:
         return result
 
     return excluded
+
+
+def legacy_context(files: list[str]) -> list[str]:
+    """The context the classic builder and Docker 20.10's BuildKit send: the same matching,
+    but they walk the tree and never enter an excluded directory unless some `!` pattern
+    starts with that directory's path as written (moby's TarWithOptions): `!libs/*/src`
+    does not start with `libs/polar_db/`, so nothing under it gets in."""
+    excluded = dockerignore_matcher()
+    exceptions = [pattern for pattern, exception in dockerignore_rules() if exception]
+
+    def entered(directory: str) -> bool:
+        return not excluded(directory) or any(
+            (pattern + "/").startswith(directory + "/") for pattern in exceptions
+        )
+
+    def sent(file: str) -> bool:
+        parts = file.split("/")
+        parents = ["/".join(parts[:n]) for n in range(1, len(parts))]
+        return all(entered(d) for d in parents) and not excluded(file)
+
+    return [f for f in files if sent(f)]
 
 
 def workspace_members() -> list[Path]:
@@ -102,7 +131,24 @@ def check_image(report: Report, services: list[Service], build: bool) -> None:
             result.returncode == 0, "hadolint: Dockerfile lints clean", tail(result.stdout)
         )
 
+    # What only some builders understand: a `# syntax=` directive makes BuildKit fetch a
+    # frontend image (impossible without registry access), and BuildKit-only flags such as
+    # `RUN --mount` fail on the classic builder (Compose 1.29, docker without buildx).
+    directives = [
+        line
+        for line in DOCKERFILE.read_text().splitlines()
+        if re.match(r"#\s*syntax\s*=", line, re.I)
+    ]
+    report.check(not directives, "Dockerfile has no `# syntax=` directive", str(directives))
     instructions = dockerfile_instructions()
+    buildkit_only = [
+        f"{k} {a[:40]}" for k, a in instructions if re.match(r"--(mount|network|security)\b", a)
+    ]
+    report.check(
+        not buildkit_only,
+        "Dockerfile uses no BuildKit-only flag (classic builder)",
+        str(buildkit_only),
+    )
     stages = [i for i, (k, _) in enumerate(instructions) if k == "FROM"]
     report.check(len(stages) >= 2, "multi-stage build", f"{len(stages)} FROM")
     final = instructions[stages[-1] :] if stages else []
@@ -177,6 +223,19 @@ def check_image(report: Report, services: list[Service], build: bool) -> None:
     files = [f for f in listed.stdout.splitlines() if (ROOT / f).is_file()]
     context = [f for f in files if not excluded(f)]
     report.check(excluded(".env"), ".dockerignore keeps .env (local secrets) out")
+    wildcards = [p for p, exception in dockerignore_rules() if exception and re.search(r"[*?[]", p)]
+    report.check(
+        not wildcards,
+        ".dockerignore re-includes literal paths only (older builders prune wildcard `!` lines)",
+        str(wildcards),
+    )
+    legacy = legacy_context(files)
+    report.check(
+        legacy == context,
+        "the classic builder and Docker 20.10's BuildKit send the same context as BuildKit today",
+        f"only today's: {sorted(set(context) - set(legacy))[:5]}, "
+        f"only older: {sorted(set(legacy) - set(context))[:5]}",
+    )
     needed = ["pyproject.toml", "uv.lock"] + [
         str(m.relative_to(ROOT) / "pyproject.toml") for m in members
     ]
@@ -252,7 +311,7 @@ def simulate_build(
                 for source in sources:
                     copy_from_context(context, source, dest, src)
             elif keyword == "RUN" and "uv sync" in args:
-                command = re.sub(r"--mount=\S+\s*", "", args).replace("/app/.venv", str(venv))
+                command = args.replace("/app/.venv", str(venv))
                 command = command.replace("uv sync", f"{shlex.quote(uv)} sync", 1)
                 result = run(["bash", "-c", command], cwd=src, env=env)
                 ok = (
