@@ -328,7 +328,7 @@ async def send(http: httpx.AsyncClient, delivery: Delivery, figures: Figures) ->
         figures.sent += 1
         try:
             response = await http.post(
-                "/api/v1/integrations/github/webhook", content=body, headers=headers, timeout=10
+                "/api/v2/integrations/github/webhook", content=body, headers=headers, timeout=10
             )
         except httpx.TransportError as e:
             figures.refused[type(e).__name__] += 1

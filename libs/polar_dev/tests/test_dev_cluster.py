@@ -54,6 +54,9 @@ def start(root: Path, infra: Infra, **env: str) -> subprocess.Popen[str]:
             "20",
             "--services-root",
             str(root / "services"),
+            # Not the checkout's .dev/: its env file belongs to the developer's `make dev`.
+            "--data-dir",
+            str(root / "dev"),
         ],
         env={**os.environ, **infra.env(), "PYTHONPATH": str(root / "mods"), **env},
         stdout=subprocess.PIPE,

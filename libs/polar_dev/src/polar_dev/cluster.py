@@ -471,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     out = Output([RUNNER, *(s.name for s in specs)])
     data_dir = args.data_dir.resolve() if args.data_dir else dev_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
     # Until the event loop takes over signals: SIGTERM unwinds like Ctrl-C, so the embedded
     # servers started by `infra()` are stopped too.
     signal.signal(signal.SIGTERM, _interrupt)

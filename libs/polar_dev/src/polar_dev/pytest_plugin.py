@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -51,6 +52,12 @@ def plain_dsn(url: str, database: str | None = None) -> str:
     if database is not None:
         parsed = parsed.set(database=database)
     return parsed.render_as_string(hide_password=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Operator tools run in-process by tests must not pick up the developer's `make dev`
+    # cluster (its URLs, its secrets) from `.dev/env`: /dev/null is "no file".
+    os.environ["POLAR_DEV_ENV"] = os.devnull
 
 
 @pytest.fixture(scope="session")

@@ -55,6 +55,8 @@ async def running_gateway(
         running = RunningGateway(f"http://{host}:{port}", app)
         if wait_for_nats:
             await asyncio.wait_for(running.gateway.bus.ready.wait(), 30)
+            # Session tokens are refused (503) until the revoked sessions are loaded.
+            await asyncio.wait_for(running.gateway.revocations.loaded.wait(), 30)
         yield running
     finally:
         server.should_exit = True
