@@ -58,6 +58,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Operator tools run in-process by tests must not pick up the developer's `make dev`
     # cluster (its URLs, its secrets) from `.dev/env`: /dev/null is "no file".
     os.environ["POLAR_DEV_ENV"] = os.devnull
+    # See polar_dev.test: the children this process forks must reach their exec.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 @pytest.fixture(scope="session")

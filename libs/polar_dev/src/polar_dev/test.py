@@ -29,7 +29,11 @@ def main(argv: Sequence[str]) -> int:
             print(
                 f"polar_dev.test: {kind} {servers.database_url} {servers.nats_url}", file=sys.stderr
             )
-            env = {**os.environ, **servers.env()}
+            # The tests start service processes (fork + exec) from a process that uses gRPC:
+            # with gRPC's fork support on, grpcio's post-fork handler can crash the child
+            # before its exec (grpc/grpc#43055, EBADF on epoll). Our processes never fork to
+            # keep using gRPC, so the support is off for the test run.
+            env = {**os.environ, **servers.env(), "GRPC_ENABLE_FORK_SUPPORT": "false"}
             process = subprocess.Popen([sys.executable, "-m", "pytest", *argv], env=env)
             try:
                 return process.wait()
