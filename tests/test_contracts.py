@@ -13,6 +13,8 @@ import functools
 import importlib.util
 import json
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -100,3 +102,37 @@ def test_no_subject_literals_in_services() -> None:
         if SUBJECT_LITERAL.search(line)
     ]
     assert not found, found
+
+
+# --- safe evolution: buf breaking against the recorded baseline --------------------------------
+
+BUF = ROOT / ".tools" / "node_modules" / ".bin" / "buf"  # installed by `make buf-lint`
+
+
+def buf_breaking(protos: Path) -> subprocess.CompletedProcess[str]:
+    assert BUF.exists(), "buf is not installed: run `make buf-lint` (needs npm)"
+    return subprocess.run(
+        [str(BUF), "breaking", "--against", str(ROOT / "protos" / "baseline.binpb")],
+        cwd=protos,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_protos_keep_the_baseline_contract() -> None:
+    result = buf_breaking(ROOT / "protos")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_breaking_change_fails_the_gate(tmp_path: Path) -> None:
+    """What `make buf-breaking` (part of `make test`) reports for a removed or renumbered field."""
+    protos = tmp_path / "protos"
+    shutil.copytree(ROOT / "protos", protos)
+    issue = protos / "polar" / "repository" / "v1" / "repository.proto"
+    text = issue.read_text()
+    assert "  string title = 7;\n" in text
+    issue.write_text(text.replace("  string title = 7;\n", "  string title = 70;\n", 1))
+    result = buf_breaking(protos)
+    assert result.returncode != 0
+    assert 'Previously present field "7" with name "title"' in result.stdout, result.stdout
