@@ -173,6 +173,7 @@ class RepositoryServicer(pb_grpc.RepositoryServiceServicer):
             currency=request.amount.currency,
             backer_user_id=optional_uuid("backer_user_id", request.backer_user_id),
             email=email,
+            request_id=optional_uuid("request_id", request.request_id),
         )
         return pb.CreateRewardResponse(reward=mappers.reward(reward))
 
