@@ -230,6 +230,37 @@ async def test_rewards(
     conforms(schemas.Page[schemas.RewardRead], listed.json())
 
 
+async def test_a_reward_retried_with_its_idempotency_key_is_created_once(
+    client: httpx.AsyncClient,
+    sign_in: SignIn,
+    install: Install,
+    make_repos: MakeRepos,
+    seed: Seed,
+) -> None:
+    member = await sign_in()
+    org = await install(member)
+    [repo] = await make_repos(org)
+    [issue_id] = await seed.issues(repo, 1)
+    body = {"issue_id": issue_id, "amount": {"currency": "USD", "amount": 900}}
+
+    async def post(key: str | None) -> str:
+        headers = member.headers | ({"Idempotency-Key": key} if key else {})
+        response = await client.post("/api/v2/rewards", json=body, headers=headers)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    key = str(uuid.uuid4())
+    first = await post(key)
+    assert await post(key) == first
+    others = {await post(None), await post(None), await post("another key")}
+    assert len(others) == 3
+    assert first not in others
+    listed = await client.get(
+        f"/api/v2/rewards/github/{org.name}/{repo.name}", headers=member.headers
+    )
+    assert len(listed.json()["items"]) == 4
+
+
 async def test_unknown_repository_names_are_404(
     client: httpx.AsyncClient, sign_in: SignIn, install: Install
 ) -> None:

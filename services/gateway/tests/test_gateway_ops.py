@@ -16,7 +16,11 @@ from gateway_support import SignIn, StartGateway, metrics_text
 from polar.organization.v1 import organization_pb2
 from polar.organization.v1 import organization_service_pb2 as pb
 from polar.organization.v1 import organization_service_pb2_grpc as pb_grpc
+from polar.repository.v1 import repository_pb2
+from polar.repository.v1 import repository_service_pb2 as repo_pb
+from polar.repository.v1 import repository_service_pb2_grpc as repo_grpc
 from polar_dev.infra import free_port
+from polar_gateway.clients import REPOSITORY_SERVICE, open_channel
 from polar_gateway.sessions import TokenSigner
 from polar_gateway.settings import GatewaySettings
 
@@ -236,3 +240,41 @@ async def test_docs_work_offline_and_offer_authorize(client: httpx.AsyncClient) 
         "$ref": "#/components/schemas/ErrorResponse"
     }
     assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+class FlakyRewards(repo_grpc.RepositoryServiceServicer):
+    """CreateReward answers UNAVAILABLE the first time (as a service restarting would)."""
+
+    def __init__(self) -> None:
+        self.request_ids: list[str] = []
+
+    async def CreateReward(
+        self, request: repo_pb.CreateRewardRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> repo_pb.CreateRewardResponse:
+        self.request_ids.append(request.request_id)
+        if len(self.request_ids) == 1:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+        return repo_pb.CreateRewardResponse(reward=repository_pb2.Reward(id="r1"))
+
+
+async def test_create_reward_is_retried_with_the_same_request_id() -> None:
+    """The channel retries CreateReward like any call: the request id it carries (AIP-155)
+    makes the repository service return the first reward rather than create a second
+    (services/repository tests: test_create_reward_retried_with_its_request_id...)."""
+    server = grpc.aio.server()
+    servicer = FlakyRewards()  # type: ignore[abstract]  # only CreateReward is scripted
+    repo_grpc.add_RepositoryServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = open_channel(f"127.0.0.1:{port}", REPOSITORY_SERVICE, max_attempts=3)
+    try:
+        stub = repo_grpc.RepositoryServiceStub(channel)  # type: ignore[no-untyped-call]
+        request_id = "6b0e0a4e-5b8e-4a57-8f0e-0f4f6b4a1c11"
+        response = await stub.CreateReward(
+            repo_pb.CreateRewardRequest(issue_id="i", request_id=request_id), timeout=5
+        )
+    finally:
+        await channel.close()
+        await server.stop(None)
+    assert response.reward.id == "r1"
+    assert servicer.request_ids == [request_id, request_id]
