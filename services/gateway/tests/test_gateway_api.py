@@ -261,6 +261,47 @@ async def test_a_reward_retried_with_its_idempotency_key_is_created_once(
     assert len(listed.json()["items"]) == 4
 
 
+async def test_a_service_error_names_the_fields_and_the_reason(
+    client: httpx.AsyncClient,
+    sign_in: SignIn,
+    install: Install,
+    make_repos: MakeRepos,
+    seed: Seed,
+) -> None:
+    """The service's google.rpc details reach the caller in v2's error object."""
+    member = await sign_in()
+    org = await install(member)
+    [repo] = await make_repos(org)
+    [issue_id] = await seed.issues(repo, 1)
+    invalid = await client.post(
+        "/api/v2/rewards",
+        json={"issue_id": issue_id, "amount": {"currency": "XYZ", "amount": 100}},
+        headers=member.headers,
+    )
+    assert invalid.status_code == 422, invalid.text
+    error = invalid.json()["error"]
+    conforms(schemas.ErrorResponse, invalid.json())
+    assert (error["reason"], error["domain"]) == ("INVALID_ARGUMENT", "polar.repository.v1")
+    [detail] = error["details"]
+    assert detail["field"] == "amount.currency"
+    assert detail["location"] == ["amount", "currency"]
+    assert detail["type"] == "field_violation"
+    assert "must be one of" in detail["message"]
+
+    missing_issue = str(uuid.uuid4())
+    unknown = await client.post(
+        "/api/v2/rewards",
+        json={"issue_id": missing_issue, "amount": {"currency": "USD", "amount": 100}},
+        headers=member.headers,
+    )
+    assert unknown.status_code == 404, unknown.text
+    error = unknown.json()["error"]
+    conforms(schemas.ErrorResponse, unknown.json())
+    assert error["reason"] == "ISSUE_NOT_FOUND"
+    assert error["resource"] == {"type": "polar.repository.v1.Issue", "name": missing_issue}
+    assert "details" not in error
+
+
 async def test_unknown_repository_names_are_404(
     client: httpx.AsyncClient, sign_in: SignIn, install: Install
 ) -> None:

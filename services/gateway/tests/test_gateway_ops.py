@@ -6,6 +6,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
+from unittest import mock
 from typing import Any
 
 import grpc
@@ -21,6 +22,7 @@ from polar.repository.v1 import repository_service_pb2 as repo_pb
 from polar.repository.v1 import repository_service_pb2_grpc as repo_grpc
 from polar_dev.infra import free_port
 from polar_gateway.clients import REPOSITORY_SERVICE, open_channel
+from polar_kit.grpc.status import rich_status
 from polar_gateway.sessions import TokenSigner
 from polar_gateway.settings import GatewaySettings
 
@@ -139,6 +141,7 @@ class Scripted(pb_grpc.OrganizationServiceServicer):
         self.failures = 0  # the next calls that answer UNAVAILABLE
         self.delay = 0.0
         self.calls: list[dict[str, Any]] = []
+        self.trailers: tuple[tuple[str, str | bytes], ...] = ()
 
     async def GetUser(
         self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -147,7 +150,7 @@ class Scripted(pb_grpc.OrganizationServiceServicer):
         self.calls.append({"metadata": metadata, "deadline": context.time_remaining()})
         if self.failures:
             self.failures -= 1
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up", self.trailers)
         await asyncio.sleep(self.delay)
         return pb.GetUserResponse(user=organization_pb2.User(id=request.id, username="scripted"))
 
@@ -185,6 +188,31 @@ async def test_unavailable_is_retried_and_every_call_has_a_deadline_and_the_requ
     for call in servicer.calls:
         assert call["metadata"]["x-request-id"] == "req-42"
         assert 0 < call["deadline"] <= 3.1  # (grpc rounds the remaining time up a little)
+
+
+async def test_unavailable_says_when_to_retry_as_the_service_asks(
+    start_gateway: StartGateway,
+    gateway_settings: GatewaySettings,
+    scripted: tuple[Scripted, str],
+) -> None:
+    """A service's RetryInfo (polar_kit.grpc.status) becomes Retry-After and
+    retry_after_seconds, once the gateway's own retries are spent."""
+    servicer, target = scripted
+    servicer.failures = 10
+    with mock.patch("polar_kit.grpc.status.RETRY_DELAY_SECONDS", 7):
+        servicer.trailers = (
+            rich_status(grpc.StatusCode.UNAVAILABLE, "warming up", domain="polar.test.v1"),
+        )
+    token, _ = TokenSigner(gateway_settings).issue_session("00000000-0000-4000-8000-000000000003")
+    async with (
+        start_gateway(organization_grpc_target=target, grpc_deadline_seconds=3) as gateway,
+        httpx.AsyncClient(base_url=gateway.url) as http,
+    ):
+        response = await http.get("/api/v2/users/me", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "7"
+    assert response.json()["error"]["retry_after_seconds"] == 7
+    assert "reason" not in response.json()["error"]  # a failing service's details stay inside
 
 
 async def test_a_slow_service_is_503_at_the_deadline(
@@ -268,7 +296,7 @@ async def test_create_reward_is_retried_with_the_same_request_id() -> None:
     await server.start()
     channel = open_channel(f"127.0.0.1:{port}", REPOSITORY_SERVICE, max_attempts=3)
     try:
-        stub = repo_grpc.RepositoryServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = repo_grpc.RepositoryServiceStub(channel)
         request_id = "6b0e0a4e-5b8e-4a57-8f0e-0f4f6b4a1c11"
         response = await stub.CreateReward(
             repo_pb.CreateRewardRequest(issue_id="i", request_id=request_id), timeout=5

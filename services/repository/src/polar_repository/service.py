@@ -282,12 +282,14 @@ async def create_reward(
     if not 0 < amount <= MAX_REWARD_MINOR_UNITS:
         raise InvalidArgument(
             f"amount.minor_units must be between 1 and {MAX_REWARD_MINOR_UNITS} "
-            f"(1,000,000.00), got {amount}"
+            f"(1,000,000.00), got {amount}",
+            field="amount.minor_units",
         )
     if currency not in REWARD_CURRENCIES:
         raise InvalidArgument(
             f"amount.currency must be one of {', '.join(sorted(REWARD_CURRENCIES))}, "
-            f"got {currency[:16]!r}"
+            f"got {currency[:16]!r}",
+            field="amount.currency",
         )
     issue = await get_issue(session, issue_id)
     await _require_active(session, issue.organization_id)
@@ -322,7 +324,8 @@ def _same_request(first: Reward, request: tuple[object, ...], request_id: uuid.U
     if (first.issue_id, first.amount, first.currency, first.backer_user_id, first.email) != request:
         raise InvalidArgument(
             f"request_id {request_id} was already used for another reward: "
-            "a retry must send the same request, a new reward needs a new request_id"
+            "a retry must send the same request, a new reward needs a new request_id",
+            field="request_id",
         )
     return first
 

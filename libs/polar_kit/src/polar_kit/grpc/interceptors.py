@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from polar_kit.errors import DomainError, is_transient
 from polar_kit.grpc.context import request_id_var, session_var
+from polar_kit.grpc.status import domain_of, rich_status
 from polar_kit.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS
 
 log = structlog.get_logger(__name__)
@@ -154,32 +155,40 @@ class MetricsInterceptor(ScopeInterceptor):
 
 
 class ErrorInterceptor(ScopeInterceptor):
-    """DomainError -> its status code; anything unexpected -> INTERNAL without leaking details."""
+    """DomainError -> its status code; anything unexpected -> INTERNAL without leaking details.
+
+    Every status carries google.rpc details (polar_kit.grpc.status): the one place they are
+    attached, so every service's errors have the same shape."""
 
     @asynccontextmanager
     async def scope(self, method: str, context: Context) -> AsyncIterator[None]:
+        domain = domain_of(method)
         try:
             yield
         except grpc.aio.AbortError:
             raise  # the handler already chose a status
         except DomainError as exc:
             log.info("rpc failed", code=exc.code.name, error=exc.message)
-            await context.abort(exc.code, exc.message, _trailers(context))
+            await _abort(context, exc.code, exc.message, domain, exc)
         except Exception as exc:
             if is_transient(exc):
                 log.warning("rpc failed, dependency unavailable", error=repr(exc))
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "temporarily unavailable; retry",
-                    _trailers(context),
-                )
+                unavailable = grpc.StatusCode.UNAVAILABLE
+                await _abort(context, unavailable, "temporarily unavailable; retry", domain)
             log.exception("unhandled error in rpc")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error", _trailers(context))
+            await _abort(context, grpc.StatusCode.INTERNAL, "internal error", domain)
 
 
-def _trailers(context: Context) -> Any:
-    # abort() replaces trailing metadata; keep what was set (the request id).
-    return tuple(context.trailing_metadata() or ())
+async def _abort(
+    context: Context,
+    code: grpc.StatusCode,
+    message: str,
+    domain: str,
+    error: DomainError | None = None,
+) -> None:
+    # abort() replaces trailing metadata: keep what was set (the request id), add the details.
+    details = rich_status(code, message, domain=domain, error=error)
+    await context.abort(code, message, (*(context.trailing_metadata() or ()), details))
 
 
 class UnitOfWorkInterceptor(ScopeInterceptor):
