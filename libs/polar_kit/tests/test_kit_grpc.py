@@ -42,8 +42,8 @@ from polar_kit.grpc.auth import (
 )
 from polar_kit.grpc.status import details_of
 from polar_kit.secrets import InsecureSecretError
-from polar_kit.validation import parse_uuid
 from polar_kit.settings import ServiceSettings
+from polar_kit.validation import parse_uuid
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from sqlalchemy import select, text
@@ -226,7 +226,7 @@ async def test_unavailable_says_when_to_retry(channel: grpc.aio.Channel) -> None
 async def test_internal_details_say_nothing_more(channel: grpc.aio.Channel) -> None:
     details = details_of(await failure(channel, "Boom"))
     assert details.reason == "INTERNAL"
-    assert not (details.field_violations or details.resource_name or details.metadata)
+    assert (details.field_violations, details.resource_name, details.metadata) == ([], "", {})
 
 
 async def test_read_only_methods_come_from_the_contract() -> None:

@@ -6,8 +6,8 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
-from unittest import mock
 from typing import Any
+from unittest import mock
 
 import grpc
 import grpc.aio
@@ -22,9 +22,9 @@ from polar.repository.v1 import repository_service_pb2 as repo_pb
 from polar.repository.v1 import repository_service_pb2_grpc as repo_grpc
 from polar_dev.infra import free_port
 from polar_gateway.clients import REPOSITORY_SERVICE, open_channel
-from polar_kit.grpc.status import rich_status
 from polar_gateway.sessions import TokenSigner
 from polar_gateway.settings import GatewaySettings
+from polar_kit.grpc.status import rich_status
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
