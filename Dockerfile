@@ -48,6 +48,7 @@ WORKDIR /src
 COPY pyproject.toml uv.lock ./
 COPY libs/polar_db/pyproject.toml libs/polar_db/
 COPY libs/polar_dev/pyproject.toml libs/polar_dev/
+COPY libs/polar_events/pyproject.toml libs/polar_events/
 COPY libs/polar_kit/pyproject.toml libs/polar_kit/
 COPY libs/polar_proto/pyproject.toml libs/polar_proto/
 COPY services/gateway/pyproject.toml services/gateway/

@@ -17,7 +17,7 @@ BUF := $(TOOLS)/node_modules/.bin/buf
 
 # mypy: every package's src/ and tests/; generated protobuf code is excluded in pyproject.toml.
 SRC_DIRS = $(filter-out libs/polar_proto/src,$(wildcard libs/*/src services/*/src))
-TEST_DIRS = $(wildcard libs/*/tests services/*/tests tests bench)
+TEST_DIRS = $(wildcard libs/*/tests services/*/tests tests bench examples)
 has_py = $(foreach d,$(1),$(if $(shell find $(d) -name '*.py' -print -quit),$(d)))
 empty :=
 space := $(empty) $(empty)
