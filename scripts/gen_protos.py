@@ -34,7 +34,12 @@ CATALOG_END = "<!-- events:end -->"
 
 
 def generate(out: Path) -> None:
-    files = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    # protos/google/ is vendored for imports only: googleapis-common-protos provides its code.
+    files = sorted(
+        str(p.relative_to(PROTOS))
+        for p in PROTOS.rglob("*.proto")
+        if p.relative_to(PROTOS).parts[0] != "google"
+    )
     include = Path(protoc.__file__).parent / "_proto"  # google/protobuf/*.proto
     args = [
         "protoc",

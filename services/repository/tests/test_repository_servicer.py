@@ -22,6 +22,7 @@ from polar.repository.v1.repository_pb2 import (
     ISSUE_STATE_UNSPECIFIED,
 )
 from polar_db.models import Issue, IssueState, Organization, OutboxEvent, Repository, Reward
+from polar_kit.grpc.status import details_of
 from polar_kit.paging import encode_token
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -710,6 +711,24 @@ async def test_create_reward(
         )
     )
     assert (by_email.reward.email, by_email.reward.backer_user_id) == ("backer@example.com", "")
+
+
+async def test_required_fields_are_the_contracts(stub: Stub) -> None:
+    """REQUIRED (google.api.field_behavior in repository_service.proto) is enforced by the
+    server for every method, each missing field named in a BadRequest violation."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CreateReward(pb.CreateRewardRequest(email="x@example.com"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(caught.value).field_violations == [
+        ("issue_id", "issue_id is required"),
+        ("amount", "amount is required"),
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.LookupRepository(pb.LookupRepositoryRequest(organization_name="o"))
+    assert [f for f, _ in details_of(caught.value).field_violations] == [
+        "platform",
+        "repository_name",
+    ]
 
 
 async def test_create_reward_retried_with_its_request_id_creates_one_reward(

@@ -3,7 +3,12 @@ with a BadRequest field violation naming the field (polar_kit.grpc.status)."""
 
 from __future__ import annotations
 
+import functools
 import uuid
+
+from google.api import field_behavior_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 
 from .errors import InvalidArgument
 
@@ -44,3 +49,52 @@ def page_size(value: int, *, default: int = DEFAULT_PAGE_SIZE, maximum: int = MA
     if value < 0:
         raise InvalidArgument(f"page_size must not be negative, got {value}", field="page_size")
     return min(value or default, maximum)
+
+
+# --- field behaviour (google.api.field_behavior), checked for every request -----------------
+
+
+def check_required(request: Message) -> None:
+    """INVALID_ARGUMENT naming every field the contract marks `REQUIRED` that is unset (empty
+    string, 0, UNSPECIFIED enum, empty list, absent message), in the request and in the
+    messages it contains. Called for every request by the server (FieldBehaviorInterceptor),
+    so servicers never check presence themselves."""
+    violations = _missing(request, "")
+    if violations:
+        raise InvalidArgument("; ".join(d for _, d in violations), violations=violations)
+
+
+def _missing(message: Message, path: str) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for field, required in _fields(message.DESCRIPTOR):
+        name = path + field.name
+        value = getattr(message, field.name)
+        if required and not _is_set(message, field, value):
+            need = "must list at least one" if field.is_repeated else "is required"
+            found.append((name, f"{name} {need}"))
+        if field.message_type is None or field.message_type.GetOptions().map_entry:
+            continue
+        if field.is_repeated:
+            for i, item in enumerate(value):
+                found += _missing(item, f"{name}[{i}].")
+        elif message.HasField(field.name):
+            found += _missing(value, f"{name}.")
+    return found
+
+
+def _is_set(message: Message, field: FieldDescriptor, value: object) -> bool:
+    if field.is_repeated:
+        return len(value) > 0  # type: ignore[arg-type]
+    if field.message_type is not None:
+        return message.HasField(field.name)
+    return bool(value)
+
+
+@functools.cache
+def _fields(descriptor: Descriptor) -> tuple[tuple[FieldDescriptor, bool], ...]:
+    """(field, REQUIRED?) of the message's fields, read once per message type."""
+    behavior = field_behavior_pb2.field_behavior
+    return tuple(
+        (f, field_behavior_pb2.REQUIRED in f.GetOptions().Extensions[behavior])
+        for f in descriptor.fields
+    )
