@@ -48,10 +48,7 @@ class RepositoryServicer(pb_grpc.RepositoryServiceServicer):
     async def ListRepositories(
         self, request: pb.ListRepositoriesRequest, context: Context
     ) -> pb.ListRepositoriesResponse:
-        if not request.organization_ids:
-            raise InvalidArgument(
-                "organization_ids must list at least one organization id", field="organization_ids"
-            )
+        # Presence (REQUIRED in the contract) is checked by the server for every request.
         if len(request.organization_ids) > MAX_ORGANIZATION_IDS:
             raise InvalidArgument(
                 f"organization_ids lists {len(request.organization_ids)} ids; "
@@ -76,10 +73,6 @@ class RepositoryServicer(pb_grpc.RepositoryServiceServicer):
         self, request: pb.BatchUpsertRepositoriesRequest, context: Context
     ) -> pb.BatchUpsertRepositoriesResponse:
         count = len(request.repositories)
-        if count == 0:
-            raise InvalidArgument(
-                "repositories must list at least one repository", field="repositories"
-            )
         if count > MAX_BATCH:
             raise InvalidArgument(
                 f"repositories lists {count}; at most {MAX_BATCH} per request", field="repositories"
@@ -168,10 +161,6 @@ class RepositoryServicer(pb_grpc.RepositoryServiceServicer):
         self, request: pb.CreateRewardRequest, context: Context
     ) -> pb.CreateRewardResponse:
         issue_id = parse_uuid("issue_id", request.issue_id)
-        if not request.HasField("amount"):
-            raise InvalidArgument(
-                "amount is required: {currency: 'USD', minor_units: 1000}", field="amount"
-            )
         email = request.email.strip() or None
         if email is not None and (len(email) > 320 or not _EMAIL.fullmatch(email)):
             raise InvalidArgument(
