@@ -16,7 +16,7 @@ BUF_VERSION := 1.75.0
 BUF := $(TOOLS)/node_modules/.bin/buf
 
 # mypy: every package's src/ and tests/; generated protobuf code is excluded in pyproject.toml.
-SRC_DIRS = $(filter-out libs/polar_proto/src,$(wildcard libs/*/src services/*/src))
+SRC_DIRS = $(filter-out libs/polar_proto/src libs/polar_client/src,$(wildcard libs/*/src services/*/src))
 TEST_DIRS = $(wildcard libs/*/tests services/*/tests tests bench examples)
 has_py = $(foreach d,$(1),$(if $(shell find $(d) -name '*.py' -print -quit),$(d)))
 empty :=
@@ -63,11 +63,13 @@ chaos: sync ## the chaos test alone (CHAOS_ORGS=20 CHAOS_SECONDS=300 bigger, CHA
 	POLAR_CHAOS_ORGS=$(CHAOS_ORGS) POLAR_CHAOS_SECONDS=$(CHAOS_SECONDS) POLAR_CHAOS_SEED=$(CHAOS_SEED) \
 		$(RUN) python -m polar_dev.test tests/test_chaos.py -q -s -p no:logging
 
-gen: sync ## regenerate libs/polar_proto from protos/
+gen: sync ## regenerate libs/polar_proto from protos/, and the HTTP client from the gateway
 	$(RUN) python scripts/gen_protos.py
+	$(RUN) python scripts/gen_client.py
 
-gen-check: sync ## fail when libs/polar_proto is stale
+gen-check: sync ## fail when generated code (protos, HTTP client) is stale
 	$(RUN) python scripts/gen_protos.py --check
+	$(RUN) python scripts/gen_client.py --check
 
 lint: sync ## ruff check and ruff format --check
 	$(RUN) ruff check .

@@ -7,6 +7,12 @@ import uuid
 import httpx
 import sqlalchemy as sa
 from gateway_support import GitHubWorld, Install, MakeRepos, Seed, SignIn, conforms, metrics_text
+from polar_client import AuthenticatedClient
+from polar_client.api.repositories import create_reward_api_v2_rewards_post as create_reward
+from polar_client.api.repositories import (
+    list_rewards_api_v2_rewards_platform_org_repo_get as list_rewards,
+)
+from polar_client.models import ErrorResponse, MoneyInput, PageRewardRead, RewardCreate, RewardRead
 from polar_db.models import SyncJob, SyncStatus
 from polar_dev.fake_github import FakeGitHub
 from polar_gateway import schemas
@@ -259,6 +265,38 @@ async def test_a_reward_retried_with_its_idempotency_key_is_created_once(
         f"/api/v2/rewards/github/{org.name}/{repo.name}", headers=member.headers
     )
     assert len(listed.json()["items"]) == 4
+
+
+async def test_the_generated_client_creates_lists_and_reads_errors(
+    client: httpx.AsyncClient,
+    sign_in: SignIn,
+    install: Install,
+    make_repos: MakeRepos,
+    seed: Seed,
+) -> None:
+    """libs/polar_client (generated from the v2 OpenAPI document) against the running API."""
+    member = await sign_in()
+    org = await install(member)
+    [repo] = await make_repos(org)
+    [issue_id] = await seed.issues(repo, 1)
+    api = AuthenticatedClient(base_url=str(client.base_url), token=member.token)
+    body = RewardCreate(issue_id=uuid.UUID(issue_id), amount=MoneyInput(currency="USD", amount=300))
+    async with api:
+        created = await create_reward.asyncio(client=api, body=body, idempotency_key="k-1")
+        again = await create_reward.asyncio(client=api, body=body, idempotency_key="k-1")
+        page = await list_rewards.asyncio("github", org.name, repo.name, client=api)
+        body.amount.currency = "XYZ"
+        refused = await create_reward.asyncio_detailed(client=api, body=body)
+    assert isinstance(created, RewardRead)
+    assert isinstance(again, RewardRead)
+    assert again.id == created.id
+    assert isinstance(page, PageRewardRead)
+    assert [r.id for r in page.items] == [created.id]
+    assert refused.status_code == 422
+    assert isinstance(refused.parsed, ErrorResponse)
+    details = refused.parsed.error.details
+    assert isinstance(details, list)
+    assert [d.field for d in details] == ["amount.currency"]
 
 
 async def test_a_service_error_names_the_fields_and_the_reason(
