@@ -33,7 +33,8 @@ def document() -> str:
     from polar_gateway.routes._common import V2
     from polar_gateway.settings import GatewaySettings
 
-    settings = GatewaySettings(dev_mode=True)  # no deployment secrets needed to list routes
+    # The defaults, not this machine's POLAR_* environment: the same document everywhere.
+    settings = GatewaySettings.model_construct(dev_mode=True)
     doc = openapi_document(create_app(settings), V2, settings)
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
