@@ -72,7 +72,7 @@ def _missing(message: Message, path: str) -> list[tuple[str, str]]:
         if required and not _is_set(message, field, value):
             need = "must list at least one" if field.is_repeated else "is required"
             found.append((name, f"{name} {need}"))
-        if field.message_type is None or field.message_type.GetOptions().map_entry:
+        if field.message_type is None or not _has_required(field.message_type):
             continue
         if field.is_repeated:
             for i, item in enumerate(value):
@@ -88,6 +88,19 @@ def _is_set(message: Message, field: FieldDescriptor, value: object) -> bool:
     if field.message_type is not None:
         return message.HasField(field.name)
     return bool(value)
+
+
+@functools.cache
+def _has_required(descriptor: Descriptor, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether any field below `descriptor` is REQUIRED: most messages are skipped whole (a
+    batch of 500 RepositoryInput is not walked field by field)."""
+    if descriptor.GetOptions().map_entry or descriptor.full_name in seen:
+        return False
+    below = seen | {descriptor.full_name}
+    return any(
+        required or (f.message_type is not None and _has_required(f.message_type, below))
+        for f, required in _fields(descriptor)
+    )
 
 
 @functools.cache
