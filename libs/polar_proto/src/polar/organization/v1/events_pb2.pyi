@@ -104,7 +104,7 @@ Global___OrganizationUnsuspended: _TypeAlias = OrganizationUnsuspended  # noqa: 
 
 @_typing.final
 class OrganizationDeleted(_message.Message):
-    """the organization is gone; other services remove what
+    """The organization is gone; other services remove what
     they hold of it.
     """
 
