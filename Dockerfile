@@ -49,8 +49,10 @@ WORKDIR /src
 #    member's pyproject.toml does. uv needs every workspace member's pyproject.toml to read
 #    the workspace (scripts/validate_deploy.py checks this list is complete).
 COPY pyproject.toml uv.lock ./
+COPY libs/polar_client/pyproject.toml libs/polar_client/
 COPY libs/polar_db/pyproject.toml libs/polar_db/
 COPY libs/polar_dev/pyproject.toml libs/polar_dev/
+COPY libs/polar_events/pyproject.toml libs/polar_events/
 COPY libs/polar_kit/pyproject.toml libs/polar_kit/
 COPY libs/polar_proto/pyproject.toml libs/polar_proto/
 COPY services/gateway/pyproject.toml services/gateway/

@@ -16,14 +16,14 @@ BUF_VERSION := 1.75.0
 BUF := $(TOOLS)/node_modules/.bin/buf
 
 # mypy: every package's src/ and tests/; generated protobuf code is excluded in pyproject.toml.
-SRC_DIRS = $(filter-out libs/polar_proto/src,$(wildcard libs/*/src services/*/src))
-TEST_DIRS = $(wildcard libs/*/tests services/*/tests tests bench)
+SRC_DIRS = $(filter-out libs/polar_proto/src libs/polar_client/src,$(wildcard libs/*/src services/*/src))
+TEST_DIRS = $(wildcard libs/*/tests services/*/tests tests bench examples)
 has_py = $(foreach d,$(1),$(if $(shell find $(d) -name '*.py' -print -quit),$(d)))
 empty :=
 space := $(empty) $(empty)
 MYPYPATH = $(subst $(space),:,$(wildcard libs/*/src services/*/src))
 
-.PHONY: help dev demo clean test sync gen gen-check lint format typecheck buf-lint pytest chaos
+.PHONY: help dev demo clean test sync gen gen-check lint format typecheck buf-lint buf-breaking proto-baseline pytest chaos
 
 help: ## this list
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) \
@@ -50,7 +50,7 @@ clean: ## delete caches and .dev/ (the local cluster's data); keeps .venv and .t
 	rm -rf .dev .mypy_cache .ruff_cache .pytest_cache
 	find . -name __pycache__ -not -path './.venv/*' -not -path './.tools/*' -prune -exec rm -rf {} +
 
-test: sync gen-check lint typecheck buf-lint pytest deploy-check ## everything CI checks: generated code, lint, types, buf lint, tests, deploy files
+test: sync gen-check lint typecheck buf-lint buf-breaking pytest deploy-check ## everything CI checks: generated code, lint, types, buf lint and breaking, tests, deploy files
 
 pytest: sync ## only the tests (PYTEST_ARGS='-k name' to select)
 	$(RUN) python -m polar_dev.test $(PYTEST_ARGS)
@@ -63,11 +63,13 @@ chaos: sync ## the chaos test alone (CHAOS_ORGS=20 CHAOS_SECONDS=300 bigger, CHA
 	POLAR_CHAOS_ORGS=$(CHAOS_ORGS) POLAR_CHAOS_SECONDS=$(CHAOS_SECONDS) POLAR_CHAOS_SEED=$(CHAOS_SEED) \
 		$(RUN) python -m polar_dev.test tests/test_chaos.py -q -s -p no:logging
 
-gen: sync ## regenerate libs/polar_proto from protos/
+gen: sync ## regenerate libs/polar_proto from protos/, and the HTTP client from the gateway
 	$(RUN) python scripts/gen_protos.py
+	$(RUN) python scripts/gen_client.py
 
-gen-check: sync ## fail when libs/polar_proto is stale
+gen-check: sync ## fail when generated code (protos, HTTP client) is stale
 	$(RUN) python scripts/gen_protos.py --check
+	$(RUN) python scripts/gen_client.py --check
 
 lint: sync ## ruff check and ruff format --check
 	$(RUN) ruff check .
@@ -96,6 +98,23 @@ buf-lint: ## buf lint protos/ (needs npm)
 	else \
 		echo "buf-lint: SKIPPED, npm not found (install Node.js to lint protos/ with buf $(BUF_VERSION))"; \
 	fi
+
+# The published contracts may only grow: protos/ is compared with protos/baseline.binpb (a buf
+# image of the last released protos) by buf.yaml's FILE rules. An intentional break is a new
+# major version package (polar.<service>.v2) beside v1, or, when v1 itself must change and every
+# caller agrees, `make proto-baseline` committed with a decision record (docs/decisions/0017).
+buf-breaking: ## buf breaking: protos/ against the recorded baseline (needs npm)
+	@if command -v npm >/dev/null; then \
+		$(MAKE) --no-print-directory $(TOOLS)/.buf-$(BUF_VERSION) \
+		&& echo "buf breaking protos --against protos/baseline.binpb" \
+		&& cd protos && ../$(BUF) breaking --against baseline.binpb; \
+	else \
+		echo "buf-breaking: SKIPPED, npm not found (install Node.js to check protos/ with buf $(BUF_VERSION))"; \
+	fi
+
+proto-baseline: ## record protos/ as the contract buf-breaking compares with (an intentional break)
+	$(MAKE) --no-print-directory $(TOOLS)/.buf-$(BUF_VERSION)
+	cd protos && ../$(BUF) build --exclude-source-info -o baseline.binpb
 
 # Benchmarks (bench/README.md), one suite after the other (~12 minutes on 2 idle cores);
 # BENCH=gateway BENCH_ARGS='--only ingress' runs one suite with its own arguments.

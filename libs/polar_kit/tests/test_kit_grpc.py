@@ -40,8 +40,10 @@ from polar_kit.grpc.auth import (
 from polar_kit.grpc.auth import (
     channel as auth_channel,
 )
+from polar_kit.grpc.status import details_of
 from polar_kit.secrets import InsecureSecretError
 from polar_kit.settings import ServiceSettings
+from polar_kit.validation import parse_uuid
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from sqlalchemy import select, text
@@ -73,6 +75,20 @@ class EchoServicer:
     async def Outage(self, request: StringValue, context: Any) -> StringValue:
         raise ConnectionRefusedError("database is restarting")
 
+    async def Invalid(self, request: StringValue, context: Any) -> StringValue:
+        parse_uuid("thing_id", request.value)
+        return request
+
+    async def Missing(self, request: StringValue, context: Any) -> StringValue:
+        raise ThingNotFound(request.value)
+
+
+class ThingNotFound(NotFound):
+    RESOURCE_TYPE = "polar.test.v1.Thing"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"thing {key} not found", resource_name=key)
+
 
 def add_to_server(servicer: EchoServicer, server: grpc.aio.Server) -> None:
     handlers = {
@@ -81,7 +97,7 @@ def add_to_server(servicer: EchoServicer, server: grpc.aio.Server) -> None:
             request_deserializer=StringValue.FromString,
             response_serializer=StringValue.SerializeToString,
         )
-        for name in ("Echo", "Write", "Boom", "Outage")
+        for name in ("Echo", "Write", "Boom", "Outage", "Invalid", "Missing")
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
@@ -177,6 +193,40 @@ async def test_an_outage_is_unavailable_so_callers_retry(channel: grpc.aio.Chann
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call(channel, "Outage")(StringValue())
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def failure(channel: grpc.aio.Channel, method: str, value: str = "") -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(channel, method)(StringValue(value=value))
+    return caught.value
+
+
+async def test_invalid_argument_names_the_field(channel: grpc.aio.Channel) -> None:
+    error = await failure(channel, "Invalid", "x")
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = details_of(error)
+    assert details.field_violations == [("thing_id", "thing_id must be a UUID, got 'x'")]
+    assert (details.reason, details.domain) == ("INVALID_ARGUMENT", "polar.test.v1")
+    assert trailing_request_id(error.trailing_metadata())  # still there beside the details
+
+
+async def test_not_found_names_the_resource_and_a_stable_reason(channel: grpc.aio.Channel) -> None:
+    error = await failure(channel, "Missing", "t-1")
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    details = details_of(error)
+    assert (details.resource_type, details.resource_name) == ("polar.test.v1.Thing", "t-1")
+    assert details.reason == "THING_NOT_FOUND"
+
+
+async def test_unavailable_says_when_to_retry(channel: grpc.aio.Channel) -> None:
+    details = details_of(await failure(channel, "Outage"))
+    assert (details.reason, details.retry_delay_seconds) == ("UNAVAILABLE", 1.0)
+
+
+async def test_internal_details_say_nothing_more(channel: grpc.aio.Channel) -> None:
+    details = details_of(await failure(channel, "Boom"))
+    assert details.reason == "INTERNAL"
+    assert (details.field_violations, details.resource_name, details.metadata) == ([], "", {})
 
 
 async def test_read_only_methods_come_from_the_contract() -> None:

@@ -7,6 +7,12 @@ import uuid
 import httpx
 import sqlalchemy as sa
 from gateway_support import GitHubWorld, Install, MakeRepos, Seed, SignIn, conforms, metrics_text
+from polar_client import AuthenticatedClient
+from polar_client.api.repositories import create_reward_api_v2_rewards_post as create_reward
+from polar_client.api.repositories import (
+    list_rewards_api_v2_rewards_platform_org_repo_get as list_rewards,
+)
+from polar_client.models import ErrorResponse, MoneyInput, PageRewardRead, RewardCreate, RewardRead
 from polar_db.models import SyncJob, SyncStatus
 from polar_dev.fake_github import FakeGitHub
 from polar_gateway import schemas
@@ -228,6 +234,110 @@ async def test_rewards(
     assert listed.status_code == 200
     assert [r["id"] for r in listed.json()["items"]] == [reward["id"]]
     conforms(schemas.Page[schemas.RewardRead], listed.json())
+
+
+async def test_a_reward_retried_with_its_idempotency_key_is_created_once(
+    client: httpx.AsyncClient,
+    sign_in: SignIn,
+    install: Install,
+    make_repos: MakeRepos,
+    seed: Seed,
+) -> None:
+    member = await sign_in()
+    org = await install(member)
+    [repo] = await make_repos(org)
+    [issue_id] = await seed.issues(repo, 1)
+    body = {"issue_id": issue_id, "amount": {"currency": "USD", "amount": 900}}
+
+    async def post(key: str | None) -> str:
+        headers = member.headers | ({"Idempotency-Key": key} if key else {})
+        response = await client.post("/api/v2/rewards", json=body, headers=headers)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    key = str(uuid.uuid4())
+    first = await post(key)
+    assert await post(key) == first
+    others = {await post(None), await post(None), await post("another key")}
+    assert len(others) == 3
+    assert first not in others
+    listed = await client.get(
+        f"/api/v2/rewards/github/{org.name}/{repo.name}", headers=member.headers
+    )
+    assert len(listed.json()["items"]) == 4
+
+
+async def test_the_generated_client_creates_lists_and_reads_errors(
+    client: httpx.AsyncClient,
+    sign_in: SignIn,
+    install: Install,
+    make_repos: MakeRepos,
+    seed: Seed,
+) -> None:
+    """libs/polar_client (generated from the v2 OpenAPI document) against the running API."""
+    member = await sign_in()
+    org = await install(member)
+    [repo] = await make_repos(org)
+    [issue_id] = await seed.issues(repo, 1)
+    api = AuthenticatedClient(base_url=str(client.base_url), token=member.token)
+    body = RewardCreate(issue_id=uuid.UUID(issue_id), amount=MoneyInput(currency="USD", amount=300))
+    async with api:
+        created = await create_reward.asyncio(client=api, body=body, idempotency_key="k-1")
+        again = await create_reward.asyncio(client=api, body=body, idempotency_key="k-1")
+        page = await list_rewards.asyncio("github", org.name, repo.name, client=api)
+        body.amount.currency = "XYZ"
+        refused = await create_reward.asyncio_detailed(client=api, body=body)
+    assert isinstance(created, RewardRead)
+    assert isinstance(again, RewardRead)
+    assert again.id == created.id
+    assert isinstance(page, PageRewardRead)
+    assert [r.id for r in page.items] == [created.id]
+    assert refused.status_code == 422
+    assert isinstance(refused.parsed, ErrorResponse)
+    details = refused.parsed.error.details
+    assert isinstance(details, list)
+    assert [d.field for d in details] == ["amount.currency"]
+
+
+async def test_a_service_error_names_the_fields_and_the_reason(
+    client: httpx.AsyncClient,
+    sign_in: SignIn,
+    install: Install,
+    make_repos: MakeRepos,
+    seed: Seed,
+) -> None:
+    """The service's google.rpc details reach the caller in v2's error object."""
+    member = await sign_in()
+    org = await install(member)
+    [repo] = await make_repos(org)
+    [issue_id] = await seed.issues(repo, 1)
+    invalid = await client.post(
+        "/api/v2/rewards",
+        json={"issue_id": issue_id, "amount": {"currency": "XYZ", "amount": 100}},
+        headers=member.headers,
+    )
+    assert invalid.status_code == 422, invalid.text
+    error = invalid.json()["error"]
+    conforms(schemas.ErrorResponse, invalid.json())
+    assert (error["reason"], error["domain"]) == ("INVALID_ARGUMENT", "polar.repository.v1")
+    [detail] = error["details"]
+    assert detail["field"] == "amount.currency"
+    assert detail["location"] == ["amount", "currency"]
+    assert detail["type"] == "field_violation"
+    assert "must be one of" in detail["message"]
+
+    missing_issue = str(uuid.uuid4())
+    unknown = await client.post(
+        "/api/v2/rewards",
+        json={"issue_id": missing_issue, "amount": {"currency": "USD", "amount": 100}},
+        headers=member.headers,
+    )
+    assert unknown.status_code == 404, unknown.text
+    error = unknown.json()["error"]
+    conforms(schemas.ErrorResponse, unknown.json())
+    assert error["reason"] == "ISSUE_NOT_FOUND"
+    assert error["resource"] == {"type": "polar.repository.v1.Issue", "name": missing_issue}
+    assert "details" not in error
 
 
 async def test_unknown_repository_names_are_404(

@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from unittest import mock
 
 import grpc
 import grpc.aio
@@ -16,9 +17,14 @@ from gateway_support import SignIn, StartGateway, metrics_text
 from polar.organization.v1 import organization_pb2
 from polar.organization.v1 import organization_service_pb2 as pb
 from polar.organization.v1 import organization_service_pb2_grpc as pb_grpc
+from polar.repository.v1 import repository_pb2
+from polar.repository.v1 import repository_service_pb2 as repo_pb
+from polar.repository.v1 import repository_service_pb2_grpc as repo_grpc
 from polar_dev.infra import free_port
+from polar_gateway.clients import REPOSITORY_SERVICE, open_channel
 from polar_gateway.sessions import TokenSigner
 from polar_gateway.settings import GatewaySettings
+from polar_kit.grpc.status import rich_status
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
@@ -135,6 +141,7 @@ class Scripted(pb_grpc.OrganizationServiceServicer):
         self.failures = 0  # the next calls that answer UNAVAILABLE
         self.delay = 0.0
         self.calls: list[dict[str, Any]] = []
+        self.trailers: tuple[tuple[str, str | bytes], ...] = ()
 
     async def GetUser(
         self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -143,7 +150,7 @@ class Scripted(pb_grpc.OrganizationServiceServicer):
         self.calls.append({"metadata": metadata, "deadline": context.time_remaining()})
         if self.failures:
             self.failures -= 1
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up", self.trailers)
         await asyncio.sleep(self.delay)
         return pb.GetUserResponse(user=organization_pb2.User(id=request.id, username="scripted"))
 
@@ -181,6 +188,31 @@ async def test_unavailable_is_retried_and_every_call_has_a_deadline_and_the_requ
     for call in servicer.calls:
         assert call["metadata"]["x-request-id"] == "req-42"
         assert 0 < call["deadline"] <= 3.1  # (grpc rounds the remaining time up a little)
+
+
+async def test_unavailable_says_when_to_retry_as_the_service_asks(
+    start_gateway: StartGateway,
+    gateway_settings: GatewaySettings,
+    scripted: tuple[Scripted, str],
+) -> None:
+    """A service's RetryInfo (polar_kit.grpc.status) becomes Retry-After and
+    retry_after_seconds, once the gateway's own retries are spent."""
+    servicer, target = scripted
+    servicer.failures = 10
+    with mock.patch("polar_kit.grpc.status.RETRY_DELAY_SECONDS", 7):
+        servicer.trailers = (
+            rich_status(grpc.StatusCode.UNAVAILABLE, "warming up", domain="polar.test.v1"),
+        )
+    token, _ = TokenSigner(gateway_settings).issue_session("00000000-0000-4000-8000-000000000003")
+    async with (
+        start_gateway(organization_grpc_target=target, grpc_deadline_seconds=3) as gateway,
+        httpx.AsyncClient(base_url=gateway.url) as http,
+    ):
+        response = await http.get("/api/v2/users/me", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "7"
+    assert response.json()["error"]["retry_after_seconds"] == 7
+    assert "reason" not in response.json()["error"]  # a failing service's details stay inside
 
 
 async def test_a_slow_service_is_503_at_the_deadline(
@@ -236,3 +268,41 @@ async def test_docs_work_offline_and_offer_authorize(client: httpx.AsyncClient) 
         "$ref": "#/components/schemas/ErrorResponse"
     }
     assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+class FlakyRewards(repo_grpc.RepositoryServiceServicer):
+    """CreateReward answers UNAVAILABLE the first time (as a service restarting would)."""
+
+    def __init__(self) -> None:
+        self.request_ids: list[str] = []
+
+    async def CreateReward(
+        self, request: repo_pb.CreateRewardRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> repo_pb.CreateRewardResponse:
+        self.request_ids.append(request.request_id)
+        if len(self.request_ids) == 1:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+        return repo_pb.CreateRewardResponse(reward=repository_pb2.Reward(id="r1"))
+
+
+async def test_create_reward_is_retried_with_the_same_request_id() -> None:
+    """The channel retries CreateReward like any call: the request id it carries (AIP-155)
+    makes the repository service return the first reward rather than create a second
+    (services/repository tests: test_create_reward_retried_with_its_request_id...)."""
+    server = grpc.aio.server()
+    servicer = FlakyRewards()  # type: ignore[abstract]  # only CreateReward is scripted
+    repo_grpc.add_RepositoryServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = open_channel(f"127.0.0.1:{port}", REPOSITORY_SERVICE, max_attempts=3)
+    try:
+        stub = repo_grpc.RepositoryServiceStub(channel)
+        request_id = "6b0e0a4e-5b8e-4a57-8f0e-0f4f6b4a1c11"
+        response = await stub.CreateReward(
+            repo_pb.CreateRewardRequest(issue_id="i", request_id=request_id), timeout=5
+        )
+    finally:
+        await channel.close()
+        await server.stop(None)
+    assert response.reward.id == "r1"
+    assert servicer.request_ids == [request_id, request_id]

@@ -215,6 +215,17 @@ async def test_errors_are_detail(
         assert invalid.status_code == 422, amount
         v1_contract.validate(DOC, "HTTPValidationError", invalid.json())
         assert invalid.json()["detail"][0]["loc"] == ["body", "amount"]
+    # Beyond what the service accepts: its field violation, at v1's body field.
+    too_much = await client.post(
+        f"{V1}/rewards",
+        json={"issue_id": issue_id, "amount": 100_000_001},
+        headers=member.headers,
+    )
+    assert too_much.status_code == 422, too_much.text
+    v1_contract.validate(DOC, "HTTPValidationError", too_much.json())
+    [violation] = too_much.json()["detail"]
+    assert violation["loc"] == ["body", "amount"]
+    assert "minor_units must be between 1 and" in violation["msg"]
     missing = await client.post(f"{V1}/rewards", json={}, headers=member.headers)
     assert {tuple(d["loc"]) for d in missing.json()["detail"]} == {
         ("body", "issue_id"),

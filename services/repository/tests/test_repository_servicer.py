@@ -21,7 +21,8 @@ from polar.repository.v1.repository_pb2 import (
     ISSUE_STATE_OPEN,
     ISSUE_STATE_UNSPECIFIED,
 )
-from polar_db.models import Issue, IssueState, Organization, OutboxEvent, Repository
+from polar_db.models import Issue, IssueState, Organization, OutboxEvent, Repository, Reward
+from polar_kit.grpc.status import details_of
 from polar_kit.paging import encode_token
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -710,6 +711,83 @@ async def test_create_reward(
         )
     )
     assert (by_email.reward.email, by_email.reward.backer_user_id) == ("backer@example.com", "")
+
+
+async def test_required_fields_are_the_contracts(stub: Stub) -> None:
+    """REQUIRED (google.api.field_behavior in repository_service.proto) is enforced by the
+    server for every method, each missing field named in a BadRequest violation."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CreateReward(pb.CreateRewardRequest(email="x@example.com"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(caught.value).field_violations == [
+        ("issue_id", "issue_id is required"),
+        ("amount", "amount is required"),
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.LookupRepository(pb.LookupRepositoryRequest(organization_name="o"))
+    assert [f for f, _ in details_of(caught.value).field_violations] == [
+        "platform",
+        "repository_name",
+    ]
+
+
+async def test_create_reward_retried_with_its_request_id_creates_one_reward(
+    stub: Stub, make_repo: MakeRepo, make_issues: MakeIssues, sessionmaker: Sessionmaker
+) -> None:
+    """AIP-155: retries (one after the other, and concurrent ones) return the first reward."""
+    repo = await make_repo()
+    (issue,) = await make_issues(repo, 1)
+    request = pb.CreateRewardRequest(
+        issue_id=str(issue.id),
+        amount=Money(currency="USD", minor_units=700),
+        email="retry@example.com",
+        request_id=str(uuid.uuid4()),
+    )
+    first = (await stub.CreateReward(request)).reward
+    again = (await stub.CreateReward(request)).reward
+    racing = await asyncio.gather(*(stub.CreateReward(request) for _ in range(5)))
+    assert {again.id, *(r.reward.id for r in racing)} == {first.id}
+    assert again == first
+    async with sessionmaker() as session:
+        rewards = await session.scalar(
+            sa.select(sa.func.count()).select_from(Reward).where(Reward.issue_id == issue.id)
+        )
+    assert rewards == 1
+    assert await outbox_subjects(sessionmaker, first.id) == ["polar.repository.v1.reward_created"]
+
+    # Concurrent first calls: exactly one creates it, the others return it.
+    request.request_id = str(uuid.uuid4())
+    racing = await asyncio.gather(*(stub.CreateReward(request) for _ in range(5)))
+    assert len({r.reward.id for r in racing}) == 1
+    assert len(await outbox_subjects(sessionmaker, racing[0].reward.id)) == 1
+
+    # Without a request_id, each call is a new reward.
+    request.request_id = ""
+    two = [(await stub.CreateReward(request)).reward.id for _ in range(2)]
+    assert len(set(two)) == 2
+
+
+async def test_create_reward_request_id_reused_for_another_reward_is_invalid(
+    stub: Stub, make_repo: MakeRepo, make_issues: MakeIssues
+) -> None:
+    repo = await make_repo()
+    (issue,) = await make_issues(repo, 1)
+    request = pb.CreateRewardRequest(
+        issue_id=str(issue.id),
+        amount=Money(currency="USD", minor_units=700),
+        email="retry@example.com",
+        request_id=str(uuid.uuid4()),
+    )
+    await stub.CreateReward(request)
+    request.amount.minor_units = 800
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CreateReward(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "request_id" in (caught.value.details() or "")
+    request.request_id = "not-a-uuid"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CreateReward(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 @pytest.mark.parametrize(

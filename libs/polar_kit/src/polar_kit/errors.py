@@ -3,28 +3,58 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 import grpc
 
 
 class DomainError(Exception):
-    """A failure the caller can act on. The message is sent to the caller as status details."""
+    """A failure the caller can act on. The message is sent to the caller as status details,
+    with google.rpc details (polar_kit.grpc.status): an ErrorInfo whose reason is `reason`
+    (by default the class name in UPPER_SNAKE_CASE: IssueNotFound -> ISSUE_NOT_FOUND, a
+    stable identifier callers may branch on), and what the subclasses below add."""
 
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.FAILED_PRECONDITION
+    REASON: ClassVar[str | None] = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
+    @property
+    def reason(self) -> str:
+        return self.REASON or re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).upper()
+
 
 class InvalidArgument(DomainError):
+    """`field` (a request field's path, e.g. `amount.minor_units`) becomes a BadRequest
+    field violation; `violations` lists several (field, description) at once."""
+
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        violations: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.violations = [(field, message)] if field else list(violations)
 
 
 class NotFound(DomainError):
+    """Sent with a ResourceInfo: `RESOURCE_TYPE` (a message's full name, set by subclasses)
+    and the name or id that was not found."""
+
     code = grpc.StatusCode.NOT_FOUND
+    RESOURCE_TYPE: ClassVar[str] = ""
+
+    def __init__(self, message: str, *, resource_name: str = "") -> None:
+        super().__init__(message)
+        self.resource_name = resource_name
 
 
 class AlreadyExists(DomainError):

@@ -4,7 +4,7 @@ Every call goes through `Clients.call`, which adds the deadline, the request id
 (`x-request-id` metadata) and the gateway's signed credentials (polar_kit.grpc.auth), and
 records metrics. UNAVAILABLE is retried with exponential
 backoff by gRPC itself (retryPolicy in the channel's service config), within the deadline;
-CreateReward is left out of the policy because it is not idempotent.
+every method is safe to retry, CreateReward too: it carries a request id (AIP-155).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ ORGANIZATION_SERVICE = organization_service_pb2.DESCRIPTOR.services_by_name[
 REPOSITORY_SERVICE = repository_service_pb2.DESCRIPTOR.services_by_name[
     "RepositoryService"
 ].full_name
-NOT_RETRIED = {REPOSITORY_SERVICE: ("CreateReward",)}
 
 
 def service_config(service: str, max_attempts: int) -> str:
@@ -50,9 +49,7 @@ def service_config(service: str, max_attempts: int) -> str:
             "backoffMultiplier": 3,
             "retryableStatusCodes": ["UNAVAILABLE"],
         }
-    # A more specific name (service + method) wins over the service-wide entry.
-    once = [{"service": service, "method": m} for m in NOT_RETRIED.get(service, ())]
-    configs = [retried] + ([{"name": once}] if once else [])
+    configs = [retried]
     # round_robin: calls spread over every address the target resolves to (the replicas
     # behind a headless Service, or an `ipv4:a:1,b:2` list), not just the first one.
     return json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": configs})

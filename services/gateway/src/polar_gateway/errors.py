@@ -4,6 +4,9 @@
 
 `code` is a stable snake_case word (the gRPC status name for upstream errors), `message` is
 for people, `details` is present only for validation errors (one entry per bad field).
+A service's error also brings its google.rpc details (polar_kit.grpc.status): `reason` and
+`domain` (ErrorInfo), the BadRequest field violations as `details` (type field_violation,
+with the `field`), `resource` (ResourceInfo, on 404) and `retry_after_seconds` (RetryInfo).
 
 Mapping (google.rpc.Code's canonical HTTP mapping, see the table): FAILED_PRECONDITION is
 400, as Google maps it — the request cannot succeed in the current state and the caller must
@@ -18,6 +21,8 @@ for validation errors `{"detail": [{"loc", "msg", "type"}, ...]}` with 422.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +31,7 @@ import grpc.aio
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from polar_kit.grpc.status import ErrorDetails, details_of
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -95,11 +101,15 @@ class ApiError(Exception):
 
 
 def error_body(
-    code: str, message: str, details: Sequence[Mapping[str, Any]] | None = None
+    code: str,
+    message: str,
+    details: Sequence[Mapping[str, Any]] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message, "request_id": current_request_id()}
     if details is not None:
         error["details"] = list(details)
+    error.update(extra or {})
     return {"error": error}
 
 
@@ -110,8 +120,11 @@ def error_response(
     *,
     details: Sequence[Mapping[str, Any]] | None = None,
     headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Response:
-    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+    return JSONResponse(
+        error_body(code, message, details, extra), status_code=status, headers=headers
+    )
 
 
 V1_PREFIX = "/api/v1/"
@@ -133,14 +146,20 @@ def _answer(
     *,
     details: Sequence[Mapping[str, Any]] | None = None,
     headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Response:
     if is_v1(request.url.path):
-        # v1's 422 is always the validation list, whoever found the value invalid.
-        detail: str | list[dict[str, Any]] = (
-            [{"loc": [], "msg": message, "type": "value_error"}] if status == 422 else message
-        )
+        # v1's 422 is always the validation list, whoever found the value invalid: one entry
+        # per field the service named, at its top-level body field (v1's bodies are flatter
+        # than the services' requests: amount.minor_units is v1's `amount`).
+        detail: str | list[dict[str, Any]] = message
+        if status == 422:
+            detail = [
+                {"loc": ["body", *d["location"][:1]], "msg": d["message"], "type": "value_error"}
+                for d in details or ()
+            ] or [{"loc": [], "msg": message, "type": "value_error"}]
         return JSONResponse(v1_error_body(detail), status_code=status, headers=headers)
-    return error_response(status, code, message, details=details, headers=headers)
+    return error_response(status, code, message, details=details, headers=headers, extra=extra)
 
 
 def status_for(code: grpc.StatusCode) -> int:
@@ -156,12 +175,41 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, request: Request | None = None) ->
         message = "a service failed to handle the request"
     else:
         message = exc.details() or code.name.lower()
-    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
+    rich = details_of(exc)
+    details, extra = _rich_error(rich) if status < 500 else (None, {})
+    headers = None
+    if status == 503:
+        delay = rich.retry_delay_seconds
+        seconds = str(max(1, math.ceil(delay))) if delay is not None else RETRY_AFTER_SECONDS
+        headers = {"Retry-After": seconds}
+        extra = {"retry_after_seconds": float(seconds)}
     if status >= 500:
         log.warning("upstream call failed", code=code.name, details=exc.details())
+    kw: dict[str, Any] = {"details": details, "headers": headers, "extra": extra}
     if request is not None:
-        return _answer(request, status, code.name.lower(), message, headers=headers)
-    return error_response(status, code.name.lower(), message, headers=headers)
+        return _answer(request, status, code.name.lower(), message, **kw)
+    return error_response(status, code.name.lower(), message, **kw)
+
+
+def _rich_error(rich: ErrorDetails) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
+    """A service's google.rpc details as v2's `details` (field violations) and the fields
+    reason/domain/resource. Only for the caller's errors (4xx): a failing service's details
+    stay in the logs."""
+    details = [
+        {
+            "location": [part for part in re.split(r"[.\[\]]+", field) if part],
+            "message": description,
+            "type": "field_violation",
+            "field": field,
+        }
+        for field, description in rich.field_violations
+    ]
+    extra: dict[str, Any] = {}
+    if rich.reason:
+        extra |= {"reason": rich.reason, "domain": rich.domain}
+    if rich.resource_type or rich.resource_name:
+        extra["resource"] = {"type": rich.resource_type, "name": rich.resource_name}
+    return details or None, extra
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from google.protobuf.message import DecodeError
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from polar import catalog
 from polar.organization.v1 import events_pb2 as organization_events
 from polar.organization.v1 import organization_service_pb2 as org_pb
 from polar_kit.nats import subject_for
@@ -186,5 +187,5 @@ async def watch_memberships(
             memberships.forget_organization(event.organization_id)
             live.organization_deleted(event.organization_id)
 
-    await nc.subscribe(subject_for(settings, "polar.organization.v1.member_removed"), cb=removed)
-    await nc.subscribe(subject_for(settings, "polar.organization.v1.deleted"), cb=deleted)
+    await nc.subscribe(subject_for(settings, catalog.MEMBER_REMOVED.subject), cb=removed)
+    await nc.subscribe(subject_for(settings, catalog.ORGANIZATION_DELETED.subject), cb=deleted)

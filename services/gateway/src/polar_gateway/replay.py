@@ -24,6 +24,7 @@ import nats.js.errors
 from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from polar import catalog
 from polar.organization.v1 import events_pb2 as organization_events
 from polar_kit.nats import EVENTS, subject_for
 
@@ -71,7 +72,7 @@ async def _joined(
     js: JetStreamContext, settings: GatewaySettings, user_id: str, replay: Replay
 ) -> dict[str, int]:
     sub = await js.subscribe(
-        subject_for(settings, "polar.organization.v1.member_added"),
+        subject_for(settings, catalog.MEMBER_ADDED.subject),
         stream=EVENTS.stream_name(settings.nats_prefix),
         ordered_consumer=True,
         deliver_policy=replay.policy,

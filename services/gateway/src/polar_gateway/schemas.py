@@ -33,16 +33,43 @@ class Input(BaseModel):
 
 
 class ErrorDetail(Schema):
-    location: list[str]
+    """One invalid field: found by the gateway (a pydantic error type) or by the service
+    behind it (`type` field_violation, `field` the request field's dotted path)."""
+
+    location: list[str] = Field(description='Where the value was, e.g. ["body", "amount"].')
     message: str
-    type: str
+    type: str = Field(description="missing, string_too_long, ... or field_violation.")
+    field: str | None = Field(
+        default=None, description="The service's field path, e.g. amount.minor_units."
+    )
+
+
+class ErrorResource(Schema):
+    type: str = Field(description="What was not found, e.g. polar.repository.v1.Issue.")
+    name: str = Field(description="Its id or name as given.")
 
 
 class Error(Schema):
     code: str = Field(description="Stable snake_case error code, e.g. not_found.")
     message: str
     request_id: str | None = None
-    details: list[ErrorDetail] | None = None
+    details: list[ErrorDetail] | None = Field(
+        default=None, description="The invalid fields, one entry each (422)."
+    )
+    reason: str | None = Field(
+        default=None,
+        description="Stable UPPER_SNAKE_CASE reason given by the service (google.rpc.ErrorInfo), "
+        "finer than `code`: e.g. ISSUE_NOT_FOUND, ORGANIZATION_SUSPENDED, INVALID_ARGUMENT.",
+    )
+    domain: str | None = Field(
+        default=None, description="Who gave the reason, e.g. polar.repository.v1."
+    )
+    resource: ErrorResource | None = Field(
+        default=None, description="What was not found (404 from a service)."
+    )
+    retry_after_seconds: float | None = Field(
+        default=None, description="When to try again (503; also the Retry-After header)."
+    )
 
 
 class ErrorResponse(Schema):

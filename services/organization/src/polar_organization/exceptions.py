@@ -6,24 +6,35 @@ from polar_kit.errors import Aborted, AlreadyExists, FailedPrecondition, NotFoun
 
 
 class OrganizationNotFound(NotFound):
+    RESOURCE_TYPE = "polar.organization.v1.Organization"
+
     def __init__(self, key: object) -> None:
-        super().__init__(f"organization {key} not found")
+        super().__init__(f"organization {key} not found", resource_name=str(key))
 
 
 class UserNotFound(NotFound):
+    RESOURCE_TYPE = "polar.organization.v1.User"
+
     def __init__(self, key: object) -> None:
-        super().__init__(f"user {key} not found")
+        super().__init__(f"user {key} not found", resource_name=str(key))
 
 
 class InstallationNotFound(NotFound):
     """Also raised when the installation exists but the user cannot see it: a guessed id
     must not reveal that it exists."""
 
+    RESOURCE_TYPE = "github.Installation"
+
     def __init__(self, installation_id: int) -> None:
-        super().__init__(f"installation {installation_id} not found for this user")
+        super().__init__(
+            f"installation {installation_id} not found for this user",
+            resource_name=str(installation_id),
+        )
 
 
 class NotAMember(NotFound):
+    RESOURCE_TYPE = "polar.organization.v1.Member"
+
     def __init__(self) -> None:
         super().__init__("the user is not a member of this organization")
 

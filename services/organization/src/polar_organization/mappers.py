@@ -24,7 +24,7 @@ def platform_from_proto(value: common_pb2.Platform.ValueType) -> Platform:
     for platform, proto in _PLATFORM_TO_PROTO.items():
         if proto == value:
             return platform
-    raise InvalidArgument("platform is required (PLATFORM_GITHUB)")
+    raise InvalidArgument("platform is required (PLATFORM_GITHUB)", field="platform")
 
 
 def timestamp(value: datetime | None) -> Timestamp | None:

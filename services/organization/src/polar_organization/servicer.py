@@ -159,7 +159,9 @@ class OrganizationServicer(pb_grpc.OrganizationServiceServicer):
         self, request: pb.UpsertUserFromGitHubRequest, context: Context
     ) -> pb.UpsertUserFromGitHubResponse:
         if request.access_token_expires_at < 0:
-            raise InvalidArgument("access_token_expires_at must not be negative")
+            raise InvalidArgument(
+                "access_token_expires_at must not be negative", field="access_token_expires_at"
+            )
         profile = service.GitHubProfile(
             id=require_positive("github_user_id", request.github_user_id),
             login=require_text("login", request.login, max_length=39),

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 import structlog
 from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
+from polar import catalog
 from polar.organization.v1 import events_pb2 as organization_events
 from polar_db.models import Organization, Repository
 from polar_kit.consumer import Consumer, Delivery, Reject, Retry
@@ -50,7 +51,7 @@ WEBHOOK_SUBJECTS = [
     "github.webhook.issues.*",
     "github.webhook.pull_request.*",
 ]
-ORGANIZATION_DELETED = "polar.organization.v1.deleted"
+ORGANIZATION_DELETED = catalog.ORGANIZATION_DELETED.subject
 
 # A payload lacking what we need, or of the wrong shape: it will never succeed.
 MALFORMED = (InvalidObject, KeyError, TypeError, ValueError, AttributeError)

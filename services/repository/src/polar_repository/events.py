@@ -1,9 +1,9 @@
 """The domain events this service publishes, written to the outbox in the caller's transaction.
 
-Subjects are `polar.repository.v1.<event>`; payloads are the protobuf messages of
-polar/repository/v1/events.proto. One recorder per event, plus batched recorders for bulk
-writes (batch upserts, webhook batches, the sync): those insert every outbox row in one
-multi-row INSERT (polar_kit.outbox.record_events).
+Payloads are the protobuf messages of polar/repository/v1/events.proto, published on the
+subjects their protos declare (polar.catalog, generated). One recorder per event, plus batched
+recorders for bulk writes (batch upserts, webhook batches, the sync): those insert every outbox
+row in one multi-row INSERT (polar_kit.outbox.record_events).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from google.protobuf.message import Message
+from polar import catalog
 from polar.repository.v1 import events_pb2
 from polar_db.models import Issue, PullRequest, Repository, Reward
 from polar_db.upsert import Upserted
@@ -24,21 +25,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import mappers
 
 SOURCE = "/polar/repository"
-PREFIX = "polar.repository.v1"
-
-REPOSITORY_CREATED = f"{PREFIX}.repository_created"
-REPOSITORY_UPDATED = f"{PREFIX}.repository_updated"
-REPOSITORY_DELETED = f"{PREFIX}.repository_deleted"
-ISSUE_CREATED = f"{PREFIX}.issue_created"
-ISSUE_UPDATED = f"{PREFIX}.issue_updated"
-ISSUE_DELETED = f"{PREFIX}.issue_deleted"
-PULL_REQUEST_CREATED = f"{PREFIX}.pull_request_created"
-PULL_REQUEST_UPDATED = f"{PREFIX}.pull_request_updated"
-PULL_REQUEST_DELETED = f"{PREFIX}.pull_request_deleted"
-SYNC_PROGRESS = f"{PREFIX}.sync_progress"
-SYNC_COMPLETED = f"{PREFIX}.sync_completed"
-SYNC_FAILED = f"{PREFIX}.sync_failed"
-REWARD_CREATED = f"{PREFIX}.reward_created"
+REPOSITORY_CREATED = catalog.REPOSITORY_CREATED.subject
+REPOSITORY_UPDATED = catalog.REPOSITORY_UPDATED.subject
+REPOSITORY_DELETED = catalog.REPOSITORY_DELETED.subject
+ISSUE_CREATED = catalog.ISSUE_CREATED.subject
+ISSUE_UPDATED = catalog.ISSUE_UPDATED.subject
+ISSUE_DELETED = catalog.ISSUE_DELETED.subject
+PULL_REQUEST_CREATED = catalog.PULL_REQUEST_CREATED.subject
+PULL_REQUEST_UPDATED = catalog.PULL_REQUEST_UPDATED.subject
+PULL_REQUEST_DELETED = catalog.PULL_REQUEST_DELETED.subject
+SYNC_PROGRESS = catalog.REPOSITORY_SYNC_PROGRESS.subject
+SYNC_COMPLETED = catalog.REPOSITORY_SYNC_COMPLETED.subject
+SYNC_FAILED = catalog.REPOSITORY_SYNC_FAILED.subject
+REWARD_CREATED = catalog.REWARD_CREATED.subject
 
 Event = tuple[str, Message]  # (subject, payload)
 # What a deletion event says of an issue or pull request: (id, repository_id, organization_id).

@@ -40,7 +40,7 @@ def platform_from_proto(value: common_pb2.Platform.ValueType) -> Platform:
     for platform, proto in _PLATFORM_TO_PROTO.items():
         if proto == value:
             return platform
-    raise InvalidArgument("platform is required (PLATFORM_GITHUB)")
+    raise InvalidArgument("platform is required (PLATFORM_GITHUB)", field="platform")
 
 
 def state_from_proto(value: repository_pb2.IssueState.ValueType) -> IssueState | None:
@@ -51,7 +51,7 @@ def state_from_proto(value: repository_pb2.IssueState.ValueType) -> IssueState |
         if proto == value:
             return state
     raise InvalidArgument(
-        f"state must be ISSUE_STATE_OPEN, ISSUE_STATE_CLOSED or unset, got {value}"
+        f"state must be ISSUE_STATE_OPEN, ISSUE_STATE_CLOSED or unset, got {value}", field="state"
     )
 
 
@@ -285,7 +285,7 @@ _REPOSITORY_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 def _count(field: str, value: int) -> int:
     if value < 0:
-        raise InvalidArgument(f"{field} must not be negative, got {value}")
+        raise InvalidArgument(f"{field} must not be negative, got {value}", field=field)
     return value
 
 
@@ -294,10 +294,11 @@ def repository_input(field: str, r: repository_service_pb2.RepositoryInput) -> d
     and return Repository column values."""
     name = r.name.strip()
     if not name:
-        raise InvalidArgument(f"{field}.name must not be empty")
+        raise InvalidArgument(f"{field}.name must not be empty", field=f"{field}.name")
     if not _REPOSITORY_NAME.fullmatch(name):
         raise InvalidArgument(
-            f"{field}.name must be 1-100 letters, digits, '.', '-' or '_', got {name[:120]!r}"
+            f"{field}.name must be 1-100 letters, digits, '.', '-' or '_', got {name[:120]!r}",
+            field=f"{field}.name",
         )
     topics = [
         require_text(f"{field}.topics[{i}]", t, max_length=50) for i, t in enumerate(r.topics)

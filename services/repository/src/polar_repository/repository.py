@@ -26,6 +26,8 @@ from polar_db.models import (
     User,
 )
 from polar_db.upsert import Upserted, upsert_many
+from polar_kit.errors import UNIQUE_VIOLATION, sqlstate
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import listing
@@ -217,10 +219,22 @@ async def get_user(session: AsyncSession, id: uuid.UUID) -> User | None:
     return await session.scalar(sa.select(User).where(User.id == id, User.deleted_at.is_(None)))
 
 
-async def add_reward(session: AsyncSession, reward: Reward) -> Reward:
-    session.add(reward)
-    await session.flush()
+async def add_reward(session: AsyncSession, reward: Reward) -> Reward | None:
+    """None when a reward with the same request_id exists (a concurrent retry committed it
+    first: the unique constraint decides, under a savepoint so the transaction goes on)."""
+    try:
+        async with session.begin_nested():
+            session.add(reward)
+            await session.flush()
+    except IntegrityError as e:
+        if reward.request_id is None or sqlstate(e) != UNIQUE_VIOLATION:
+            raise
+        return None
     return reward
+
+
+async def get_reward_by_request_id(session: AsyncSession, request_id: uuid.UUID) -> Reward | None:
+    return await session.scalar(sa.select(Reward).where(Reward.request_id == request_id))
 
 
 async def list_rewards(

@@ -266,18 +266,30 @@ async def create_reward(
     currency: str,
     backer_user_id: uuid.UUID | None,
     email: str | None,
+    request_id: uuid.UUID | None = None,
 ) -> Reward:
     """`amount` in the currency's minor units. Refused for an organization whose GitHub
-    installation is suspended (decision 0006)."""
+    installation is suspended (decision 0006).
+
+    With a `request_id` (AIP-155), a retry returns the reward the first call created, even
+    if a concurrent call with the same id is still committing it (the unique constraint on
+    rewards.request_id decides who created it)."""
+    request = (issue_id, amount, currency, backer_user_id, email)
+    if request_id is not None:
+        first = await repo.get_reward_by_request_id(session, request_id)
+        if first is not None:
+            return _same_request(first, request, request_id)
     if not 0 < amount <= MAX_REWARD_MINOR_UNITS:
         raise InvalidArgument(
             f"amount.minor_units must be between 1 and {MAX_REWARD_MINOR_UNITS} "
-            f"(1,000,000.00), got {amount}"
+            f"(1,000,000.00), got {amount}",
+            field="amount.minor_units",
         )
     if currency not in REWARD_CURRENCIES:
         raise InvalidArgument(
             f"amount.currency must be one of {', '.join(sorted(REWARD_CURRENCIES))}, "
-            f"got {currency[:16]!r}"
+            f"got {currency[:16]!r}",
+            field="amount.currency",
         )
     issue = await get_issue(session, issue_id)
     await _require_active(session, issue.organization_id)
@@ -295,10 +307,27 @@ async def create_reward(
             state=RewardState.created,
             backer_user_id=backer_user_id,
             email=email,
+            request_id=request_id,
         ),
     )
+    if reward is None:  # the same request_id was committed meanwhile
+        assert request_id is not None
+        first = await repo.get_reward_by_request_id(session, request_id)
+        assert first is not None
+        return _same_request(first, request, request_id)
     await events.reward_created(session, reward)
     return reward
+
+
+def _same_request(first: Reward, request: tuple[object, ...], request_id: uuid.UUID) -> Reward:
+    """A retry must repeat its request: reusing an id for another reward is a caller's bug."""
+    if (first.issue_id, first.amount, first.currency, first.backer_user_id, first.email) != request:
+        raise InvalidArgument(
+            f"request_id {request_id} was already used for another reward: "
+            "a retry must send the same request, a new reward needs a new request_id",
+            field="request_id",
+        )
+    return first
 
 
 async def list_rewards(

@@ -48,12 +48,12 @@ class RepositoryServicer(pb_grpc.RepositoryServiceServicer):
     async def ListRepositories(
         self, request: pb.ListRepositoriesRequest, context: Context
     ) -> pb.ListRepositoriesResponse:
-        if not request.organization_ids:
-            raise InvalidArgument("organization_ids must list at least one organization id")
+        # Presence (REQUIRED in the contract) is checked by the server for every request.
         if len(request.organization_ids) > MAX_ORGANIZATION_IDS:
             raise InvalidArgument(
                 f"organization_ids lists {len(request.organization_ids)} ids; "
-                f"at most {MAX_ORGANIZATION_IDS} per request"
+                f"at most {MAX_ORGANIZATION_IDS} per request",
+                field="organization_ids",
             )
         org_ids = [
             parse_uuid(f"organization_ids[{i}]", v) for i, v in enumerate(request.organization_ids)
@@ -73,10 +73,10 @@ class RepositoryServicer(pb_grpc.RepositoryServiceServicer):
         self, request: pb.BatchUpsertRepositoriesRequest, context: Context
     ) -> pb.BatchUpsertRepositoriesResponse:
         count = len(request.repositories)
-        if count == 0:
-            raise InvalidArgument("repositories must list at least one repository")
         if count > MAX_BATCH:
-            raise InvalidArgument(f"repositories lists {count}; at most {MAX_BATCH} per request")
+            raise InvalidArgument(
+                f"repositories lists {count}; at most {MAX_BATCH} per request", field="repositories"
+            )
         rows = [
             mappers.repository_input(f"repositories[{i}]", r)
             for i, r in enumerate(request.repositories)
@@ -161,11 +161,11 @@ class RepositoryServicer(pb_grpc.RepositoryServiceServicer):
         self, request: pb.CreateRewardRequest, context: Context
     ) -> pb.CreateRewardResponse:
         issue_id = parse_uuid("issue_id", request.issue_id)
-        if not request.HasField("amount"):
-            raise InvalidArgument("amount is required: {currency: 'USD', minor_units: 1000}")
         email = request.email.strip() or None
         if email is not None and (len(email) > 320 or not _EMAIL.fullmatch(email)):
-            raise InvalidArgument(f"email must be an email address, got {email[:64]!r}")
+            raise InvalidArgument(
+                f"email must be an email address, got {email[:64]!r}", field="email"
+            )
         reward = await service.create_reward(
             current_session(),
             issue_id,
@@ -173,6 +173,7 @@ class RepositoryServicer(pb_grpc.RepositoryServiceServicer):
             currency=request.amount.currency,
             backer_user_id=optional_uuid("backer_user_id", request.backer_user_id),
             email=email,
+            request_id=optional_uuid("request_id", request.request_id),
         )
         return pb.CreateRewardResponse(reward=mappers.reward(reward))
 
@@ -199,10 +200,12 @@ def _check_unique(rows: list[dict[str, Any]]) -> None:
         if (j := seen_ids.setdefault(row["external_id"], i)) != i:
             raise InvalidArgument(
                 f"repositories[{i}] repeats the external_id {row['external_id']} "
-                f"of repositories[{j}]"
+                f"of repositories[{j}]",
+                field=f"repositories[{i}].external_id",
             )
         if (j := seen_names.setdefault((row["organization_id"], row["name"]), i)) != i:
             raise InvalidArgument(
                 f"repositories[{i}] repeats the name {row['name']!r} of repositories[{j}] "
-                f"in the same organization"
+                f"in the same organization",
+                field=f"repositories[{i}].name",
             )

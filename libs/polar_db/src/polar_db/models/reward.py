@@ -36,3 +36,5 @@ class Reward(IdMixin, TimestampMixin, Base):
         ForeignKey("users.id", ondelete="SET NULL"), index=True
     )
     email: Mapped[str | None]
+    # The caller's AIP-155 request id: a retried CreateReward finds the reward it created.
+    request_id: Mapped[uuid.UUID | None] = mapped_column(unique=True)

@@ -1,7 +1,7 @@
 """Server interceptors. Each one runs every RPC inside an async context manager (`scope`).
 
 Order at the server, outermost first: request id, metrics, caller
-authentication (polar_kit.grpc.auth), errors, unit of work. The error
+authentication (polar_kit.grpc.auth), errors, required fields, unit of work. The error
 mapper sits inside metrics so the recorded code is the one the caller sees, and outside the
 unit of work so a failed commit is mapped too.
 """
@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar, cast
 
 import grpc
 import grpc.aio
@@ -26,7 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from polar_kit.errors import DomainError, is_transient
 from polar_kit.grpc.context import request_id_var, session_var
+from polar_kit.grpc.status import domain_of, rich_status
 from polar_kit.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS
+from polar_kit.validation import check_required
 
 log = structlog.get_logger(__name__)
 
@@ -154,32 +156,82 @@ class MetricsInterceptor(ScopeInterceptor):
 
 
 class ErrorInterceptor(ScopeInterceptor):
-    """DomainError -> its status code; anything unexpected -> INTERNAL without leaking details."""
+    """DomainError -> its status code; anything unexpected -> INTERNAL without leaking details.
+
+    Every status carries google.rpc details (polar_kit.grpc.status): the one place they are
+    attached, so every service's errors have the same shape."""
 
     @asynccontextmanager
     async def scope(self, method: str, context: Context) -> AsyncIterator[None]:
+        domain = domain_of(method)
         try:
             yield
         except grpc.aio.AbortError:
             raise  # the handler already chose a status
         except DomainError as exc:
             log.info("rpc failed", code=exc.code.name, error=exc.message)
-            await context.abort(exc.code, exc.message, _trailers(context))
+            await _abort(context, exc.code, exc.message, domain, exc)
         except Exception as exc:
             if is_transient(exc):
                 log.warning("rpc failed, dependency unavailable", error=repr(exc))
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "temporarily unavailable; retry",
-                    _trailers(context),
-                )
+                unavailable = grpc.StatusCode.UNAVAILABLE
+                await _abort(context, unavailable, "temporarily unavailable; retry", domain)
             log.exception("unhandled error in rpc")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error", _trailers(context))
+            await _abort(context, grpc.StatusCode.INTERNAL, "internal error", domain)
 
 
-def _trailers(context: Context) -> Any:
-    # abort() replaces trailing metadata; keep what was set (the request id).
-    return tuple(context.trailing_metadata() or ())
+async def _abort(
+    context: Context,
+    code: grpc.StatusCode,
+    message: str,
+    domain: str,
+    error: DomainError | None = None,
+) -> None:
+    # abort() replaces trailing metadata: keep what was set (the request id), add the details.
+    details = rich_status(code, message, domain=domain, error=error)
+    await context.abort(code, message, (*(context.trailing_metadata() or ()), details))
+
+
+class FieldBehaviorInterceptor(grpc.aio.ServerInterceptor):
+    """Every request's REQUIRED fields (google.api.field_behavior in the .proto) are checked
+    here, before the handler and its transaction: INVALID_ARGUMENT with a field violation each
+    (polar_kit.validation.check_required; mapped by the ErrorInterceptor, outside this one)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
+        handler = await continuation(details)
+        if handler is None or handler.request_streaming:
+            return handler
+        behavior: Any = handler.unary_unary or handler.unary_stream
+
+        async def unary(request: Any, context: Context) -> Any:
+            check_required(request)
+            result = behavior(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+        async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
+            check_required(request)
+            async for response in behavior(request, context):
+                yield response
+
+        wrap: Any = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.response_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        return cast(
+            "grpc.RpcMethodHandler[_Req, _Resp]",
+            wrap(
+                streaming if handler.response_streaming else unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            ),
+        )
 
 
 class UnitOfWorkInterceptor(ScopeInterceptor):

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from polar_kit.grpc.auth import AllowList, AuthInterceptor, internal_secret
 from polar_kit.grpc.interceptors import (
     ErrorInterceptor,
+    FieldBehaviorInterceptor,
     MetricsInterceptor,
     RequestIdInterceptor,
     UnitOfWorkInterceptor,
@@ -82,6 +83,7 @@ async def start_server(
             # Before the unit of work: an unauthenticated call never reaches the database.
             auth,
             ErrorInterceptor(),
+            FieldBehaviorInterceptor(),
             UnitOfWorkInterceptor(sessionmaker),
         ],
         # A second process on the same port must fail, not silently share it.

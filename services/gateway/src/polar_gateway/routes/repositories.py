@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
 from polar.common.v1 import common_pb2
 from polar.repository.v1 import repository_pb2
@@ -157,23 +157,55 @@ async def _pull_requests(
 
 @router.post("/rewards", status_code=201, response_model=schemas.RewardRead, responses=AUTHED)
 async def create_reward(
-    body: schemas.RewardCreate, session: CurrentSession, gateway: GatewayDep
+    body: schemas.RewardCreate,
+    session: CurrentSession,
+    gateway: GatewayDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="Any string you pick once per reward: a retried request with the same "
+            "key (from the same user) returns the reward the first one created.",
+        ),
+    ] = None,
 ) -> Response:
     """Put a reward on an issue, backed by the signed-in user."""
     amount = common_pb2.Money(currency=body.amount.currency.upper(), minor_units=body.amount.amount)
-    reward = await _create_reward(gateway, session.user_id, str(body.issue_id), amount)
+    reward = await _create_reward(
+        gateway, session.user_id, str(body.issue_id), amount, idempotency_key
+    )
     return json_response(mappers.reward(reward), status_code=201)
 
 
+# Idempotency keys become AIP-155 request ids per user: one user's key never finds another's.
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c8a5e-4d0b-4f43-9c57-0d3f1f1c2a10")
+
+
 async def _create_reward(
-    gateway: Gateway, user_id: str, issue_id: str, amount: common_pb2.Money
+    gateway: Gateway,
+    user_id: str,
+    issue_id: str,
+    amount: common_pb2.Money,
+    idempotency_key: str | None = None,
 ) -> repository_pb2.Reward:
     clients = gateway.clients
     issue = await clients.call(clients.repo.GetIssue, repo_pb.GetIssueRequest(id=issue_id))
     await gateway.memberships.require(user_id, issue.issue.organization_id)
+    # One request id per HTTP request (or per idempotency key): the channel's retries of
+    # CreateReward (clients.py) can then never create a second reward.
+    if idempotency_key is None:
+        request_id = uuid.uuid4()
+    else:
+        request_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{user_id}\n{idempotency_key}")
     response = await clients.call(
         clients.repo.CreateReward,
-        repo_pb.CreateRewardRequest(issue_id=issue_id, amount=amount, backer_user_id=user_id),
+        repo_pb.CreateRewardRequest(
+            issue_id=issue_id,
+            amount=amount,
+            backer_user_id=user_id,
+            request_id=str(request_id),
+        ),
     )
     return response.reward
 

@@ -22,32 +22,51 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from polar.options.v1 import event_options_pb2 as polar_dot_options_dot_v1_dot_event__options__pb2
 from polar.organization.v1 import organization_pb2 as polar_dot_organization_dot_v1_dot_organization__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"polar/organization/v1/events.proto\x12\x15polar.organization.v1\x1a(polar/organization/v1/organization.proto\"P\n\x13OrganizationCreated\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization\"P\n\x13OrganizationUpdated\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization\"R\n\x15OrganizationSuspended\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization\"T\n\x17OrganizationUnsuspended\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization\"j\n\x13OrganizationDeleted\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\x03\x12\x17\n\x0finstallation_id\x18\x03 \x01(\x03\x12\x0c\n\x04name\x18\x04 \x01(\t\"<\n\x0bMemberAdded\x12-\n\x06member\x18\x01 \x01(\x0b\x32\x1d.polar.organization.v1.Member\"9\n\rMemberRemoved\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"8\n\x0bUserCreated\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.polar.organization.v1.User\"8\n\x0bUserUpdated\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.polar.organization.v1.Userb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"polar/organization/v1/events.proto\x12\x15polar.organization.v1\x1a$polar/options/v1/event_options.proto\x1a(polar/organization/v1/organization.proto\"\xaf\x01\n\x13OrganizationCreated\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization:]\x82\xb5\x18Y\n\x1dpolar.organization.v1.created\x12\x0cPOLAR_EVENTS\x1a*an installation created a new organization\"\xaf\x01\n\x13OrganizationUpdated\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization:]\x82\xb5\x18Y\n\x1dpolar.organization.v1.updated\x12\x0cPOLAR_EVENTS\x1a*an installation or its permissions changed\"\xb0\x01\n\x15OrganizationSuspended\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization:\\\x82\xb5\x18X\n\x1fpolar.organization.v1.suspended\x12\x0cPOLAR_EVENTS\x1a\'installation suspended (webhook or RPC)\"\xa5\x01\n\x17OrganizationUnsuspended\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization:O\x82\xb5\x18K\n!polar.organization.v1.unsuspended\x12\x0cPOLAR_EVENTS\x1a\x18installation unsuspended\"\xc8\x01\n\x13OrganizationDeleted\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\x03\x12\x17\n\x0finstallation_id\x18\x03 \x01(\x03\x12\x0c\n\x04name\x18\x04 \x01(\t:\\\x82\xb5\x18X\n\x1dpolar.organization.v1.deleted\x12\x0cPOLAR_EVENTS\x1a)installation deleted / DeleteOrganization\"\x93\x01\n\x0bMemberAdded\x12-\n\x06member\x18\x01 \x01(\x0b\x32\x1d.polar.organization.v1.Member:U\x82\xb5\x18Q\n\"polar.organization.v1.member_added\x12\x0cPOLAR_EVENTS\x1a\x1d\x61 user joined an organization\"\xa2\x01\n\rMemberRemoved\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t:g\x82\xb5\x18\x63\n$polar.organization.v1.member_removed\x12\x0cPOLAR_EVENTS\x1a-a user left (or the organization was deleted)\"\x86\x01\n\x0bUserCreated\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.polar.organization.v1.User:L\x82\xb5\x18H\n\"polar.organization.v1.user_created\x12\x0cPOLAR_EVENTS\x1a\x14\x66irst GitHub sign-in\"\x97\x01\n\x0bUserUpdated\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.polar.organization.v1.User:]\x82\xb5\x18Y\n\"polar.organization.v1.user_updated\x12\x0cPOLAR_EVENTS\x1a%a later sign-in refreshed the profileb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'polar.organization.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORGANIZATIONCREATED']._serialized_start=103
-  _globals['_ORGANIZATIONCREATED']._serialized_end=183
-  _globals['_ORGANIZATIONUPDATED']._serialized_start=185
-  _globals['_ORGANIZATIONUPDATED']._serialized_end=265
-  _globals['_ORGANIZATIONSUSPENDED']._serialized_start=267
-  _globals['_ORGANIZATIONSUSPENDED']._serialized_end=349
-  _globals['_ORGANIZATIONUNSUSPENDED']._serialized_start=351
-  _globals['_ORGANIZATIONUNSUSPENDED']._serialized_end=435
-  _globals['_ORGANIZATIONDELETED']._serialized_start=437
-  _globals['_ORGANIZATIONDELETED']._serialized_end=543
-  _globals['_MEMBERADDED']._serialized_start=545
-  _globals['_MEMBERADDED']._serialized_end=605
-  _globals['_MEMBERREMOVED']._serialized_start=607
-  _globals['_MEMBERREMOVED']._serialized_end=664
-  _globals['_USERCREATED']._serialized_start=666
-  _globals['_USERCREATED']._serialized_end=722
-  _globals['_USERUPDATED']._serialized_start=724
-  _globals['_USERUPDATED']._serialized_end=780
+  _globals['_ORGANIZATIONCREATED']._loaded_options = None
+  _globals['_ORGANIZATIONCREATED']._serialized_options = b'\202\265\030Y\n\035polar.organization.v1.created\022\014POLAR_EVENTS\032*an installation created a new organization'
+  _globals['_ORGANIZATIONUPDATED']._loaded_options = None
+  _globals['_ORGANIZATIONUPDATED']._serialized_options = b'\202\265\030Y\n\035polar.organization.v1.updated\022\014POLAR_EVENTS\032*an installation or its permissions changed'
+  _globals['_ORGANIZATIONSUSPENDED']._loaded_options = None
+  _globals['_ORGANIZATIONSUSPENDED']._serialized_options = b'\202\265\030X\n\037polar.organization.v1.suspended\022\014POLAR_EVENTS\032\'installation suspended (webhook or RPC)'
+  _globals['_ORGANIZATIONUNSUSPENDED']._loaded_options = None
+  _globals['_ORGANIZATIONUNSUSPENDED']._serialized_options = b'\202\265\030K\n!polar.organization.v1.unsuspended\022\014POLAR_EVENTS\032\030installation unsuspended'
+  _globals['_ORGANIZATIONDELETED']._loaded_options = None
+  _globals['_ORGANIZATIONDELETED']._serialized_options = b'\202\265\030X\n\035polar.organization.v1.deleted\022\014POLAR_EVENTS\032)installation deleted / DeleteOrganization'
+  _globals['_MEMBERADDED']._loaded_options = None
+  _globals['_MEMBERADDED']._serialized_options = b'\202\265\030Q\n\"polar.organization.v1.member_added\022\014POLAR_EVENTS\032\035a user joined an organization'
+  _globals['_MEMBERREMOVED']._loaded_options = None
+  _globals['_MEMBERREMOVED']._serialized_options = b'\202\265\030c\n$polar.organization.v1.member_removed\022\014POLAR_EVENTS\032-a user left (or the organization was deleted)'
+  _globals['_USERCREATED']._loaded_options = None
+  _globals['_USERCREATED']._serialized_options = b'\202\265\030H\n\"polar.organization.v1.user_created\022\014POLAR_EVENTS\032\024first GitHub sign-in'
+  _globals['_USERUPDATED']._loaded_options = None
+  _globals['_USERUPDATED']._serialized_options = b'\202\265\030Y\n\"polar.organization.v1.user_updated\022\014POLAR_EVENTS\032%a later sign-in refreshed the profile'
+  _globals['_ORGANIZATIONCREATED']._serialized_start=142
+  _globals['_ORGANIZATIONCREATED']._serialized_end=317
+  _globals['_ORGANIZATIONUPDATED']._serialized_start=320
+  _globals['_ORGANIZATIONUPDATED']._serialized_end=495
+  _globals['_ORGANIZATIONSUSPENDED']._serialized_start=498
+  _globals['_ORGANIZATIONSUSPENDED']._serialized_end=674
+  _globals['_ORGANIZATIONUNSUSPENDED']._serialized_start=677
+  _globals['_ORGANIZATIONUNSUSPENDED']._serialized_end=842
+  _globals['_ORGANIZATIONDELETED']._serialized_start=845
+  _globals['_ORGANIZATIONDELETED']._serialized_end=1045
+  _globals['_MEMBERADDED']._serialized_start=1048
+  _globals['_MEMBERADDED']._serialized_end=1195
+  _globals['_MEMBERREMOVED']._serialized_start=1198
+  _globals['_MEMBERREMOVED']._serialized_end=1360
+  _globals['_USERCREATED']._serialized_start=1363
+  _globals['_USERCREATED']._serialized_end=1497
+  _globals['_USERUPDATED']._serialized_start=1500
+  _globals['_USERUPDATED']._serialized_end=1651
 # @@protoc_insertion_point(module_scope)

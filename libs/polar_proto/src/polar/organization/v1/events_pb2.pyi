@@ -19,10 +19,9 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class OrganizationCreated(_message.Message):
-    """Domain events of the organization service, published on
-    polar.organization.v1.<event> (subject in the comment of each message).
-
-    polar.organization.v1.created
+    """Domain events of the organization service. Each message declares its subject, stream and
+    when it is published (polar.options.v1.event): the README catalog, the subject registry
+    (polar/catalog.py) and docs/asyncapi.yaml are generated from them (`make gen`).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -45,8 +44,6 @@ Global___OrganizationCreated: _TypeAlias = OrganizationCreated  # noqa: Y015
 
 @_typing.final
 class OrganizationUpdated(_message.Message):
-    """polar.organization.v1.updated"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     ORGANIZATION_FIELD_NUMBER: _builtins.int
@@ -67,8 +64,6 @@ Global___OrganizationUpdated: _TypeAlias = OrganizationUpdated  # noqa: Y015
 
 @_typing.final
 class OrganizationSuspended(_message.Message):
-    """polar.organization.v1.suspended"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     ORGANIZATION_FIELD_NUMBER: _builtins.int
@@ -89,8 +84,6 @@ Global___OrganizationSuspended: _TypeAlias = OrganizationSuspended  # noqa: Y015
 
 @_typing.final
 class OrganizationUnsuspended(_message.Message):
-    """polar.organization.v1.unsuspended"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     ORGANIZATION_FIELD_NUMBER: _builtins.int
@@ -111,7 +104,7 @@ Global___OrganizationUnsuspended: _TypeAlias = OrganizationUnsuspended  # noqa: 
 
 @_typing.final
 class OrganizationDeleted(_message.Message):
-    """polar.organization.v1.deleted: the organization is gone; other services remove what
+    """The organization is gone; other services remove what
     they hold of it.
     """
 
@@ -143,8 +136,6 @@ Global___OrganizationDeleted: _TypeAlias = OrganizationDeleted  # noqa: Y015
 
 @_typing.final
 class MemberAdded(_message.Message):
-    """polar.organization.v1.member_added"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     MEMBER_FIELD_NUMBER: _builtins.int
@@ -165,8 +156,6 @@ Global___MemberAdded: _TypeAlias = MemberAdded  # noqa: Y015
 
 @_typing.final
 class MemberRemoved(_message.Message):
-    """polar.organization.v1.member_removed"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
@@ -189,8 +178,6 @@ Global___MemberRemoved: _TypeAlias = MemberRemoved  # noqa: Y015
 
 @_typing.final
 class UserCreated(_message.Message):
-    """polar.organization.v1.user_created"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_FIELD_NUMBER: _builtins.int
@@ -211,8 +198,6 @@ Global___UserCreated: _TypeAlias = UserCreated  # noqa: Y015
 
 @_typing.final
 class UserUpdated(_message.Message):
-    """polar.organization.v1.user_updated"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_FIELD_NUMBER: _builtins.int

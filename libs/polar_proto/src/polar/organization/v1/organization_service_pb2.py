@@ -22,18 +22,45 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from polar.common.v1 import common_pb2 as polar_dot_common_dot_v1_dot_common__pb2
 from polar.organization.v1 import organization_pb2 as polar_dot_organization_dot_v1_dot_organization__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0polar/organization/v1/organization_service.proto\x12\x15polar.organization.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1cpolar/common/v1/common.proto\x1a(polar/organization/v1/organization.proto\"$\n\x16GetOrganizationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"T\n\x17GetOrganizationResponse\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization\"\xf3\x02\n\x19LookupOrganizationRequest\x12G\n\x04name\x18\x01 \x01(\x0b\x32\x37.polar.organization.v1.LookupOrganizationRequest.ByNameH\x00\x12T\n\x0b\x65xternal_id\x18\x02 \x01(\x0b\x32=.polar.organization.v1.LookupOrganizationRequest.ByExternalIdH\x00\x12\x19\n\x0finstallation_id\x18\x03 \x01(\x03H\x00\x1a\x43\n\x06\x42yName\x12+\n\x08platform\x18\x01 \x01(\x0e\x32\x19.polar.common.v1.Platform\x12\x0c\n\x04name\x18\x02 \x01(\t\x1aP\n\x0c\x42yExternalId\x12+\n\x08platform\x18\x01 \x01(\x0e\x32\x19.polar.common.v1.Platform\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\x03\x42\x05\n\x03key\"W\n\x1aLookupOrganizationResponse\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization\"Y\n\x18ListOrganizationsRequest\x12\x16\n\x0emember_user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"p\n\x19ListOrganizationsResponse\x12:\n\rorganizations\x18\x01 \x03(\x0b\x32#.polar.organization.v1.Organization\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x1aInstallOrganizationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12+\n\x08platform\x18\x02 \x01(\x0e\x32\x19.polar.common.v1.Platform\x12\x17\n\x0finstallation_id\x18\x03 \x01(\x03\"X\n\x1bInstallOrganizationResponse\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization\">\n\x1aSuspendOrganizationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0csuspended_by\x18\x02 \x01(\t\"X\n\x1bSuspendOrganizationResponse\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization\"*\n\x1cUnsuspendOrganizationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Z\n\x1dUnsuspendOrganizationResponse\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization\"\'\n\x19\x44\x65leteOrganizationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteOrganizationResponse\"<\n\x10\x41\x64\x64MemberRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"B\n\x11\x41\x64\x64MemberResponse\x12-\n\x06member\x18\x01 \x01(\x0b\x32\x1d.polar.organization.v1.Member\"?\n\x13RemoveMemberRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x16\n\x14RemoveMemberResponse\"T\n\x12ListMembersRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"^\n\x13ListMembersResponse\x12.\n\x07members\x18\x01 \x03(\x0b\x32\x1d.polar.organization.v1.Member\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x16\x43heckMembershipRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\",\n\x17\x43heckMembershipResponse\x12\x11\n\tis_member\x18\x01 \x01(\x08\"\xf7\x01\n\x1bUpsertUserFromGitHubRequest\x12\x16\n\x0egithub_user_id\x18\x01 \x01(\x03\x12\r\n\x05login\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x16\n\x0e\x65mail_verified\x18\x04 \x01(\x08\x12\x12\n\navatar_url\x18\x05 \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x06 \x01(\t\x12\x1f\n\x17\x61\x63\x63\x65ss_token_expires_at\x18\x07 \x01(\x03\x12\x15\n\rrefresh_token\x18\x08 \x01(\t\x12(\n\x07profile\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\"Z\n\x1cUpsertUserFromGitHubResponse\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.polar.organization.v1.User\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"<\n\x0fGetUserResponse\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.polar.organization.v1.User\"\x1f\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteUserResponse2\xf3\x0c\n\x13OrganizationService\x12u\n\x0fGetOrganization\x12-.polar.organization.v1.GetOrganizationRequest\x1a..polar.organization.v1.GetOrganizationResponse\"\x03\x90\x02\x01\x12~\n\x12LookupOrganization\x12\x30.polar.organization.v1.LookupOrganizationRequest\x1a\x31.polar.organization.v1.LookupOrganizationResponse\"\x03\x90\x02\x01\x12{\n\x11ListOrganizations\x12/.polar.organization.v1.ListOrganizationsRequest\x1a\x30.polar.organization.v1.ListOrganizationsResponse\"\x03\x90\x02\x01\x12|\n\x13InstallOrganization\x12\x31.polar.organization.v1.InstallOrganizationRequest\x1a\x32.polar.organization.v1.InstallOrganizationResponse\x12|\n\x13SuspendOrganization\x12\x31.polar.organization.v1.SuspendOrganizationRequest\x1a\x32.polar.organization.v1.SuspendOrganizationResponse\x12\x82\x01\n\x15UnsuspendOrganization\x12\x33.polar.organization.v1.UnsuspendOrganizationRequest\x1a\x34.polar.organization.v1.UnsuspendOrganizationResponse\x12y\n\x12\x44\x65leteOrganization\x12\x30.polar.organization.v1.DeleteOrganizationRequest\x1a\x31.polar.organization.v1.DeleteOrganizationResponse\x12^\n\tAddMember\x12\'.polar.organization.v1.AddMemberRequest\x1a(.polar.organization.v1.AddMemberResponse\x12g\n\x0cRemoveMember\x12*.polar.organization.v1.RemoveMemberRequest\x1a+.polar.organization.v1.RemoveMemberResponse\x12i\n\x0bListMembers\x12).polar.organization.v1.ListMembersRequest\x1a*.polar.organization.v1.ListMembersResponse\"\x03\x90\x02\x01\x12u\n\x0f\x43heckMembership\x12-.polar.organization.v1.CheckMembershipRequest\x1a..polar.organization.v1.CheckMembershipResponse\"\x03\x90\x02\x01\x12\x7f\n\x14UpsertUserFromGitHub\x12\x32.polar.organization.v1.UpsertUserFromGitHubRequest\x1a\x33.polar.organization.v1.UpsertUserFromGitHubResponse\x12]\n\x07GetUser\x12%.polar.organization.v1.GetUserRequest\x1a&.polar.organization.v1.GetUserResponse\"\x03\x90\x02\x01\x12\x61\n\nDeleteUser\x12(.polar.organization.v1.DeleteUserRequest\x1a).polar.organization.v1.DeleteUserResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0polar/organization/v1/organization_service.proto\x12\x15polar.organization.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1cpolar/common/v1/common.proto\x1a(polar/organization/v1/organization.proto\"*\n\x16GetOrganizationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"T\n\x17GetOrganizationResponse\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization\"\xf3\x02\n\x19LookupOrganizationRequest\x12G\n\x04name\x18\x01 \x01(\x0b\x32\x37.polar.organization.v1.LookupOrganizationRequest.ByNameH\x00\x12T\n\x0b\x65xternal_id\x18\x02 \x01(\x0b\x32=.polar.organization.v1.LookupOrganizationRequest.ByExternalIdH\x00\x12\x19\n\x0finstallation_id\x18\x03 \x01(\x03H\x00\x1a\x43\n\x06\x42yName\x12+\n\x08platform\x18\x01 \x01(\x0e\x32\x19.polar.common.v1.Platform\x12\x0c\n\x04name\x18\x02 \x01(\t\x1aP\n\x0c\x42yExternalId\x12+\n\x08platform\x18\x01 \x01(\x0e\x32\x19.polar.common.v1.Platform\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\x03\x42\x05\n\x03key\"W\n\x1aLookupOrganizationResponse\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization\"Y\n\x18ListOrganizationsRequest\x12\x16\n\x0emember_user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"p\n\x19ListOrganizationsResponse\x12:\n\rorganizations\x18\x01 \x03(\x0b\x32#.polar.organization.v1.Organization\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x1aInstallOrganizationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12+\n\x08platform\x18\x02 \x01(\x0e\x32\x19.polar.common.v1.Platform\x12\x17\n\x0finstallation_id\x18\x03 \x01(\x03\"X\n\x1bInstallOrganizationResponse\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization\"D\n\x1aSuspendOrganizationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0csuspended_by\x18\x02 \x01(\t\"X\n\x1bSuspendOrganizationResponse\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization\"0\n\x1cUnsuspendOrganizationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Z\n\x1dUnsuspendOrganizationResponse\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization\"-\n\x19\x44\x65leteOrganizationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x1c\n\x1a\x44\x65leteOrganizationResponse\"H\n\x10\x41\x64\x64MemberRequest\x12\x1d\n\x0forganization_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"B\n\x11\x41\x64\x64MemberResponse\x12-\n\x06member\x18\x01 \x01(\x0b\x32\x1d.polar.organization.v1.Member\"K\n\x13RemoveMemberRequest\x12\x1d\n\x0forganization_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14RemoveMemberResponse\"Z\n\x12ListMembersRequest\x12\x1d\n\x0forganization_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"^\n\x13ListMembersResponse\x12.\n\x07members\x18\x01 \x03(\x0b\x32\x1d.polar.organization.v1.Member\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"N\n\x16\x43heckMembershipRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0forganization_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\",\n\x17\x43heckMembershipResponse\x12\x11\n\tis_member\x18\x01 \x01(\x08\"\xf7\x01\n\x1bUpsertUserFromGitHubRequest\x12\x16\n\x0egithub_user_id\x18\x01 \x01(\x03\x12\r\n\x05login\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x16\n\x0e\x65mail_verified\x18\x04 \x01(\x08\x12\x12\n\navatar_url\x18\x05 \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x06 \x01(\t\x12\x1f\n\x17\x61\x63\x63\x65ss_token_expires_at\x18\x07 \x01(\x03\x12\x15\n\rrefresh_token\x18\x08 \x01(\t\x12(\n\x07profile\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\"Z\n\x1cUpsertUserFromGitHubResponse\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.polar.organization.v1.User\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\"\n\x0eGetUserRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x0fGetUserResponse\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.polar.organization.v1.User\"%\n\x11\x44\x65leteUserRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x14\n\x12\x44\x65leteUserResponse2\xf3\x0c\n\x13OrganizationService\x12u\n\x0fGetOrganization\x12-.polar.organization.v1.GetOrganizationRequest\x1a..polar.organization.v1.GetOrganizationResponse\"\x03\x90\x02\x01\x12~\n\x12LookupOrganization\x12\x30.polar.organization.v1.LookupOrganizationRequest\x1a\x31.polar.organization.v1.LookupOrganizationResponse\"\x03\x90\x02\x01\x12{\n\x11ListOrganizations\x12/.polar.organization.v1.ListOrganizationsRequest\x1a\x30.polar.organization.v1.ListOrganizationsResponse\"\x03\x90\x02\x01\x12|\n\x13InstallOrganization\x12\x31.polar.organization.v1.InstallOrganizationRequest\x1a\x32.polar.organization.v1.InstallOrganizationResponse\x12|\n\x13SuspendOrganization\x12\x31.polar.organization.v1.SuspendOrganizationRequest\x1a\x32.polar.organization.v1.SuspendOrganizationResponse\x12\x82\x01\n\x15UnsuspendOrganization\x12\x33.polar.organization.v1.UnsuspendOrganizationRequest\x1a\x34.polar.organization.v1.UnsuspendOrganizationResponse\x12y\n\x12\x44\x65leteOrganization\x12\x30.polar.organization.v1.DeleteOrganizationRequest\x1a\x31.polar.organization.v1.DeleteOrganizationResponse\x12^\n\tAddMember\x12\'.polar.organization.v1.AddMemberRequest\x1a(.polar.organization.v1.AddMemberResponse\x12g\n\x0cRemoveMember\x12*.polar.organization.v1.RemoveMemberRequest\x1a+.polar.organization.v1.RemoveMemberResponse\x12i\n\x0bListMembers\x12).polar.organization.v1.ListMembersRequest\x1a*.polar.organization.v1.ListMembersResponse\"\x03\x90\x02\x01\x12u\n\x0f\x43heckMembership\x12-.polar.organization.v1.CheckMembershipRequest\x1a..polar.organization.v1.CheckMembershipResponse\"\x03\x90\x02\x01\x12\x7f\n\x14UpsertUserFromGitHub\x12\x32.polar.organization.v1.UpsertUserFromGitHubRequest\x1a\x33.polar.organization.v1.UpsertUserFromGitHubResponse\x12]\n\x07GetUser\x12%.polar.organization.v1.GetUserRequest\x1a&.polar.organization.v1.GetUserResponse\"\x03\x90\x02\x01\x12\x61\n\nDeleteUser\x12(.polar.organization.v1.DeleteUserRequest\x1a).polar.organization.v1.DeleteUserResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'polar.organization.v1.organization_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_GETORGANIZATIONREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETORGANIZATIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_SUSPENDORGANIZATIONREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_SUSPENDORGANIZATIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_UNSUSPENDORGANIZATIONREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_UNSUSPENDORGANIZATIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETEORGANIZATIONREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_DELETEORGANIZATIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_ADDMEMBERREQUEST'].fields_by_name['organization_id']._loaded_options = None
+  _globals['_ADDMEMBERREQUEST'].fields_by_name['organization_id']._serialized_options = b'\342A\001\002'
+  _globals['_ADDMEMBERREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_ADDMEMBERREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002'
+  _globals['_REMOVEMEMBERREQUEST'].fields_by_name['organization_id']._loaded_options = None
+  _globals['_REMOVEMEMBERREQUEST'].fields_by_name['organization_id']._serialized_options = b'\342A\001\002'
+  _globals['_REMOVEMEMBERREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_REMOVEMEMBERREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002'
+  _globals['_LISTMEMBERSREQUEST'].fields_by_name['organization_id']._loaded_options = None
+  _globals['_LISTMEMBERSREQUEST'].fields_by_name['organization_id']._serialized_options = b'\342A\001\002'
+  _globals['_CHECKMEMBERSHIPREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_CHECKMEMBERSHIPREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002'
+  _globals['_CHECKMEMBERSHIPREQUEST'].fields_by_name['organization_id']._loaded_options = None
+  _globals['_CHECKMEMBERSHIPREQUEST'].fields_by_name['organization_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETUSERREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETUSERREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETEUSERREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_DELETEUSERREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_ORGANIZATIONSERVICE'].methods_by_name['GetOrganization']._loaded_options = None
   _globals['_ORGANIZATIONSERVICE'].methods_by_name['GetOrganization']._serialized_options = b'\220\002\001'
   _globals['_ORGANIZATIONSERVICE'].methods_by_name['LookupOrganization']._loaded_options = None
@@ -46,66 +73,66 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORGANIZATIONSERVICE'].methods_by_name['CheckMembership']._serialized_options = b'\220\002\001'
   _globals['_ORGANIZATIONSERVICE'].methods_by_name['GetUser']._loaded_options = None
   _globals['_ORGANIZATIONSERVICE'].methods_by_name['GetUser']._serialized_options = b'\220\002\001'
-  _globals['_GETORGANIZATIONREQUEST']._serialized_start=177
-  _globals['_GETORGANIZATIONREQUEST']._serialized_end=213
-  _globals['_GETORGANIZATIONRESPONSE']._serialized_start=215
-  _globals['_GETORGANIZATIONRESPONSE']._serialized_end=299
-  _globals['_LOOKUPORGANIZATIONREQUEST']._serialized_start=302
-  _globals['_LOOKUPORGANIZATIONREQUEST']._serialized_end=673
-  _globals['_LOOKUPORGANIZATIONREQUEST_BYNAME']._serialized_start=517
-  _globals['_LOOKUPORGANIZATIONREQUEST_BYNAME']._serialized_end=584
-  _globals['_LOOKUPORGANIZATIONREQUEST_BYEXTERNALID']._serialized_start=586
-  _globals['_LOOKUPORGANIZATIONREQUEST_BYEXTERNALID']._serialized_end=666
-  _globals['_LOOKUPORGANIZATIONRESPONSE']._serialized_start=675
-  _globals['_LOOKUPORGANIZATIONRESPONSE']._serialized_end=762
-  _globals['_LISTORGANIZATIONSREQUEST']._serialized_start=764
-  _globals['_LISTORGANIZATIONSREQUEST']._serialized_end=853
-  _globals['_LISTORGANIZATIONSRESPONSE']._serialized_start=855
-  _globals['_LISTORGANIZATIONSRESPONSE']._serialized_end=967
-  _globals['_INSTALLORGANIZATIONREQUEST']._serialized_start=969
-  _globals['_INSTALLORGANIZATIONREQUEST']._serialized_end=1084
-  _globals['_INSTALLORGANIZATIONRESPONSE']._serialized_start=1086
-  _globals['_INSTALLORGANIZATIONRESPONSE']._serialized_end=1174
-  _globals['_SUSPENDORGANIZATIONREQUEST']._serialized_start=1176
-  _globals['_SUSPENDORGANIZATIONREQUEST']._serialized_end=1238
-  _globals['_SUSPENDORGANIZATIONRESPONSE']._serialized_start=1240
-  _globals['_SUSPENDORGANIZATIONRESPONSE']._serialized_end=1328
-  _globals['_UNSUSPENDORGANIZATIONREQUEST']._serialized_start=1330
-  _globals['_UNSUSPENDORGANIZATIONREQUEST']._serialized_end=1372
-  _globals['_UNSUSPENDORGANIZATIONRESPONSE']._serialized_start=1374
-  _globals['_UNSUSPENDORGANIZATIONRESPONSE']._serialized_end=1464
-  _globals['_DELETEORGANIZATIONREQUEST']._serialized_start=1466
-  _globals['_DELETEORGANIZATIONREQUEST']._serialized_end=1505
-  _globals['_DELETEORGANIZATIONRESPONSE']._serialized_start=1507
-  _globals['_DELETEORGANIZATIONRESPONSE']._serialized_end=1535
-  _globals['_ADDMEMBERREQUEST']._serialized_start=1537
-  _globals['_ADDMEMBERREQUEST']._serialized_end=1597
-  _globals['_ADDMEMBERRESPONSE']._serialized_start=1599
-  _globals['_ADDMEMBERRESPONSE']._serialized_end=1665
-  _globals['_REMOVEMEMBERREQUEST']._serialized_start=1667
-  _globals['_REMOVEMEMBERREQUEST']._serialized_end=1730
-  _globals['_REMOVEMEMBERRESPONSE']._serialized_start=1732
-  _globals['_REMOVEMEMBERRESPONSE']._serialized_end=1754
-  _globals['_LISTMEMBERSREQUEST']._serialized_start=1756
-  _globals['_LISTMEMBERSREQUEST']._serialized_end=1840
-  _globals['_LISTMEMBERSRESPONSE']._serialized_start=1842
-  _globals['_LISTMEMBERSRESPONSE']._serialized_end=1936
-  _globals['_CHECKMEMBERSHIPREQUEST']._serialized_start=1938
-  _globals['_CHECKMEMBERSHIPREQUEST']._serialized_end=2004
-  _globals['_CHECKMEMBERSHIPRESPONSE']._serialized_start=2006
-  _globals['_CHECKMEMBERSHIPRESPONSE']._serialized_end=2050
-  _globals['_UPSERTUSERFROMGITHUBREQUEST']._serialized_start=2053
-  _globals['_UPSERTUSERFROMGITHUBREQUEST']._serialized_end=2300
-  _globals['_UPSERTUSERFROMGITHUBRESPONSE']._serialized_start=2302
-  _globals['_UPSERTUSERFROMGITHUBRESPONSE']._serialized_end=2392
-  _globals['_GETUSERREQUEST']._serialized_start=2394
-  _globals['_GETUSERREQUEST']._serialized_end=2422
-  _globals['_GETUSERRESPONSE']._serialized_start=2424
-  _globals['_GETUSERRESPONSE']._serialized_end=2484
-  _globals['_DELETEUSERREQUEST']._serialized_start=2486
-  _globals['_DELETEUSERREQUEST']._serialized_end=2517
-  _globals['_DELETEUSERRESPONSE']._serialized_start=2519
-  _globals['_DELETEUSERRESPONSE']._serialized_end=2539
-  _globals['_ORGANIZATIONSERVICE']._serialized_start=2542
-  _globals['_ORGANIZATIONSERVICE']._serialized_end=4193
+  _globals['_GETORGANIZATIONREQUEST']._serialized_start=210
+  _globals['_GETORGANIZATIONREQUEST']._serialized_end=252
+  _globals['_GETORGANIZATIONRESPONSE']._serialized_start=254
+  _globals['_GETORGANIZATIONRESPONSE']._serialized_end=338
+  _globals['_LOOKUPORGANIZATIONREQUEST']._serialized_start=341
+  _globals['_LOOKUPORGANIZATIONREQUEST']._serialized_end=712
+  _globals['_LOOKUPORGANIZATIONREQUEST_BYNAME']._serialized_start=556
+  _globals['_LOOKUPORGANIZATIONREQUEST_BYNAME']._serialized_end=623
+  _globals['_LOOKUPORGANIZATIONREQUEST_BYEXTERNALID']._serialized_start=625
+  _globals['_LOOKUPORGANIZATIONREQUEST_BYEXTERNALID']._serialized_end=705
+  _globals['_LOOKUPORGANIZATIONRESPONSE']._serialized_start=714
+  _globals['_LOOKUPORGANIZATIONRESPONSE']._serialized_end=801
+  _globals['_LISTORGANIZATIONSREQUEST']._serialized_start=803
+  _globals['_LISTORGANIZATIONSREQUEST']._serialized_end=892
+  _globals['_LISTORGANIZATIONSRESPONSE']._serialized_start=894
+  _globals['_LISTORGANIZATIONSRESPONSE']._serialized_end=1006
+  _globals['_INSTALLORGANIZATIONREQUEST']._serialized_start=1008
+  _globals['_INSTALLORGANIZATIONREQUEST']._serialized_end=1123
+  _globals['_INSTALLORGANIZATIONRESPONSE']._serialized_start=1125
+  _globals['_INSTALLORGANIZATIONRESPONSE']._serialized_end=1213
+  _globals['_SUSPENDORGANIZATIONREQUEST']._serialized_start=1215
+  _globals['_SUSPENDORGANIZATIONREQUEST']._serialized_end=1283
+  _globals['_SUSPENDORGANIZATIONRESPONSE']._serialized_start=1285
+  _globals['_SUSPENDORGANIZATIONRESPONSE']._serialized_end=1373
+  _globals['_UNSUSPENDORGANIZATIONREQUEST']._serialized_start=1375
+  _globals['_UNSUSPENDORGANIZATIONREQUEST']._serialized_end=1423
+  _globals['_UNSUSPENDORGANIZATIONRESPONSE']._serialized_start=1425
+  _globals['_UNSUSPENDORGANIZATIONRESPONSE']._serialized_end=1515
+  _globals['_DELETEORGANIZATIONREQUEST']._serialized_start=1517
+  _globals['_DELETEORGANIZATIONREQUEST']._serialized_end=1562
+  _globals['_DELETEORGANIZATIONRESPONSE']._serialized_start=1564
+  _globals['_DELETEORGANIZATIONRESPONSE']._serialized_end=1592
+  _globals['_ADDMEMBERREQUEST']._serialized_start=1594
+  _globals['_ADDMEMBERREQUEST']._serialized_end=1666
+  _globals['_ADDMEMBERRESPONSE']._serialized_start=1668
+  _globals['_ADDMEMBERRESPONSE']._serialized_end=1734
+  _globals['_REMOVEMEMBERREQUEST']._serialized_start=1736
+  _globals['_REMOVEMEMBERREQUEST']._serialized_end=1811
+  _globals['_REMOVEMEMBERRESPONSE']._serialized_start=1813
+  _globals['_REMOVEMEMBERRESPONSE']._serialized_end=1835
+  _globals['_LISTMEMBERSREQUEST']._serialized_start=1837
+  _globals['_LISTMEMBERSREQUEST']._serialized_end=1927
+  _globals['_LISTMEMBERSRESPONSE']._serialized_start=1929
+  _globals['_LISTMEMBERSRESPONSE']._serialized_end=2023
+  _globals['_CHECKMEMBERSHIPREQUEST']._serialized_start=2025
+  _globals['_CHECKMEMBERSHIPREQUEST']._serialized_end=2103
+  _globals['_CHECKMEMBERSHIPRESPONSE']._serialized_start=2105
+  _globals['_CHECKMEMBERSHIPRESPONSE']._serialized_end=2149
+  _globals['_UPSERTUSERFROMGITHUBREQUEST']._serialized_start=2152
+  _globals['_UPSERTUSERFROMGITHUBREQUEST']._serialized_end=2399
+  _globals['_UPSERTUSERFROMGITHUBRESPONSE']._serialized_start=2401
+  _globals['_UPSERTUSERFROMGITHUBRESPONSE']._serialized_end=2491
+  _globals['_GETUSERREQUEST']._serialized_start=2493
+  _globals['_GETUSERREQUEST']._serialized_end=2527
+  _globals['_GETUSERRESPONSE']._serialized_start=2529
+  _globals['_GETUSERRESPONSE']._serialized_end=2589
+  _globals['_DELETEUSERREQUEST']._serialized_start=2591
+  _globals['_DELETEUSERREQUEST']._serialized_end=2628
+  _globals['_DELETEUSERRESPONSE']._serialized_start=2630
+  _globals['_DELETEUSERRESPONSE']._serialized_end=2650
+  _globals['_ORGANIZATIONSERVICE']._serialized_start=2653
+  _globals['_ORGANIZATIONSERVICE']._serialized_end=4304
 # @@protoc_insertion_point(module_scope)

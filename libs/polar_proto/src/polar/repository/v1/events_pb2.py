@@ -23,41 +23,68 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from polar.options.v1 import event_options_pb2 as polar_dot_options_dot_v1_dot_event__options__pb2
 from polar.repository.v1 import repository_pb2 as polar_dot_repository_dot_v1_dot_repository__pb2
 from polar.repository.v1 import sync_pb2 as polar_dot_repository_dot_v1_dot_sync__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n polar/repository/v1/events.proto\x12\x13polar.repository.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$polar/repository/v1/repository.proto\x1a\x1epolar/repository/v1/sync.proto\"H\n\x11RepositoryCreated\x12\x33\n\nrepository\x18\x01 \x01(\x0b\x32\x1f.polar.repository.v1.Repository\"H\n\x11RepositoryUpdated\x12\x33\n\nrepository\x18\x01 \x01(\x0b\x32\x1f.polar.repository.v1.Repository\"X\n\x11RepositoryDeleted\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\x03\"9\n\x0cIssueCreated\x12)\n\x05issue\x18\x01 \x01(\x0b\x32\x1a.polar.repository.v1.Issue\"9\n\x0cIssueUpdated\x12)\n\x05issue\x18\x01 \x01(\x0b\x32\x1a.polar.repository.v1.Issue\"P\n\x0cIssueDeleted\x12\x10\n\x08issue_id\x18\x01 \x01(\t\x12\x15\n\rrepository_id\x18\x02 \x01(\t\x12\x17\n\x0forganization_id\x18\x03 \x01(\t\"L\n\x12PullRequestCreated\x12\x36\n\x0cpull_request\x18\x01 \x01(\x0b\x32 .polar.repository.v1.PullRequest\"L\n\x12PullRequestUpdated\x12\x36\n\x0cpull_request\x18\x01 \x01(\x0b\x32 .polar.repository.v1.PullRequest\"]\n\x12PullRequestDeleted\x12\x17\n\x0fpull_request_id\x18\x01 \x01(\t\x12\x15\n\rrepository_id\x18\x02 \x01(\t\x12\x17\n\x0forganization_id\x18\x03 \x01(\t\"\xbe\x01\n\x16RepositorySyncProgress\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06synced\x18\x03 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x04 \x01(\x03\x12\x10\n\x08issue_id\x18\x05 \x01(\t\x12\x13\n\x0bissue_title\x18\x06 \x01(\t\x12\x0e\n\x06job_id\x18\x07 \x01(\t\x12\x0c\n\x04page\x18\x08 \x01(\x03\x12\r\n\x05pages\x18\t \x01(\x03\"\xca\x01\n\x17RepositorySyncCompleted\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06issues\x18\x03 \x01(\x03\x12\x15\n\rpull_requests\x18\x04 \x01(\x03\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12\x0f\n\x07skipped\x18\x06 \x01(\x03\x12\x37\n\rskipped_items\x18\x07 \x03(\x0b\x32 .polar.repository.v1.SkippedItem\"\xf4\x01\n\x14RepositorySyncFailed\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x36\n\x06reason\x18\x04 \x01(\x0e\x32&.polar.repository.v1.SyncFailureReason\x12\x0f\n\x07message\x18\x05 \x01(\t\x12,\n\x08retry_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06issues\x18\x07 \x01(\x03\x12\x15\n\rpull_requests\x18\x08 \x01(\x03\"<\n\rRewardCreated\x12+\n\x06reward\x18\x01 \x01(\x0b\x32\x1b.polar.repository.v1.Rewardb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n polar/repository/v1/events.proto\x12\x13polar.repository.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a$polar/options/v1/event_options.proto\x1a$polar/repository/v1/repository.proto\x1a\x1epolar/repository/v1/sync.proto\"\x9b\x01\n\x11RepositoryCreated\x12\x33\n\nrepository\x18\x01 \x01(\x0b\x32\x1f.polar.repository.v1.Repository:Q\x82\xb5\x18M\n&polar.repository.v1.repository_created\x12\x0cPOLAR_EVENTS\x1a\x15\x61 repository appeared\"\x9a\x01\n\x11RepositoryUpdated\x12\x33\n\nrepository\x18\x01 \x01(\x0b\x32\x1f.polar.repository.v1.Repository:P\x82\xb5\x18L\n&polar.repository.v1.repository_updated\x12\x0cPOLAR_EVENTS\x1a\x14\x61 repository changed\"\xae\x01\n\x11RepositoryDeleted\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\x03:T\x82\xb5\x18P\n&polar.repository.v1.repository_deleted\x12\x0cPOLAR_EVENTS\x1a\x18\x61 repository was removed\"\x95\x01\n\x0cIssueCreated\x12)\n\x05issue\x18\x01 \x01(\x0b\x32\x1a.polar.repository.v1.Issue:Z\x82\xb5\x18V\n!polar.repository.v1.issue_created\x12\x0cPOLAR_EVENTS\x1a#an issue appeared (webhook or sync)\"\x82\x01\n\x0cIssueUpdated\x12)\n\x05issue\x18\x01 \x01(\x0b\x32\x1a.polar.repository.v1.Issue:G\x82\xb5\x18\x43\n!polar.repository.v1.issue_updated\x12\x0cPOLAR_EVENTS\x1a\x10\x61n issue changed\"\xcd\x01\n\x0cIssueDeleted\x12\x10\n\x08issue_id\x18\x01 \x01(\t\x12\x15\n\rrepository_id\x18\x02 \x01(\t\x12\x17\n\x0forganization_id\x18\x03 \x01(\t:{\x82\xb5\x18w\n!polar.repository.v1.issue_deleted\x12\x0cPOLAR_EVENTS\x1a\x44\x61n issue was deleted (alone, or with its repository or organization)\"\xa3\x01\n\x12PullRequestCreated\x12\x36\n\x0cpull_request\x18\x01 \x01(\x0b\x32 .polar.repository.v1.PullRequest:U\x82\xb5\x18Q\n(polar.repository.v1.pull_request_created\x12\x0cPOLAR_EVENTS\x1a\x17\x61 pull request appeared\"\xa2\x01\n\x12PullRequestUpdated\x12\x36\n\x0cpull_request\x18\x01 \x01(\x0b\x32 .polar.repository.v1.PullRequest:T\x82\xb5\x18P\n(polar.repository.v1.pull_request_updated\x12\x0cPOLAR_EVENTS\x1a\x16\x61 pull request changed\"\xdd\x01\n\x12PullRequestDeleted\x12\x17\n\x0fpull_request_id\x18\x01 \x01(\t\x12\x15\n\rrepository_id\x18\x02 \x01(\t\x12\x17\n\x0forganization_id\x18\x03 \x01(\t:~\x82\xb5\x18z\n(polar.repository.v1.pull_request_deleted\x12\x0cPOLAR_EVENTS\x1a@a pull request was deleted (with its repository or organization)\"\xcb\x02\n\x16RepositorySyncProgress\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06synced\x18\x03 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x04 \x01(\x03\x12\x10\n\x08issue_id\x18\x05 \x01(\t\x12\x13\n\x0bissue_title\x18\x06 \x01(\t\x12\x0e\n\x06job_id\x18\x07 \x01(\t\x12\x0c\n\x04page\x18\x08 \x01(\x03\x12\r\n\x05pages\x18\t \x01(\x03:\x8a\x01\x82\xb5\x18\x85\x01\n!polar.repository.v1.sync_progress\x12\x0cPOLAR_EVENTS\x1aRa sync stored a page (synced n of expected, page n of m; expected never decreases)\"\xb7\x02\n\x17RepositorySyncCompleted\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06issues\x18\x03 \x01(\x03\x12\x15\n\rpull_requests\x18\x04 \x01(\x03\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12\x0f\n\x07skipped\x18\x06 \x01(\x03\x12\x37\n\rskipped_items\x18\x07 \x03(\x0b\x32 .polar.repository.v1.SkippedItem:k\x82\xb5\x18g\n\"polar.repository.v1.sync_completed\x12\x0cPOLAR_EVENTS\x1a\x33\x61 sync finished (with the items it skipped, if any)\"\xb2\x03\n\x14RepositorySyncFailed\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x36\n\x06reason\x18\x04 \x01(\x0e\x32&.polar.repository.v1.SyncFailureReason\x12\x0f\n\x07message\x18\x05 \x01(\t\x12,\n\x08retry_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06issues\x18\x07 \x01(\x03\x12\x15\n\rpull_requests\x18\x08 \x01(\x03:\xbb\x01\x82\xb5\x18\xb6\x01\n\x1fpolar.repository.v1.sync_failed\x12\x0cPOLAR_EVENTS\x1a\x84\x01\x61 sync attempt failed: the reason (rate limit, access revoked, repository gone, GitHub unavailable) and when it is retried, if it is\"\x92\x01\n\rRewardCreated\x12+\n\x06reward\x18\x01 \x01(\x0b\x32\x1b.polar.repository.v1.Reward:T\x82\xb5\x18P\n\"polar.repository.v1.reward_created\x12\x0cPOLAR_EVENTS\x1a\x1c\x61 backer pledged on an issueb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'polar.repository.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPOSITORYCREATED']._serialized_start=160
-  _globals['_REPOSITORYCREATED']._serialized_end=232
-  _globals['_REPOSITORYUPDATED']._serialized_start=234
-  _globals['_REPOSITORYUPDATED']._serialized_end=306
-  _globals['_REPOSITORYDELETED']._serialized_start=308
-  _globals['_REPOSITORYDELETED']._serialized_end=396
-  _globals['_ISSUECREATED']._serialized_start=398
-  _globals['_ISSUECREATED']._serialized_end=455
-  _globals['_ISSUEUPDATED']._serialized_start=457
-  _globals['_ISSUEUPDATED']._serialized_end=514
-  _globals['_ISSUEDELETED']._serialized_start=516
-  _globals['_ISSUEDELETED']._serialized_end=596
-  _globals['_PULLREQUESTCREATED']._serialized_start=598
-  _globals['_PULLREQUESTCREATED']._serialized_end=674
-  _globals['_PULLREQUESTUPDATED']._serialized_start=676
-  _globals['_PULLREQUESTUPDATED']._serialized_end=752
-  _globals['_PULLREQUESTDELETED']._serialized_start=754
-  _globals['_PULLREQUESTDELETED']._serialized_end=847
-  _globals['_REPOSITORYSYNCPROGRESS']._serialized_start=850
-  _globals['_REPOSITORYSYNCPROGRESS']._serialized_end=1040
-  _globals['_REPOSITORYSYNCCOMPLETED']._serialized_start=1043
-  _globals['_REPOSITORYSYNCCOMPLETED']._serialized_end=1245
-  _globals['_REPOSITORYSYNCFAILED']._serialized_start=1248
-  _globals['_REPOSITORYSYNCFAILED']._serialized_end=1492
-  _globals['_REWARDCREATED']._serialized_start=1494
-  _globals['_REWARDCREATED']._serialized_end=1554
+  _globals['_REPOSITORYCREATED']._loaded_options = None
+  _globals['_REPOSITORYCREATED']._serialized_options = b'\202\265\030M\n&polar.repository.v1.repository_created\022\014POLAR_EVENTS\032\025a repository appeared'
+  _globals['_REPOSITORYUPDATED']._loaded_options = None
+  _globals['_REPOSITORYUPDATED']._serialized_options = b'\202\265\030L\n&polar.repository.v1.repository_updated\022\014POLAR_EVENTS\032\024a repository changed'
+  _globals['_REPOSITORYDELETED']._loaded_options = None
+  _globals['_REPOSITORYDELETED']._serialized_options = b'\202\265\030P\n&polar.repository.v1.repository_deleted\022\014POLAR_EVENTS\032\030a repository was removed'
+  _globals['_ISSUECREATED']._loaded_options = None
+  _globals['_ISSUECREATED']._serialized_options = b'\202\265\030V\n!polar.repository.v1.issue_created\022\014POLAR_EVENTS\032#an issue appeared (webhook or sync)'
+  _globals['_ISSUEUPDATED']._loaded_options = None
+  _globals['_ISSUEUPDATED']._serialized_options = b'\202\265\030C\n!polar.repository.v1.issue_updated\022\014POLAR_EVENTS\032\020an issue changed'
+  _globals['_ISSUEDELETED']._loaded_options = None
+  _globals['_ISSUEDELETED']._serialized_options = b'\202\265\030w\n!polar.repository.v1.issue_deleted\022\014POLAR_EVENTS\032Dan issue was deleted (alone, or with its repository or organization)'
+  _globals['_PULLREQUESTCREATED']._loaded_options = None
+  _globals['_PULLREQUESTCREATED']._serialized_options = b'\202\265\030Q\n(polar.repository.v1.pull_request_created\022\014POLAR_EVENTS\032\027a pull request appeared'
+  _globals['_PULLREQUESTUPDATED']._loaded_options = None
+  _globals['_PULLREQUESTUPDATED']._serialized_options = b'\202\265\030P\n(polar.repository.v1.pull_request_updated\022\014POLAR_EVENTS\032\026a pull request changed'
+  _globals['_PULLREQUESTDELETED']._loaded_options = None
+  _globals['_PULLREQUESTDELETED']._serialized_options = b'\202\265\030z\n(polar.repository.v1.pull_request_deleted\022\014POLAR_EVENTS\032@a pull request was deleted (with its repository or organization)'
+  _globals['_REPOSITORYSYNCPROGRESS']._loaded_options = None
+  _globals['_REPOSITORYSYNCPROGRESS']._serialized_options = b'\202\265\030\205\001\n!polar.repository.v1.sync_progress\022\014POLAR_EVENTS\032Ra sync stored a page (synced n of expected, page n of m; expected never decreases)'
+  _globals['_REPOSITORYSYNCCOMPLETED']._loaded_options = None
+  _globals['_REPOSITORYSYNCCOMPLETED']._serialized_options = b'\202\265\030g\n\"polar.repository.v1.sync_completed\022\014POLAR_EVENTS\0323a sync finished (with the items it skipped, if any)'
+  _globals['_REPOSITORYSYNCFAILED']._loaded_options = None
+  _globals['_REPOSITORYSYNCFAILED']._serialized_options = b'\202\265\030\266\001\n\037polar.repository.v1.sync_failed\022\014POLAR_EVENTS\032\204\001a sync attempt failed: the reason (rate limit, access revoked, repository gone, GitHub unavailable) and when it is retried, if it is'
+  _globals['_REWARDCREATED']._loaded_options = None
+  _globals['_REWARDCREATED']._serialized_options = b'\202\265\030P\n\"polar.repository.v1.reward_created\022\014POLAR_EVENTS\032\034a backer pledged on an issue'
+  _globals['_REPOSITORYCREATED']._serialized_start=199
+  _globals['_REPOSITORYCREATED']._serialized_end=354
+  _globals['_REPOSITORYUPDATED']._serialized_start=357
+  _globals['_REPOSITORYUPDATED']._serialized_end=511
+  _globals['_REPOSITORYDELETED']._serialized_start=514
+  _globals['_REPOSITORYDELETED']._serialized_end=688
+  _globals['_ISSUECREATED']._serialized_start=691
+  _globals['_ISSUECREATED']._serialized_end=840
+  _globals['_ISSUEUPDATED']._serialized_start=843
+  _globals['_ISSUEUPDATED']._serialized_end=973
+  _globals['_ISSUEDELETED']._serialized_start=976
+  _globals['_ISSUEDELETED']._serialized_end=1181
+  _globals['_PULLREQUESTCREATED']._serialized_start=1184
+  _globals['_PULLREQUESTCREATED']._serialized_end=1347
+  _globals['_PULLREQUESTUPDATED']._serialized_start=1350
+  _globals['_PULLREQUESTUPDATED']._serialized_end=1512
+  _globals['_PULLREQUESTDELETED']._serialized_start=1515
+  _globals['_PULLREQUESTDELETED']._serialized_end=1736
+  _globals['_REPOSITORYSYNCPROGRESS']._serialized_start=1739
+  _globals['_REPOSITORYSYNCPROGRESS']._serialized_end=2070
+  _globals['_REPOSITORYSYNCCOMPLETED']._serialized_start=2073
+  _globals['_REPOSITORYSYNCCOMPLETED']._serialized_end=2384
+  _globals['_REPOSITORYSYNCFAILED']._serialized_start=2387
+  _globals['_REPOSITORYSYNCFAILED']._serialized_end=2821
+  _globals['_REWARDCREATED']._serialized_start=2824
+  _globals['_REWARDCREATED']._serialized_end=2970
 # @@protoc_insertion_point(module_scope)

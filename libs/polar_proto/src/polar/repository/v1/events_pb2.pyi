@@ -23,9 +23,9 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class RepositoryCreated(_message.Message):
-    """Domain events of the repository service, published on polar.repository.v1.<event>.
-
-    polar.repository.v1.repository_created
+    """Domain events of the repository service. Each message declares its subject, stream and
+    when it is published (polar.options.v1.event): the README catalog, the subject registry
+    (polar/catalog.py) and docs/asyncapi.yaml are generated from them (`make gen`).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -48,8 +48,6 @@ Global___RepositoryCreated: _TypeAlias = RepositoryCreated  # noqa: Y015
 
 @_typing.final
 class RepositoryUpdated(_message.Message):
-    """polar.repository.v1.repository_updated"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     REPOSITORY_FIELD_NUMBER: _builtins.int
@@ -70,8 +68,6 @@ Global___RepositoryUpdated: _TypeAlias = RepositoryUpdated  # noqa: Y015
 
 @_typing.final
 class RepositoryDeleted(_message.Message):
-    """polar.repository.v1.repository_deleted"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     REPOSITORY_ID_FIELD_NUMBER: _builtins.int
@@ -97,8 +93,6 @@ Global___RepositoryDeleted: _TypeAlias = RepositoryDeleted  # noqa: Y015
 
 @_typing.final
 class IssueCreated(_message.Message):
-    """polar.repository.v1.issue_created"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     ISSUE_FIELD_NUMBER: _builtins.int
@@ -119,8 +113,6 @@ Global___IssueCreated: _TypeAlias = IssueCreated  # noqa: Y015
 
 @_typing.final
 class IssueUpdated(_message.Message):
-    """polar.repository.v1.issue_updated"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     ISSUE_FIELD_NUMBER: _builtins.int
@@ -141,8 +133,6 @@ Global___IssueUpdated: _TypeAlias = IssueUpdated  # noqa: Y015
 
 @_typing.final
 class IssueDeleted(_message.Message):
-    """polar.repository.v1.issue_deleted"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     ISSUE_ID_FIELD_NUMBER: _builtins.int
@@ -168,8 +158,6 @@ Global___IssueDeleted: _TypeAlias = IssueDeleted  # noqa: Y015
 
 @_typing.final
 class PullRequestCreated(_message.Message):
-    """polar.repository.v1.pull_request_created"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     PULL_REQUEST_FIELD_NUMBER: _builtins.int
@@ -190,8 +178,6 @@ Global___PullRequestCreated: _TypeAlias = PullRequestCreated  # noqa: Y015
 
 @_typing.final
 class PullRequestUpdated(_message.Message):
-    """polar.repository.v1.pull_request_updated"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     PULL_REQUEST_FIELD_NUMBER: _builtins.int
@@ -212,8 +198,6 @@ Global___PullRequestUpdated: _TypeAlias = PullRequestUpdated  # noqa: Y015
 
 @_typing.final
 class PullRequestDeleted(_message.Message):
-    """polar.repository.v1.pull_request_deleted"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     PULL_REQUEST_ID_FIELD_NUMBER: _builtins.int
@@ -239,7 +223,7 @@ Global___PullRequestDeleted: _TypeAlias = PullRequestDeleted  # noqa: Y015
 
 @_typing.final
 class RepositorySyncProgress(_message.Message):
-    """polar.repository.v1.sync_progress (the seed's issue.synced)"""
+    """The seed's issue.synced."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -291,7 +275,7 @@ Global___RepositorySyncProgress: _TypeAlias = RepositorySyncProgress  # noqa: Y0
 
 @_typing.final
 class RepositorySyncCompleted(_message.Message):
-    """polar.repository.v1.sync_completed (the seed's issue.sync.completed)"""
+    """The seed's issue.sync.completed."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -332,9 +316,7 @@ Global___RepositorySyncCompleted: _TypeAlias = RepositorySyncCompleted  # noqa: 
 
 @_typing.final
 class RepositorySyncFailed(_message.Message):
-    """polar.repository.v1.sync_failed: an attempt of a sync failed; retry_at says when it is
-    tried again (unset: it is not, see the reason).
-    """
+    """retry_at says when the failed attempt is tried again (unset: it is not, see the reason)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -379,8 +361,6 @@ Global___RepositorySyncFailed: _TypeAlias = RepositorySyncFailed  # noqa: Y015
 
 @_typing.final
 class RewardCreated(_message.Message):
-    """polar.repository.v1.reward_created"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     REWARD_FIELD_NUMBER: _builtins.int

@@ -581,10 +581,17 @@ class CreateRewardRequest(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     BACKER_USER_ID_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     issue_id: _builtins.str
     backer_user_id: _builtins.str
     """The backer: a user id, or an email for a backer without an account."""
     email: _builtins.str
+    request_id: _builtins.str
+    """AIP-155: a UUID the caller picks once per reward it means to create. A retry with the same
+    request_id returns the reward the first call created (it never creates a second one); the
+    same request_id with a different issue, amount or backer is INVALID_ARGUMENT. Optional:
+    without one, every call creates a reward.
+    """
     @_builtins.property
     def amount(self) -> _common_pb2.Money: ...
     def __init__(
@@ -594,10 +601,11 @@ class CreateRewardRequest(_message.Message):
         amount: _common_pb2.Money | None = ...,
         backer_user_id: _builtins.str = ...,
         email: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "backer_user_id", b"backer_user_id", "email", b"email", "issue_id", b"issue_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "backer_user_id", b"backer_user_id", "email", b"email", "issue_id", b"issue_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
