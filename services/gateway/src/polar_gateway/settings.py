@@ -185,12 +185,33 @@ class GatewaySettings(ServiceSettings):
     stream_send_timeout_seconds: float = Field(
         30, gt=0, description="A stream client that does not read for this long is dropped."
     )
+    stream_buffer_events: int = Field(
+        256,
+        ge=1,
+        description=(
+            "Events waiting for one stream client at most; a client that falls further "
+            "behind is disconnected (it resumes with Last-Event-ID)."
+        ),
+    )
+    stream_max_clients: int = Field(
+        5000,
+        ge=1,
+        description="Open live streams per gateway process; more get 503 with Retry-After.",
+    )
+    stream_max_catchups: int = Field(
+        100,
+        ge=1,
+        description=(
+            "Streams resuming with Last-Event-ID at once per process (each has its own "
+            "JetStream consumer while it catches up); more get 503 with Retry-After."
+        ),
+    )
     stream_recheck_seconds: float = Field(
         5,
         gt=0,
         description=(
             "An open stream sends nothing unless it checked within this time that its user "
-            "still exists (one GetUser per stream at most this often)."
+            "still exists (one GetUser per user at most every half of this)."
         ),
     )
     stream_replay_seconds: int = Field(
