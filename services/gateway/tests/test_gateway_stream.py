@@ -105,12 +105,12 @@ class Events:
         )
         return event_id
 
-    async def issue(self, org_id: str, repo_id: str | None = None) -> str:
+    async def issue(self, org_id: str, repo_id: str | None = None, title: str = "t") -> str:
         issue = repository_pb2.Issue(
             id=str(uuid.uuid4()),
             organization_id=org_id,
             repository_id=repo_id or str(uuid.uuid4()),
-            title="t",
+            title=title,
         )
         return await self.send(
             "polar.repository.v1.issue_created", repo_events.IssueCreated(issue=issue)

@@ -70,10 +70,11 @@ class Feed:
         return self.nc.jetstream()
 
     async def _run(self) -> None:
-        self.nc = await connect(self.settings, name="polar-gateway-stream")
         delay = 0.5
         while not self._closing:
             sub: JetStreamContext.PushSubscription | None = None
+            if self.nc is None or self.nc.is_closed:
+                self.nc = await connect(self.settings, name="polar-gateway-stream")
             try:
                 sub = await self._subscribe(self.jetstream())
                 self.ready.set()

@@ -94,4 +94,7 @@ async def _joined(
     finally:
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
+        # Deleted now rather than after its inactivity threshold: consumers are limited.
+        with contextlib.suppress(nats.errors.Error):
+            await js.delete_consumer(EVENTS.stream_name(settings.nats_prefix), sub._consumer)
     return joined
