@@ -32,10 +32,14 @@ import json
 import os
 import sys
 import time
+import shutil
+import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -73,6 +77,8 @@ class Config:
     rate: float = 200.0  # events/s over all organizations
     warmup: float = 3.0
     duration: float = 15.0
+    recheck_seconds: float = 5.0  # POLAR_STREAM_RECHECK_SECONDS: one GetUser per user this often
+    profile: bool = False
 
 
 async def seed(url: str, config: Config) -> list[tuple[str, str]]:
@@ -253,6 +259,7 @@ async def run_one(
             organization_grpc_target=f"{HOST}:{org_port}",
             repository_grpc_target=f"{HOST}:{free_port()}",  # not needed by streams
         )
+        gateway.env = {**gateway.env, "POLAR_STREAM_RECHECK_SECONDS": str(config.recheck_seconds)}
         if gateway_src is not None:
             gateway.env = {**gateway.env, "PYTHONPATH": gateway_src}
         signer = TokenSigner(GatewaySettings(session_secret=SESSION_SECRET))
@@ -289,6 +296,11 @@ async def run_one(
                     webhooks(session, f"{base}/api/v2/integrations/github/webhook", until, window)
                 )
                 await asyncio.sleep(config.warmup)
+                profiling = [
+                    asyncio.create_task(profile(p, config.duration))
+                    for p in (gateway, organization)
+                    if config.profile
+                ]
                 cpu_before = {
                     "gateway": process_cpu(gateway.pid),
                     "organization": process_cpu(organization.pid),
@@ -299,6 +311,7 @@ async def run_one(
                     "organization": process_cpu(organization.pid) - cpu_before["organization"],
                 }
                 sent = await publishing
+                profiles = dict(await asyncio.gather(*profiling))
                 hook_latencies, hook_failures = await posting
                 await asyncio.sleep(3)  # what is in flight arrives
                 answers = [await reader.stop(window[0], window[1]) for reader in readers]
@@ -329,14 +342,55 @@ async def run_one(
         },
         "loadgen_cpu_seconds": round(sum(a["cpu_seconds"] for a in answers), 2),
         "exact": {"missing": missing, "extra": extra, "foreign": foreign, "ended": ended},
+        "profiles": profiles,
     }
+    for process, top in profiles.items():
+        print(f"\n{name}: {process}, share of samples by function (self, then with callees)")
+        print(table(["self %", "total %", "function"], top[:25]))
     return result
+
+
+async def profile(process: Process, seconds: float) -> tuple[str, list[list[object]]]:
+    """py-spy (`uv tool run py-spy`, from PyPI) on `process` for `seconds`: the functions
+    with the most samples, by self and total share."""
+    uv = os.environ.get("UV") or shutil.which("uv") or ".tools/bin/uv"
+    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
+        spy = await asyncio.create_subprocess_exec(
+            uv, "tool", "run", "py-spy", "record", "--format", "raw", "--nonblocking",
+            "-r", "200", "-d", str(int(seconds)), "-o", out.name, "-p", str(process.pid),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        await spy.wait()
+        lines = Path(out.name).read_text().splitlines()
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        frames = [_frame(f) for f in stack.split(";")]
+        n = int(count)
+        samples += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            total[frame] += n
+    top: list[list[object]] = [
+        [round(100 * n / samples, 1), round(100 * total[f] / samples, 1), f]
+        for f, n in own.most_common(40)
+    ]
+    return process.name, top
+
+
+def _frame(frame: str) -> str:
+    """`send (uvicorn/protocols/http/httptools_impl.py:470)` -> `send httptools_impl.py`."""
+    function, _, where = frame.partition(" (")
+    return f"{function} {where.rsplit('/', 1)[-1].split(':')[0]}"
 
 
 def show(results: list[dict[str, Any]], config: Config) -> None:
     print(
         f"\nlive stream: {config.clients:,} clients over {config.organizations} organizations, "
-        f"{config.rate:g} events/s, {config.duration:g} s measured (after {config.warmup:g} s)"
+        f"{config.rate:g} events/s, {config.duration:g} s measured (after {config.warmup:g} s), "
+        f"user recheck every {config.recheck_seconds:g} s"
     )
     rows = [
         [
@@ -371,6 +425,8 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=Config.rate)
     parser.add_argument("--duration", type=float, default=Config.duration)
     parser.add_argument("--warmup", type=float, default=Config.warmup)
+    parser.add_argument("--recheck-seconds", type=float, default=Config.recheck_seconds)
+    parser.add_argument("--profile", action="store_true", help="py-spy the processes")
     parser.add_argument("--baseline-src", help="a gateway source tree to measure first")
     args = parser.parse_args(argv)
     config = Config(
@@ -379,6 +435,8 @@ async def main(argv: Sequence[str] | None = None) -> None:
         rate=args.rate,
         duration=args.duration,
         warmup=args.warmup,
+        recheck_seconds=args.recheck_seconds,
+        profile=args.profile,
     )
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"live stream benchmark: {os.cpu_count()} CPUs, load average {load} before start")

@@ -4,8 +4,9 @@ Reads a JSON job on stdin's first line: {"host", "port", "clients": [[token, org
 ...]}. Opens every stream on a bare socket (no HTTP client library: the cheapest reader),
 says `ready <n refused>` once each got its `: ready`, then counts what arrives until
 `stop <from> <to>` on stdin; answers one JSON line: per client the events received, those
-of another organization, whether the server ended the stream; the delivery latencies (arrival - the publish time carried in the
-issue's title) of the events published in that window; and its own CPU seconds.
+of another organization, whether the server ended the stream; the delivery latencies
+(arrival - the publish time carried in the issue's title) of the events published in that
+window; and its own CPU seconds.
 """
 
 from __future__ import annotations

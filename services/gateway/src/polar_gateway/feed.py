@@ -56,12 +56,14 @@ class Feed:
         self.catchups = 0
         self.nc: Client | None = None
         self._task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
 
     async def start(self, _: JetStreamContext | None = None) -> None:
         """Start (once) and wait until the feed is up (a Bus on_ready hook: retried)."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="stream-feed")
+            self._sweeper = asyncio.create_task(self.live.run_sweeper(), name="stream-sweeper")
         await asyncio.wait_for(self.ready.wait(), self.settings.grpc_deadline_seconds)
 
     def jetstream(self) -> JetStreamContext:
@@ -137,10 +139,11 @@ class Feed:
     async def close(self) -> None:
         self._closing = True
         self.ready.clear()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        for task in (self._task, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self.nc is not None and not self.nc.is_closed:
             with contextlib.suppress(Exception):
                 await self.nc.close()

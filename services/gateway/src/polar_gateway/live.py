@@ -79,6 +79,8 @@ class OpenStream:
     # send: a slow client is dropped, not waited for.
     abort: Callable[[], None] | None = None
     sending: bool = False
+    last_write: float = field(default_factory=time.monotonic)  # start of the latest write
+    ping_due: bool = False  # set by LiveStreams.sweep when idle for a ping interval
     indexed: set[str] = field(default_factory=set)  # organizations it is indexed under
     _next_check: float = 0.0
 
@@ -112,19 +114,13 @@ class OpenStream:
         if self.ended.is_set():
             raise StreamEnded
 
-    async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109
-        """Until an event is pending or the stream ended (True), or `timeout` (False);
-        never past the session's expiry."""
-        if self.pending or self.ended.is_set():
-            return True
-        self.wake.clear()
-        timeout = min(timeout, max(0.01, self.session.expires_at - time.time()))
-        try:
-            async with asyncio.timeout(timeout):
-                await self.wake.wait()
-        except TimeoutError:
-            return False
-        return True
+    async def wait(self) -> None:
+        """Until an event is pending, a ping is due or the stream ended. No timer of its
+        own: LiveStreams.sweep keeps time for every stream (a timer per stream and wait
+        costs more than the event it waits for)."""
+        if not (self.pending or self.ping_due or self.ended.is_set()):
+            self.wake.clear()
+            await self.wake.wait()
 
 
 class LiveStreams:
@@ -133,6 +129,8 @@ class LiveStreams:
     def __init__(self, settings: GatewaySettings) -> None:
         self.recheck_seconds = settings.stream_recheck_seconds
         self.buffer = settings.stream_buffer_events
+        self.ping_seconds = settings.stream_ping_seconds
+        self.send_timeout = settings.stream_send_timeout_seconds
         self._by_user: dict[str, set[OpenStream]] = {}
         self._by_organization: dict[str, set[OpenStream]] = {}
         self.count = 0
@@ -193,6 +191,27 @@ class LiveStreams:
                 targets.update(streams)
         for stream in targets:
             stream.push(event)
+
+    def sweep(self) -> None:
+        """Once a second: a ping is due for streams idle a ping interval; a client stuck in a
+        write for stream_send_timeout_seconds is dropped; an expired session ends."""
+        now, wall = time.monotonic(), time.time()
+        for streams in self._by_user.values():
+            for stream in streams:
+                idle = now - stream.last_write
+                if stream.sending:
+                    if idle >= self.send_timeout:
+                        stream.end("slow")
+                elif stream.session.expires_at <= wall:
+                    stream.end("expired")
+                elif idle >= self.ping_seconds:
+                    stream.ping_due = True
+                    stream.wake.set()
+
+    async def run_sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.ping_seconds / 2))
+            self.sweep()
 
     def end_all(self, reason: str) -> None:
         for streams in list(self._by_user.values()):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any
@@ -161,18 +162,19 @@ class LiveResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = self.stream
         stream.abort = scope.get("polar.abort")
+        # The body's frames go straight to the server (middleware.py): the layers in between
+        # only act on the answer's start, and a frame per event per client adds up.
+        body: Send = scope.get("polar.send", send)
         listener = asyncio.create_task(self._listen(receive))
         STREAM_CLIENTS.inc()
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            await self._write(send, READY)
+            await self._write(body, READY)
             if self.catch_up is not None:
-                self.after = await self.catch_up.replay(lambda event: self._replayed(send, event))
-            await self._run(send)
+                self.after = await self.catch_up.replay(lambda event: self._replayed(body, event))
+            await self._run(body)
         except StreamEnded:
             pass
-        except TimeoutError:  # one write blocked for stream_send_timeout_seconds
-            stream.end("slow")
         finally:
             listener.cancel()
             STREAM_CLIENTS.dec()
@@ -193,9 +195,11 @@ class LiveResponse(Response):
         self.stream.end("disconnected")
 
     async def _run(self, send: Send) -> None:
-        stream, ping = self.stream, self.gateway.settings.stream_ping_seconds
+        stream = self.stream
         while True:
-            if not await stream.wait(ping):
+            await stream.wait()
+            if stream.ping_due and not stream.pending:
+                stream.ping_due = False
                 await stream.check()  # idle streams check at each heartbeat
                 await self._write(send, PING)
                 continue
@@ -236,10 +240,11 @@ class LiveResponse(Response):
 
     async def _write(self, send: Send, data: bytes) -> None:
         stream = self.stream
-        stream.sending = True  # ending it meanwhile closes the connection (live.py)
+        # While it lasts, ending the stream closes the connection; one lasting
+        # stream_send_timeout_seconds ends it (live.py).
+        stream.sending, stream.last_write = True, time.monotonic()
         try:
-            async with asyncio.timeout(self.gateway.settings.stream_send_timeout_seconds):
-                await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": data, "more_body": True})
         finally:
             stream.sending = False
 
