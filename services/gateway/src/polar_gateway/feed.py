@@ -4,7 +4,8 @@ The replica reads the EVENTS stream through one ordered consumer (flow-controlle
 recreates it after a gap, from the next sequence) on a NATS connection of its own, so that
 however many streams are open, webhook intake (the Bus's connection) never queues behind
 their traffic. Each event is decoded once and handed to the streams that may want it
-(live.LiveStreams.deliver).
+(live.LiveStreams.deliver); the read model of GET /user/organizations follows them too
+(readmodel.py).
 
 A resume (Last-Event-ID) reads what the client missed through a consumer of its own
 (`CatchUp`), created before the answer starts, then joins the shared feed: events the feed
@@ -33,6 +34,7 @@ from polar_kit.nats import EVENTS, connect, strip_prefix, subject_for
 
 from . import events, replay
 from .live import LiveStreams, StreamEnded
+from .readmodel import UserOrganizations
 from .settings import GatewaySettings
 
 log = structlog.get_logger(__name__)
@@ -47,9 +49,12 @@ class FeedLost(Exception):
 
 
 class Feed:
-    def __init__(self, settings: GatewaySettings, live: LiveStreams) -> None:
+    def __init__(
+        self, settings: GatewaySettings, live: LiveStreams, read_model: UserOrganizations
+    ) -> None:
         self.settings = settings
         self.live = live
+        self.read_model = read_model
         self.stream_name = EVENTS.stream_name(settings.nats_prefix)
         self.ready = asyncio.Event()
         self.last_sequence = 0  # of the latest event the feed handed out
@@ -80,6 +85,7 @@ class Feed:
             try:
                 sub = await self._subscribe(self.jetstream())
                 self.ready.set()
+                self.read_model.start()
                 delay = 0.5
                 await self._watch(sub)
             except asyncio.CancelledError:
@@ -87,6 +93,7 @@ class Feed:
             except Exception as exc:
                 log.warning("stream feed lost", error=repr(exc), streams=self.live.count)
             self.ready.clear()
+            self.read_model.stop()
             self.live.end_all("feed lost")
             if sub is not None:
                 await _drop(self.nc, sub, self.stream_name)
@@ -114,13 +121,13 @@ class Feed:
     async def _receive(self, msg: Msg) -> None:
         sequence = msg.metadata.sequence.stream
         self.last_sequence = sequence
-        if self.live.count == 0:
-            return
         event = events.decode(
             sequence, strip_prefix(self.settings, msg.subject), msg.data, msg.headers
         )
         if event is not None:
-            self.live.deliver(event)
+            self.read_model.apply(event)
+            if self.live.count:
+                self.live.deliver(event)
 
     async def _watch(self, sub: JetStreamContext.PushSubscription) -> None:
         """Returns (FeedLost) when the connection is down or the consumer is gone."""
@@ -139,6 +146,7 @@ class Feed:
     async def close(self) -> None:
         self._closing = True
         self.ready.clear()
+        self.read_model.stop()
         for task in (self._task, self._sweeper):
             if task is not None:
                 task.cancel()

@@ -179,11 +179,20 @@ class GatewaySettings(ServiceSettings):
         10_000, ge=1, description="Membership answers kept at most (oldest evicted)."
     )
 
+    read_model_users: int = Field(
+        10_000,
+        ge=1,
+        description=(
+            "Users whose GET /user/organizations answers the gateway keeps in memory (kept "
+            "current from the domain events; emptied when full)."
+        ),
+    )
+
     stream_ping_seconds: float = Field(
         15, gt=0, description="Heartbeat interval of the live stream (SSE comment lines)."
     )
     stream_send_timeout_seconds: float = Field(
-        30, gt=0, description="A stream client that does not read for this long is dropped."
+        30, gt=0, description="A stream client stuck in one write for this long is dropped."
     )
     stream_buffer_events: int = Field(
         256,

@@ -14,6 +14,7 @@ from .clients import Clients
 from .feed import Feed
 from .limits import BodySlots
 from .live import LiveStreams, watch_memberships
+from .readmodel import UserOrganizations
 from .sessions import ActiveSessions, Revocations, TokenSigner
 from .settings import GatewaySettings
 
@@ -29,6 +30,7 @@ class Gateway:
     memberships: Memberships
     live: LiveStreams
     feed: Feed
+    read_model: UserOrganizations
     webhook_bodies: BodySlots
     github: httpx.AsyncClient  # sign-in only: token exchange and the user's profile
 
@@ -48,7 +50,8 @@ class Gateway:
             assert bus.nc is not None
             await watch_memberships(bus.nc, settings, memberships, live)
 
-        feed = Feed(settings, live)
+        read_model = UserOrganizations(settings.read_model_users)
+        feed = Feed(settings, live, read_model)
         bus.on_ready([revocations.setup, sessions.setup, watch_removals, feed.start])
         return cls(
             settings=settings,
@@ -60,6 +63,7 @@ class Gateway:
             memberships=memberships,
             live=live,
             feed=feed,
+            read_model=read_model,
             webhook_bodies=BodySlots(settings),
             github=httpx.AsyncClient(timeout=settings.github_http_timeout_seconds),
         )
