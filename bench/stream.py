@@ -30,10 +30,10 @@ import hashlib
 import hmac
 import json
 import os
-import sys
-import time
 import shutil
+import sys
 import tempfile
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -361,7 +361,7 @@ async def profile(process: Process, seconds: float) -> tuple[str, list[list[obje
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         await spy.wait()
-        lines = Path(out.name).read_text().splitlines()
+        lines = Path(out.name).read_text().splitlines()  # noqa: ASYNC240 - after the run
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0
