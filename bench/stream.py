@@ -10,7 +10,8 @@ user, a member of one of the organizations; the clients run in 2 processes of th
 (bench/stream_client.py, bare sockets). This process publishes `issue_created` events to the
 EVENTS stream (as the outbox relay does), round-robin over the organizations, each carrying
 its publish time in the issue's title, and meanwhile POSTs signed webhook deliveries to the
-same gateway (50/s).
+same gateway (50/s); the same deliveries were sent for a few seconds before any stream
+opened, for comparison.
 
 Reported: delivery latency (arrival at the client - publish) p50/p99 over the measured window,
 events delivered/s, the gateway's and the organization service's CPU in the window, the
@@ -277,6 +278,14 @@ async def run_one(
                             break
                     assert time.monotonic() < deadline, gateway.tail()
                     await asyncio.sleep(0.2)
+                # Webhooks alone first: the figure the one under stream load compares with.
+                quiet_window = [time.time() + 1, time.time() + 1 + config.warmup + 2]
+                quiet, _ = await webhooks(
+                    session,
+                    f"{base}/api/v2/integrations/github/webhook",
+                    time.monotonic() + config.warmup + 3,
+                    quiet_window,
+                )
                 shares = [clients[i::CLIENT_PROCESSES] for i in range(CLIENT_PROCESSES)]
                 readers = [ClientProcess(HOST, gateway_port, share) for share in shares]
                 connect_started = time.monotonic()
@@ -335,6 +344,7 @@ async def run_one(
         "cpu_seconds": {k: round(v, 2) for k, v in cpu.items()},
         "gateway_cores": round(cpu["gateway"] / config.duration, 2),
         "gateway_us_per_event": round(cpu["gateway"] / delivered * 1e6, 1) if delivered else None,
+        "webhooks_alone": latency_summary(quiet) if quiet else {},
         "webhooks": {
             **(latency_summary(hook_latencies) if hook_latencies else {}),
             "answered": len(hook_latencies),
@@ -402,6 +412,7 @@ def show(results: list[dict[str, Any]], config: Config) -> None:
             r["gateway_cores"],
             r["gateway_us_per_event"],
             round(r["cpu_seconds"]["organization"] / config.duration, 2),
+            r["webhooks_alone"].get("p99_ms", "-"),
             r["webhooks"].get("p50_ms", "-"),
             r["webhooks"].get("p99_ms", "-"),
             r["webhooks"]["failed"],
@@ -412,7 +423,8 @@ def show(results: list[dict[str, Any]], config: Config) -> None:
     ]
     headers = [
         "gateway", "refused", "delivered/s", "p50 ms", "p99 ms", "gw cores", "gw µs/event",
-        "org cores", "hook p50", "hook p99", "hook fail", "clients CPU s", "exact",
+        "org cores", "hook p99 alone", "hook p50", "hook p99", "hook fail", "clients CPU s",
+        "exact",
     ]  # fmt: skip
     print(table(headers, rows))
     print("target: 2,000 clients x 200 events/s, delivery p99 <= 250 ms, webhook p99 <= 100 ms")
