@@ -18,10 +18,9 @@ What ends a stream from outside:
   replica, `watch_memberships`) drop the cached membership answers and take the
   organization away from the user's open streams at once (a stream pinned to it ends);
 - at most `stream_recheck_seconds` (5 s) before sending an event, a stream has checked that
-  its session is neither revoked nor expired and that its user still exists (GetUser, one
-  call per user and window whatever the number of its streams: a deleted user is
-  NOT_FOUND); the contract has no user-deleted event to react to sooner. Idle streams check
-  at each heartbeat;
+  its session is neither revoked nor expired and that its user still exists (`UserChecks`:
+  a deleted user is in no member list and NOT_FOUND to GetUser); the contract has no
+  user-deleted event to react to sooner. Idle streams check at each heartbeat;
 - the feed lost (NATS connection or consumer gone): every stream ends, so its client
   reconnects with Last-Event-ID and resumes once the feed is back.
 """
@@ -34,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -57,6 +56,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 # None: the stream must end; else the monotonic time its answer was current at.
+T = TypeVar("T")
+MEMBER_PAGE = 1000  # the service caps it at its own maximum
 Recheck = Callable[[], Awaitable[float | None]]
 
 
@@ -236,42 +237,94 @@ class LiveStreams:
 
 
 class UserChecks:
-    """Whether a user still exists, asked of the organization service at most once per user
-    and window, however many streams the user has open."""
+    """Whether a user still exists, asked of the organization service as rarely as the
+    guarantee allows: an answer is shared for half a window by every stream that needs it
+    (the stream's next check is due a window after the answer was asked for, not after it
+    was reused). Most users are known to exist from the member list of one of their
+    organizations (ListMembers lists no deleted user): one call per organization and
+    half-window instead of one per user; the others are asked with GetUser."""
 
     def __init__(self, window: float) -> None:
         self.reuse = window / 2
-        self._answers: dict[str, tuple[float, asyncio.Future[bool]]] = {}
+        self._users: dict[str, tuple[float, asyncio.Future[bool]]] = {}
+        self._members: dict[str, tuple[float, asyncio.Future[frozenset[str]]]] = {}
 
-    async def exists(self, user_id: str, ask: Callable[[], Awaitable[bool]]) -> float | None:
-        """None when the user is gone, else when the answer was asked for (monotonic): the
-        stream's next check is due a window after that, not after now."""
+    async def exists(
+        self,
+        user_id: str,
+        organizations: set[str],
+        ask: Callable[[], Awaitable[bool]],
+        members: Callable[[str], Awaitable[frozenset[str]]],
+    ) -> float | None:
+        """None when the user is gone, else when the answer was asked for (monotonic)."""
         now = time.monotonic()
-        found = self._answers.get(user_id)
+        for organization_id in sorted(organizations)[:2]:
+            asked_at, listed = self._shared(self._members, organization_id, now, members)
+            try:
+                if user_id in await asyncio.shield(listed):
+                    return asked_at
+            except Exception:
+                continue
+        asked_at, found = self._shared(self._users, user_id, now, lambda _: ask())
+        return asked_at if await asyncio.shield(found) else None
+
+    def _shared(
+        self,
+        answers: dict[str, tuple[float, asyncio.Future[T]]],
+        key: str,
+        now: float,
+        fetch: Callable[[str], Awaitable[T]],
+    ) -> tuple[float, asyncio.Future[T]]:
+        found = answers.get(key)
         if found is None or found[0] + self.reuse <= now:
-            if len(self._answers) > 10_000:  # forget what expired, now and then
-                self._answers = {k: v for k, v in self._answers.items() if v[0] + self.reuse > now}
-            found = (now, asyncio.ensure_future(ask()))
-            self._answers[user_id] = found
-        return found[0] if await asyncio.shield(found[1]) else None
+            if len(answers) > 10_000:  # forget what expired, now and then
+                for stale in [k for k, v in answers.items() if v[0] + self.reuse <= now]:
+                    del answers[stale]
+            future = asyncio.ensure_future(fetch(key))
+            future.add_done_callback(_retrieve)
+            found = answers[key] = (now, future)
+        return found
 
 
-async def still_valid(gateway: Gateway, session: Session) -> float | None:
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # an error nobody awaited is not "never retrieved"
+
+
+async def still_valid(
+    gateway: Gateway, stream_channels: Channels, session: Session
+) -> float | None:
     """The periodic check of an open stream: not revoked, and the user still exists (a
     service outage keeps the stream: it is not a reason to believe the user is gone)."""
     if gateway.revocations.is_revoked(session):
         return None
+    clients = gateway.clients
 
     async def ask() -> bool:
         try:
-            await gateway.clients.call(
-                gateway.clients.org.GetUser, org_pb.GetUserRequest(id=session.user_id)
-            )
+            await clients.call(clients.org.GetUser, org_pb.GetUserRequest(id=session.user_id))
         except grpc.aio.AioRpcError as exc:
             return exc.code() != grpc.StatusCode.NOT_FOUND
         return True
 
-    return await gateway.live.user_checks.exists(session.user_id, ask)
+    async def members(organization_id: str) -> frozenset[str]:
+        found: set[str] = set()
+        token = ""
+        while True:
+            page = await clients.call(
+                clients.org.ListMembers,
+                org_pb.ListMembersRequest(
+                    organization_id=organization_id, page_size=MEMBER_PAGE, page_token=token
+                ),
+            )
+            found.update(m.user_id for m in page.members)
+            token = page.next_page_token
+            if not token:
+                return frozenset(found)
+
+    return await gateway.live.user_checks.exists(
+        session.user_id, stream_channels.organizations, ask, members
+    )
 
 
 async def watch_memberships(

@@ -281,7 +281,7 @@ async def _open(
         channels.joined = plan.joined
     # Registered first, then the catch-up reads up to where the feed is now: nothing falls
     # between the two (no await in between).
-    stream = live.open(session, channels, lambda: still_valid(gateway, session))
+    stream = live.open(session, channels, lambda: still_valid(gateway, channels, session))
     if plan.policy == DeliverPolicy.NEW:
         return LiveResponse(gateway, stream, None, format)
     try:
