@@ -89,9 +89,9 @@ buf-lint: ## buf lint protos/ (needs npm)
 		echo "buf-lint: SKIPPED, npm not found (install Node.js to lint protos/ with buf $(BUF_VERSION))"; \
 	fi
 
-# Benchmarks (bench/README.md), one suite after the other (~12 minutes on 2 idle cores);
+# Benchmarks (bench/README.md), one suite after the other (~14 minutes on 2 idle cores);
 # BENCH=gateway BENCH_ARGS='--only ingress' runs one suite with its own arguments.
-BENCH ?= organization list_issues repository_upsert webhook_consumption gateway
+BENCH ?= organization list_issues repository_upsert webhook_consumption gateway stream
 .PHONY: bench
 bench: sync ## every benchmark (bench/README.md); BENCH=gateway for one suite
 	for suite in $(BENCH); do $(RUN) python -m bench.$$suite $(BENCH_ARGS); done
