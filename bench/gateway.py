@@ -24,12 +24,15 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
@@ -62,6 +65,8 @@ from bench.common import (
     closed_loop,
     latency_summary,
     pid_cpu,
+    postgres_cpu,
+    process_cpu,
     table,
     write_results,
 )
@@ -152,6 +157,61 @@ async def wait_http(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{process.name} not ready at {url}:\n{process.tail()}")
         await asyncio.sleep(0.2)
+
+
+async def profile(process: Process, seconds: float) -> tuple[str, list[list[object]]]:
+    """py-spy (`uv tool run py-spy`, from PyPI) on `process` for `seconds`: the functions
+    with the most samples, by self and total share."""
+    uv = os.environ.get("UV") or shutil.which("uv") or ".tools/bin/uv"
+    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
+        spy = await asyncio.create_subprocess_exec(
+            uv, "tool", "run", "py-spy", "record", "--format", "raw", "--nonblocking",
+            "-r", "200", "-d", str(int(seconds)), "-o", out.name, "-p", str(process.pid),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        await spy.wait()
+        lines = Path(out.name).read_text().splitlines()  # noqa: ASYNC240 - after the run
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        frames = [_frame(f) for f in stack.split(";")]
+        n = int(count)
+        samples += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            total[frame] += n
+    top: list[list[object]] = [
+        [round(100 * n / samples, 1), round(100 * total[f] / samples, 1), f]
+        for f, n in own.most_common(40)
+    ]
+    return process.name, top
+
+
+def _frame(frame: str) -> str:
+    """`send (uvicorn/protocols/http/httptools_impl.py:470)` -> `send httptools_impl.py`."""
+    function, _, where = frame.partition(" (")
+    return f"{function} {where.rsplit('/', 1)[-1].split(':')[0]}"
+
+
+def listening_pid(port: int) -> int | None:
+    """The process listening on TCP `port` here (to read its CPU), if this user can see it."""
+    inodes = set()
+    for table_path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table_path).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    return int(proc.name)
+    return None
 
 
 def uvicorn_args(app: str, port: int) -> list[str]:
@@ -533,7 +593,9 @@ async def freshness(
 # --- end to end: issues.opened from POST to a row ----------------------------------------------
 
 
-async def end_to_end(server_url: str, nats_url: str, config: Config, count: int) -> dict[str, Any]:
+async def end_to_end(
+    server_url: str, nats_url: str, config: Config, count: int, profile_seconds: float = 0
+) -> dict[str, Any]:
     """`count` distinct issues.opened deliveries POSTed by 32 senders to the gateway; the
     repository service's webhook consumer stores them; done when the last row is there."""
     fixture = json.loads(
@@ -641,6 +703,19 @@ async def end_to_end(server_url: str, nats_url: str, config: Config, count: int)
                                 raise RuntimeError(f"status {response.status}")
                         latencies.append((time.perf_counter() - start) * 1000)
 
+                pids = {p.name: p.pid for p in (gateway, *services)}
+                pids["loadgen"] = os.getpid()
+                nats_pid = listening_pid(int(nats_url.rsplit(":", 1)[1]))
+                if nats_pid is not None:
+                    pids["nats"] = nats_pid
+                database_cpu = postgres_cpu(url)
+                cpu_before = {name: process_cpu(pid) for name, pid in pids.items()}
+                cpu_before["postgresql"] = await database_cpu()
+                profiling = [
+                    asyncio.create_task(profile(p, profile_seconds))
+                    for p in (gateway, *services)
+                    if profile_seconds
+                ]
                 started = time.perf_counter()
                 await asyncio.gather(*(sender() for _ in range(config.concurrency)))
                 accepted = time.perf_counter()
@@ -649,8 +724,13 @@ async def end_to_end(server_url: str, nats_url: str, config: Config, count: int)
                     await asyncio.sleep(0.1)
                     stored = await rows()
                 done = time.perf_counter()
+                cpu = {name: process_cpu(pid) - cpu_before[name] for name, pid in pids.items()}
+                cpu["postgresql"] = await database_cpu() - cpu_before["postgresql"]
+                profiles = dict(await asyncio.gather(*profiling))
         finally:
             await engine.dispose()
+    per_delivery = {name: round(seconds / count * 1000, 3) for name, seconds in cpu.items()}
+    servers = sum(v for k, v in per_delivery.items() if k != "loadgen")
     result = {
         "deliveries": count,
         "stored": stored,
@@ -659,8 +739,19 @@ async def end_to_end(server_url: str, nats_url: str, config: Config, count: int)
         "end_to_end_seconds": round(done - started, 2),
         "end_to_end_per_second": round(stored / (done - started), 1),
         "ingress_latency": latency_summary(latencies),
+        "cpu_ms_per_delivery": per_delivery,
+        "cpu_ms_per_delivery_servers": round(servers, 3),
+        "profiles": profiles,
     }
+    for process, top in profiles.items():
+        print(f"\nend to end: {process}, share of samples by function (self, then with callees)")
+        print(table(["self %", "total %", "function"], top[:20]))
     print(f"\nend to end: {count:,} issues.opened deliveries, {config.concurrency} senders")
+    print(
+        "CPU ms per delivery: "
+        + ", ".join(f"{k} {v}" for k, v in per_delivery.items())
+        + f"; all servers {servers:.3f} (target <= 1.2; NATS counts all of its clients)"
+    )
     print(
         table(
             ["deliveries", "stored", "accepted/s", "POST to row /s", "all stored after s"],
@@ -683,6 +774,9 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--only", choices=["ingress", "organizations", "end_to_end"])
     parser.add_argument("--deliveries", type=int, default=10_000, help="end to end")
     parser.add_argument("--duration", type=float, default=Config.duration)
+    parser.add_argument(
+        "--profile", type=float, default=0, help="end to end: py-spy the servers this long (s)"
+    )
     parser.add_argument("--warmup", type=float, default=Config.warmup)
     args = parser.parse_args(argv)
     config = Config(duration=args.duration, warmup=args.warmup)
@@ -696,7 +790,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
             )
         if args.only in (None, "end_to_end"):
             results["end_to_end"] = await end_to_end(
-                servers.database_url, servers.nats_url, config, args.deliveries
+                servers.database_url, servers.nats_url, config, args.deliveries, args.profile
             )
     print(f"\nwritten to {write_results('gateway', results)}")
 

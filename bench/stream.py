@@ -31,16 +31,12 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -65,7 +61,15 @@ from bench.common import (
     table,
     write_results,
 )
-from bench.gateway import SECRET, SESSION_SECRET, Process, gateway_process, processes, wait_http
+from bench.gateway import (
+    SECRET,
+    SESSION_SECRET,
+    Process,
+    gateway_process,
+    processes,
+    profile,
+    wait_http,
+)
 
 CLIENT_PROCESSES = 2
 WEBHOOKS_PER_SECOND = 50
@@ -358,42 +362,6 @@ async def run_one(
         print(f"\n{name}: {process}, share of samples by function (self, then with callees)")
         print(table(["self %", "total %", "function"], top[:25]))
     return result
-
-
-async def profile(process: Process, seconds: float) -> tuple[str, list[list[object]]]:
-    """py-spy (`uv tool run py-spy`, from PyPI) on `process` for `seconds`: the functions
-    with the most samples, by self and total share."""
-    uv = os.environ.get("UV") or shutil.which("uv") or ".tools/bin/uv"
-    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
-        spy = await asyncio.create_subprocess_exec(
-            uv, "tool", "run", "py-spy", "record", "--format", "raw", "--nonblocking",
-            "-r", "200", "-d", str(int(seconds)), "-o", out.name, "-p", str(process.pid),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        await spy.wait()
-        lines = Path(out.name).read_text().splitlines()  # noqa: ASYNC240 - after the run
-    own: Counter[str] = Counter()
-    total: Counter[str] = Counter()
-    samples = 0
-    for line in lines:
-        stack, _, count = line.rpartition(" ")
-        frames = [_frame(f) for f in stack.split(";")]
-        n = int(count)
-        samples += n
-        own[frames[-1]] += n
-        for frame in set(frames):
-            total[frame] += n
-    top: list[list[object]] = [
-        [round(100 * n / samples, 1), round(100 * total[f] / samples, 1), f]
-        for f, n in own.most_common(40)
-    ]
-    return process.name, top
-
-
-def _frame(frame: str) -> str:
-    """`send (uvicorn/protocols/http/httptools_impl.py:470)` -> `send httptools_impl.py`."""
-    function, _, where = frame.partition(" (")
-    return f"{function} {where.rsplit('/', 1)[-1].split(':')[0]}"
 
 
 def show(results: list[dict[str, Any]], config: Config) -> None:

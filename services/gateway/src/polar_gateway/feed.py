@@ -121,6 +121,8 @@ class Feed:
     async def _receive(self, msg: Msg) -> None:
         sequence = msg.metadata.sequence.stream
         self.last_sequence = sequence
+        if not self.live.count and not self.read_model.follows(msg.headers):
+            return  # nobody needs it: not even decoded (the write path's events, mostly)
         event = events.decode(
             sequence, strip_prefix(self.settings, msg.subject), msg.data, msg.headers
         )

@@ -18,7 +18,7 @@ it, changed as soon as its event arrives; a user's answer never mixes in another
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from polar.organization.v1 import events_pb2 as organization_events
@@ -39,6 +39,17 @@ _ORGANIZATION_EVENTS = (
     organization_events.OrganizationSuspended,
     organization_events.OrganizationUnsuspended,
     organization_events.OrganizationDeleted,
+)
+
+
+_TYPES = frozenset(
+    m.DESCRIPTOR.full_name
+    for m in (
+        organization_events.MemberAdded,
+        organization_events.MemberRemoved,
+        *_ORGANIZATION_EVENTS,
+        *_REPOSITORY_EVENTS,
+    )
 )
 
 
@@ -117,6 +128,10 @@ class UserOrganizations:
         self._clock += 1
         for key in list(self._by_organization.get(organization_id, ())):
             self._drop(key)
+
+    def follows(self, headers: Mapping[str, str] | None) -> bool:
+        """Whether an event of these headers (its `ce-type`) can change an answer."""
+        return self.enabled and headers is not None and headers.get("ce-type") in _TYPES
 
     def apply(self, event: Event) -> None:
         """An event of the feed, in order."""
