@@ -42,6 +42,7 @@ log = structlog.get_logger(__name__)
 HEARTBEAT_SECONDS = 2.0  # JetStream's idle heartbeat of the feed's consumer
 CHECK_SECONDS = 1.0  # how often the connection is looked at
 CONSUMER_CHECK_SECONDS = 5.0  # how often the consumer is asked for
+CATCH_UP_POLL_SECONDS = 0.5  # a catch-up with nothing coming asks its consumer this often
 
 
 class FeedLost(Exception):
@@ -198,19 +199,27 @@ class CatchUp:
         return catch_up
 
     async def replay(self, emit: Callable[[events.Event], Awaitable[None]]) -> int:
-        """Emit what the client missed, in order; the last sequence read (0: none). Raises
-        StreamEnded when the catch-up stalls (the client resumes again)."""
+        """Emit what the client missed, in order, up to `until`; the last sequence read (0:
+        none). Raises StreamEnded when the catch-up stalls (the client resumes again)."""
         sub = self.sub
         assert sub is not None
-        last = 0
+        last, received, waited = 0, 0, 0.0
         try:
-            remaining = ((await sub.consumer_info()).num_pending or 0) + sub.delivered
-            while remaining > 0 and last < self.until:
+            while last < self.until:
                 try:
-                    msg = await sub.next_msg(timeout=self.feed.settings.grpc_deadline_seconds)
+                    msg = await sub.next_msg(timeout=CATCH_UP_POLL_SECONDS)
                 except nats.errors.TimeoutError:
-                    raise StreamEnded from None
-                remaining -= 1
+                    # Done when the server has nothing left for us and nothing on the way
+                    # (counted by the consumer's own sequence: an empty window is 0).
+                    info = await sub.consumer_info()
+                    sent = info.delivered.consumer_seq if info.delivered is not None else 0
+                    if not info.num_pending and (sent or 0) <= received:
+                        break
+                    waited += CATCH_UP_POLL_SECONDS
+                    if waited >= self.feed.settings.grpc_deadline_seconds:
+                        raise StreamEnded from None
+                    continue
+                received, waited = received + 1, 0.0
                 last = msg.metadata.sequence.stream
                 if last < self.plan.skip_before:
                     continue

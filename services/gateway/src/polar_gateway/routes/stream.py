@@ -282,10 +282,11 @@ async def _open(
     # Registered first, then the catch-up reads up to where the feed is now: nothing falls
     # between the two (no await in between).
     stream = live.open(session, channels, lambda: still_valid(gateway, channels, session))
-    if plan.policy == DeliverPolicy.NEW:
-        return LiveResponse(gateway, stream, None, format)
+    until = feed.last_sequence
+    if plan.policy == DeliverPolicy.NEW or (plan.start_sequence or 0) > until:
+        return LiveResponse(gateway, stream, None, format)  # nothing missed: the feed has it
     try:
-        catch_up = await CatchUp.begin(feed, plan, until=feed.last_sequence)
+        catch_up = await CatchUp.begin(feed, plan, until)
     except Exception as exc:  # NATS' consumer limit, or NATS gone: refused, not cut off
         live.close(stream)
         log.warning("stream catch-up refused", error=repr(exc))
