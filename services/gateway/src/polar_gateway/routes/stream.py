@@ -184,6 +184,7 @@ class LiveResponse(Response):
         STREAM_ENDED.labels(stream.reason or "ended").inc()
         if stream.reason == "slow" and stream.abort is not None:
             stream.abort()
+            await asyncio.sleep(0)  # the server sees the connection lost before we return
         elif stream.reason != "disconnected":
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1):
