@@ -89,7 +89,8 @@ buf-lint: ## buf lint protos/ (needs npm)
 		echo "buf-lint: SKIPPED, npm not found (install Node.js to lint protos/ with buf $(BUF_VERSION))"; \
 	fi
 
-# Benchmarks (bench/README.md), one suite after the other (~14 minutes on 2 idle cores);
+# Benchmarks (bench/README.md), one suite after the other (~8 minutes on 2 cores: 442 s
+# measured with a load average of 1.4-2.8 from other work);
 # BENCH=gateway BENCH_ARGS='--only ingress' runs one suite with its own arguments.
 BENCH ?= organization list_issues repository_upsert webhook_consumption gateway stream
 .PHONY: bench

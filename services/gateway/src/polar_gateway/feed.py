@@ -66,11 +66,14 @@ class Feed:
         self._closing = False
 
     async def start(self, _: JetStreamContext | None = None) -> None:
-        """Start (once) and wait until the feed is up (a Bus on_ready hook: retried)."""
+        """Start (a Bus on_ready hook) and give the feed a moment to come up; never fails:
+        webhook intake must not wait for the stream's feed (streams get 503 until it is up,
+        and /readyz says so)."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="stream-feed")
             self._sweeper = asyncio.create_task(self.live.run_sweeper(), name="stream-sweeper")
-        await asyncio.wait_for(self.ready.wait(), self.settings.grpc_deadline_seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ready.wait(), self.settings.grpc_deadline_seconds)
 
     def jetstream(self) -> JetStreamContext:
         if self.nc is None or not self.nc.is_connected:
