@@ -151,13 +151,20 @@ class LiveResponse(Response):
     several are pending; a ping comment when idle."""
 
     def __init__(
-        self, gateway: Gateway, stream: OpenStream, catch_up: CatchUp | None, format: Format
+        self,
+        gateway: Gateway,
+        stream: OpenStream,
+        catch_up: CatchUp | None,
+        format: Format,
+        after: int,
     ) -> None:
         super().__init__(media_type="text/event-stream")
         self.raw_headers = list(HEADERS)
         self.gateway, self.stream, self.catch_up, self.format = gateway, stream, catch_up, format
         self.key = format.__name__
-        self.after = 0  # events up to this sequence were sent by the catch-up
+        # Events up to this sequence the client has (Last-Event-ID, or sent by the catch-up):
+        # another replica's feed may be ahead of this one's.
+        self.after = after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = self.stream
@@ -171,7 +178,8 @@ class LiveResponse(Response):
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await self._write(body, READY)
             if self.catch_up is not None:
-                self.after = await self.catch_up.replay(lambda event: self._replayed(body, event))
+                replayed = await self.catch_up.replay(lambda event: self._replayed(body, event))
+                self.after = max(self.after, replayed)
             await self._run(body)
         except StreamEnded:
             pass
@@ -284,15 +292,16 @@ async def _open(
     # between the two (no await in between).
     stream = live.open(session, channels, lambda: still_valid(gateway, channels, session))
     until = feed.last_sequence
+    after = max(start or 1, plan.skip_before) - 1
     if plan.policy == DeliverPolicy.NEW or (plan.start_sequence or 0) > until:
-        return LiveResponse(gateway, stream, None, format)  # nothing missed: the feed has it
+        return LiveResponse(gateway, stream, None, format, after)  # the feed has the rest
     try:
         catch_up = await CatchUp.begin(feed, plan, until)
     except Exception as exc:  # NATS' consumer limit, or NATS gone: refused, not cut off
         live.close(stream)
         log.warning("stream catch-up refused", error=repr(exc))
         raise Unavailable("the live stream cannot resume now, try again shortly") from exc
-    return LiveResponse(gateway, stream, catch_up, format)
+    return LiveResponse(gateway, stream, catch_up, format, after)
 
 
 STREAM_RESPONSES: Mapping[int | str, dict[str, Any]] = {
