@@ -594,7 +594,12 @@ async def freshness(
 
 
 async def end_to_end(
-    server_url: str, nats_url: str, config: Config, count: int, profile_seconds: float = 0
+    server_url: str,
+    nats_url: str,
+    config: Config,
+    count: int,
+    profile_seconds: float = 0,
+    other_repositories: int = 0,
 ) -> dict[str, Any]:
     """`count` distinct issues.opened deliveries POSTed by 32 senders to the gateway; the
     repository service's webhook consumer stores them; done when the last row is there."""
@@ -643,6 +648,20 @@ async def end_to_end(
                     }
                 ],
             )
+            if other_repositories:  # the organization's size (issue 16: cost must not grow)
+                await conn.execute(
+                    insert(Repository),
+                    [
+                        {
+                            "id": uuid.uuid4(),
+                            "platform": Platform.github,
+                            "organization_id": org_id,
+                            "external_id": 50_000_000 + i,
+                            "name": f"other-{i:05d}",
+                        }
+                        for i in range(other_repositories)
+                    ],
+                )
         gateway_port, org_port, repo_port = free_port(), free_port(), free_port()
         common = {
             "POLAR_DATABASE_URL": url,
@@ -739,6 +758,7 @@ async def end_to_end(
         "end_to_end_seconds": round(done - started, 2),
         "end_to_end_per_second": round(stored / (done - started), 1),
         "ingress_latency": latency_summary(latencies),
+        "organization_repositories": other_repositories + 1,
         "cpu_ms_per_delivery": per_delivery,
         "cpu_ms_per_delivery_servers": round(servers, 3),
         "profiles": profiles,
@@ -746,7 +766,10 @@ async def end_to_end(
     for process, top in profiles.items():
         print(f"\nend to end: {process}, share of samples by function (self, then with callees)")
         print(table(["self %", "total %", "function"], top[:20]))
-    print(f"\nend to end: {count:,} issues.opened deliveries, {config.concurrency} senders")
+    print(
+        f"\nend to end: {count:,} issues.opened deliveries, {config.concurrency} senders, "
+        f"organization of {other_repositories + 1:,} repositories"
+    )
     print(
         "CPU ms per delivery: "
         + ", ".join(f"{k} {v}" for k, v in per_delivery.items())
@@ -777,6 +800,12 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--profile", type=float, default=0, help="end to end: py-spy the servers this long (s)"
     )
+    parser.add_argument(
+        "--org-repositories",
+        type=int,
+        default=1,
+        help="end to end: repositories of the deliveries' organization",
+    )
     parser.add_argument("--warmup", type=float, default=Config.warmup)
     args = parser.parse_args(argv)
     config = Config(duration=args.duration, warmup=args.warmup)
@@ -790,7 +819,12 @@ async def main(argv: Sequence[str] | None = None) -> None:
             )
         if args.only in (None, "end_to_end"):
             results["end_to_end"] = await end_to_end(
-                servers.database_url, servers.nats_url, config, args.deliveries, args.profile
+                servers.database_url,
+                servers.nats_url,
+                config,
+                args.deliveries,
+                args.profile,
+                args.org_repositories - 1,
             )
     print(f"\nwritten to {write_results('gateway', results)}")
 
