@@ -24,15 +24,21 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
+import nats
+from polar.repository.v1 import events_pb2 as repo_events
+from polar.repository.v1 import repository_pb2
 from polar_db.engine import asyncpg_dsn, create_engine
 from polar_db.models import (
     Issue,
@@ -47,7 +53,7 @@ from polar_dev.infra import free_port, infra
 from polar_dev.paths import github_fixtures_dir
 from polar_gateway.sessions import TokenSigner
 from polar_gateway.settings import GatewaySettings
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from bench.common import (
     HOST,
@@ -59,6 +65,8 @@ from bench.common import (
     closed_loop,
     latency_summary,
     pid_cpu,
+    postgres_cpu,
+    process_cpu,
     table,
     write_results,
 )
@@ -149,6 +157,61 @@ async def wait_http(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{process.name} not ready at {url}:\n{process.tail()}")
         await asyncio.sleep(0.2)
+
+
+async def profile(process: Process, seconds: float) -> tuple[str, list[list[object]]]:
+    """py-spy (`uv tool run py-spy`, from PyPI) on `process` for `seconds`: the functions
+    with the most samples, by self and total share."""
+    uv = os.environ.get("UV") or shutil.which("uv") or ".tools/bin/uv"
+    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
+        spy = await asyncio.create_subprocess_exec(
+            uv, "tool", "run", "py-spy", "record", "--format", "raw", "--nonblocking",
+            "-r", "200", "-d", str(int(seconds)), "-o", out.name, "-p", str(process.pid),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        await spy.wait()
+        lines = Path(out.name).read_text().splitlines()  # noqa: ASYNC240 - after the run
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        frames = [_frame(f) for f in stack.split(";")]
+        n = int(count)
+        samples += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            total[frame] += n
+    top: list[list[object]] = [
+        [round(100 * n / samples, 1), round(100 * total[f] / samples, 1), f]
+        for f, n in own.most_common(40)
+    ]
+    return process.name, top
+
+
+def _frame(frame: str) -> str:
+    """`send (uvicorn/protocols/http/httptools_impl.py:470)` -> `send httptools_impl.py`."""
+    function, _, where = frame.partition(" (")
+    return f"{function} {where.rsplit('/', 1)[-1].split(':')[0]}"
+
+
+def listening_pid(port: int) -> int | None:
+    """The process listening on TCP `port` here (to read its CPU), if this user can see it."""
+    inodes = set()
+    for table_path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table_path).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    return int(proc.name)
+    return None
 
 
 def uvicorn_args(app: str, port: int) -> list[str]:
@@ -336,16 +399,16 @@ async def organizations(server_url: str, nats_url: str, config: Config) -> dict[
         org_port, repo_port = free_port(), free_port()
 
         async def load(
-            name: str, request_url: str, pid: int, headers: dict[str, str]
+            name: str, request_url: str, pid: int, headers: dict[str, str], status: int = 200
         ) -> LoadResult:
             expected = config.organizations
 
             async def get(_: int) -> None:
                 async with session.get(request_url, headers=headers) as response:
                     body = await response.read()
-                    if response.status != 200:
+                    if response.status != status:
                         raise RuntimeError(f"status {response.status}: {body[:200]!r}")
-                    if len(json.loads(body)["items"]) != expected:
+                    if status == 200 and len(json.loads(body)["items"]) != expected:
                         raise RuntimeError("wrong number of organizations")
 
             return await closed_loop(
@@ -402,31 +465,142 @@ async def organizations(server_url: str, nats_url: str, config: Config) -> dict[
         gateway_url = f"http://{HOST}:{gateway_port}/api/v2/user/organizations"
         async with processes(*services, gateway):
             await wait_http(session, f"http://{HOST}:{gateway_port}/readyz", gateway)
-            result = await load(
-                "gateway: ListOrganizations + ListRepositories", gateway_url, gateway.pid, headers
+            async with session.get(gateway_url, headers=headers) as response:
+                body, etag = await response.read(), response.headers["ETag"]
+            result = await load("gateway: read model", gateway_url, gateway.pid, headers)
+            revalidated = await load(
+                "gateway: If-None-Match -> 304",
+                gateway_url,
+                gateway.pid,
+                headers | {"If-None-Match": etag},
+                status=304,
             )
+            fresh = await freshness(session, url, nats_url, prefix, gateway_url, headers, user)
             cpu = {
                 s.name: (await pid_cpu(s.pid)()) for s in services
             }  # whole-run CPU of the services, for scale
-    ratio = result.rps / floor_result.rps if floor_result.rps else 0.0
+        with tempfile.NamedTemporaryFile(suffix=".json") as file:
+            file.write(body)
+            file.flush()
+            memory = Process(
+                "memory",
+                uvicorn_args("bench.gateway_floor:memory_app", floor_port),
+                {"BENCH_BODY_FILE": file.name},
+            )
+            async with processes(memory):
+                await wait_http(session, floor_url, memory)
+                memory_result = await load(
+                    "floor: bare ASGI, the same bytes from memory", floor_url, memory.pid, {}
+                )
+    ratio = result.rps / memory_result.rps if memory_result.rps else 0.0
     print(
         f"\nGET /user/organizations: {config.organizations} organizations x "
-        f"{config.repositories_per_organization} repositories, {config.concurrency} clients"
+        f"{config.repositories_per_organization} repositories ({len(body):,} bytes), "
+        f"{config.concurrency} clients"
     )
-    print(table(HEADERS, [ratio_row(floor_result, floor_result), ratio_row(result, floor_result)]))
-    print(verdict(ratio))
+    rows = [ratio_row(r, memory_result) for r in (memory_result, floor_result, result, revalidated)]
+    print(table(HEADERS, rows))
+    print(
+        verdict(ratio) + " (vs the same bytes from memory; target also >= 500 req/s, p99 <= 100 ms)"
+    )
+    print(
+        f"freshness (event published -> visible on the route): median {fresh['median_ms']} ms, "
+        f"max {fresh['max_ms']} ms over {fresh['samples']} changes (target <= 1,000 ms)"
+    )
     return {
-        "floor": floor_result.as_dict(),
+        "floor_sql": floor_result.as_dict(),
+        "floor_memory": memory_result.as_dict(),
         "gateway": result.as_dict(),
+        "gateway_304": revalidated.as_dict(),
         "ratio": round(ratio, 3),
+        "body_bytes": len(body),
+        "freshness": fresh,
         "services_cpu_seconds": cpu,
+    }
+
+
+async def freshness(
+    session: aiohttp.ClientSession,
+    database_url: str,
+    nats_url: str,
+    prefix: str,
+    gateway_url: str,
+    headers: dict[str, str],
+    user: uuid.UUID,
+    samples: int = 10,
+) -> dict[str, Any]:
+    """A repository's description changed in the database and its repository_updated event
+    published (as the outbox relay would): the time until the route shows it."""
+    engine = create_engine(database_url)
+    nc = await nats.connect(nats_url)
+    took: list[float] = []
+    try:
+        async with engine.connect() as conn:
+            mine = (
+                select(Repository)
+                .join(
+                    UserOrganization, UserOrganization.organization_id == Repository.organization_id
+                )
+                .where(UserOrganization.user_id == user)
+                .limit(1)
+            )
+            repository = (await conn.execute(mine)).one()
+        for n in range(samples):
+            text = f"fresh-{n}-{uuid.uuid4().hex[:8]}"
+            async with engine.begin() as conn:
+                await conn.execute(
+                    update(Repository)
+                    .where(Repository.id == repository.id)
+                    .values(description=text)
+                )
+            message = repository_pb2.Repository(
+                id=str(repository.id),
+                organization_id=str(repository.organization_id),
+                description=text,
+            )
+            event_id = str(uuid.uuid4())
+            started = time.perf_counter()
+            await nc.publish(
+                prefix + "polar.repository.v1.repository_updated",
+                repo_events.RepositoryUpdated(repository=message).SerializeToString(),
+                headers={
+                    "Nats-Msg-Id": event_id,
+                    "ce-id": event_id,
+                    "ce-type": "polar.repository.v1.RepositoryUpdated",
+                    "ce-source": "/bench",
+                    "content-type": "application/protobuf",
+                },
+            )
+            while True:
+                async with session.get(gateway_url, headers=headers) as response:
+                    if text.encode() in await response.read():
+                        break
+                if time.perf_counter() - started > 10:
+                    raise RuntimeError("a change did not show within 10 s")
+                await asyncio.sleep(0.002)
+            took.append((time.perf_counter() - started) * 1000)
+    finally:
+        await nc.close()
+        await engine.dispose()
+    took.sort()
+    return {
+        "samples": samples,
+        "median_ms": round(took[len(took) // 2], 1),
+        "max_ms": round(took[-1], 1),
     }
 
 
 # --- end to end: issues.opened from POST to a row ----------------------------------------------
 
 
-async def end_to_end(server_url: str, nats_url: str, config: Config, count: int) -> dict[str, Any]:
+async def end_to_end(
+    server_url: str,
+    nats_url: str,
+    config: Config,
+    count: int,
+    profile_seconds: float = 0,
+    other_repositories: int = 0,
+) -> dict[str, Any]:
     """`count` distinct issues.opened deliveries POSTed by 32 senders to the gateway; the
     repository service's webhook consumer stores them; done when the last row is there."""
     fixture = json.loads(
@@ -474,6 +648,20 @@ async def end_to_end(server_url: str, nats_url: str, config: Config, count: int)
                     }
                 ],
             )
+            if other_repositories:  # the organization's size (issue 16: cost must not grow)
+                await conn.execute(
+                    insert(Repository),
+                    [
+                        {
+                            "id": uuid.uuid4(),
+                            "platform": Platform.github,
+                            "organization_id": org_id,
+                            "external_id": 50_000_000 + i,
+                            "name": f"other-{i:05d}",
+                        }
+                        for i in range(other_repositories)
+                    ],
+                )
         gateway_port, org_port, repo_port = free_port(), free_port(), free_port()
         common = {
             "POLAR_DATABASE_URL": url,
@@ -534,6 +722,19 @@ async def end_to_end(server_url: str, nats_url: str, config: Config, count: int)
                                 raise RuntimeError(f"status {response.status}")
                         latencies.append((time.perf_counter() - start) * 1000)
 
+                pids = {p.name: p.pid for p in (gateway, *services)}
+                pids["loadgen"] = os.getpid()
+                nats_pid = listening_pid(int(nats_url.rsplit(":", 1)[1]))
+                if nats_pid is not None:
+                    pids["nats"] = nats_pid
+                database_cpu = postgres_cpu(url)
+                cpu_before = {name: process_cpu(pid) for name, pid in pids.items()}
+                cpu_before["postgresql"] = await database_cpu()
+                profiling = [
+                    asyncio.create_task(profile(p, profile_seconds))
+                    for p in (gateway, *services)
+                    if profile_seconds
+                ]
                 started = time.perf_counter()
                 await asyncio.gather(*(sender() for _ in range(config.concurrency)))
                 accepted = time.perf_counter()
@@ -542,8 +743,13 @@ async def end_to_end(server_url: str, nats_url: str, config: Config, count: int)
                     await asyncio.sleep(0.1)
                     stored = await rows()
                 done = time.perf_counter()
+                cpu = {name: process_cpu(pid) - cpu_before[name] for name, pid in pids.items()}
+                cpu["postgresql"] = await database_cpu() - cpu_before["postgresql"]
+                profiles = dict(await asyncio.gather(*profiling))
         finally:
             await engine.dispose()
+    per_delivery = {name: round(seconds / count * 1000, 3) for name, seconds in cpu.items()}
+    servers = sum(v for k, v in per_delivery.items() if k != "loadgen")
     result = {
         "deliveries": count,
         "stored": stored,
@@ -552,8 +758,23 @@ async def end_to_end(server_url: str, nats_url: str, config: Config, count: int)
         "end_to_end_seconds": round(done - started, 2),
         "end_to_end_per_second": round(stored / (done - started), 1),
         "ingress_latency": latency_summary(latencies),
+        "organization_repositories": other_repositories + 1,
+        "cpu_ms_per_delivery": per_delivery,
+        "cpu_ms_per_delivery_servers": round(servers, 3),
+        "profiles": profiles,
     }
-    print(f"\nend to end: {count:,} issues.opened deliveries, {config.concurrency} senders")
+    for process, top in profiles.items():
+        print(f"\nend to end: {process}, share of samples by function (self, then with callees)")
+        print(table(["self %", "total %", "function"], top[:20]))
+    print(
+        f"\nend to end: {count:,} issues.opened deliveries, {config.concurrency} senders, "
+        f"organization of {other_repositories + 1:,} repositories"
+    )
+    print(
+        "CPU ms per delivery: "
+        + ", ".join(f"{k} {v}" for k, v in per_delivery.items())
+        + f"; all servers {servers:.3f} (target <= 1.2; NATS counts all of its clients)"
+    )
     print(
         table(
             ["deliveries", "stored", "accepted/s", "POST to row /s", "all stored after s"],
@@ -576,6 +797,15 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--only", choices=["ingress", "organizations", "end_to_end"])
     parser.add_argument("--deliveries", type=int, default=10_000, help="end to end")
     parser.add_argument("--duration", type=float, default=Config.duration)
+    parser.add_argument(
+        "--profile", type=float, default=0, help="end to end: py-spy the servers this long (s)"
+    )
+    parser.add_argument(
+        "--org-repositories",
+        type=int,
+        default=1,
+        help="end to end: repositories of the deliveries' organization",
+    )
     parser.add_argument("--warmup", type=float, default=Config.warmup)
     args = parser.parse_args(argv)
     config = Config(duration=args.duration, warmup=args.warmup)
@@ -589,7 +819,12 @@ async def main(argv: Sequence[str] | None = None) -> None:
             )
         if args.only in (None, "end_to_end"):
             results["end_to_end"] = await end_to_end(
-                servers.database_url, servers.nats_url, config, args.deliveries
+                servers.database_url,
+                servers.nats_url,
+                config,
+                args.deliveries,
+                args.profile,
+                args.org_repositories - 1,
             )
     print(f"\nwritten to {write_results('gateway', results)}")
 

@@ -5,6 +5,7 @@
 - `organizations_app`: GET /api/v2/user/organizations for one user, read with one SQL query
   (organizations joined with their repositories) from an asyncpg pool, grouped and
   JSON-encoded here; no authentication, no services.
+- `memory_app`: the bytes of the gateway's own answer (BENCH_BODY_FILE), from memory.
 
 Run as `python -m uvicorn bench.gateway_floor:<app>` with BENCH_* variables.
 """
@@ -158,3 +159,21 @@ async def organizations_app(scope: Scope, receive: Receive, send: Send) -> None:
             )
     body = json.dumps({"items": list(items.values()), "next_cursor": None}).encode()
     await _answer(send, 200, body)
+
+
+_body = b""
+
+
+async def _read_body() -> None:
+    global _body
+    with open(os.environ["BENCH_BODY_FILE"], "rb") as file:  # noqa: ASYNC230 - at start-up
+        _body = file.read()
+
+
+async def memory_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """The same bytes as the gateway's answer, from memory: the most any ASGI endpoint can
+    do here."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send, _read_body)
+        return
+    await _answer(send, 200, _body)

@@ -38,7 +38,13 @@ async def test_readyz_when_everything_answers(client: httpx.AsyncClient) -> None
     assert response.status_code == 200, response.text
     assert response.json() == {
         "ready": True,
-        "checks": {"organization": True, "repository": True, "nats": True, "sessions": True},
+        "checks": {
+            "organization": True,
+            "repository": True,
+            "nats": True,
+            "sessions": True,
+            "stream": True,
+        },
     }
 
 
@@ -58,6 +64,7 @@ async def test_readyz_and_routes_when_a_service_is_down(
             "repository": True,
             "nats": True,
             "sessions": True,
+            "stream": True,
         }
         response = await http.get("/api/v2/users/me", headers=member.headers)
         assert response.status_code == 503

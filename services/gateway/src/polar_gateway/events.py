@@ -70,6 +70,8 @@ class Event:
     message: Message
     scope: Scope
     headers: Mapping[str, str]
+    # Encodings by format, made once per event however many streams send it.
+    encoded: dict[str, bytes | None] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> str:
         return json.dumps(

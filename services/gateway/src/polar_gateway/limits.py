@@ -37,10 +37,13 @@ class BodySlots:
 
     @asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self._wait)
-        except TimeoutError:
-            raise Busy() from None
+        if self._slots.locked():
+            try:
+                await asyncio.wait_for(self._slots.acquire(), self._wait)
+            except TimeoutError:
+                raise Busy() from None
+        else:  # a free slot: taken at once, without wait_for's task and timer (issue 16)
+            await self._slots.acquire()
         try:
             yield
         finally:

@@ -34,3 +34,9 @@ WEBHOOKS = Counter(
 )
 STREAM_CLIENTS = Gauge("polar_gateway_stream_clients", "Open live-stream (SSE) connections.")
 STREAM_EVENTS = Counter("polar_gateway_stream_events_total", "Events sent to live-stream clients.")
+STREAM_ENDED = Counter(
+    "polar_gateway_stream_ended_total",
+    "Live streams ended, by reason (disconnected, slow, feed lost, signed out, removed, "
+    "revoked, expired, ended).",
+    ["reason"],
+)

@@ -79,6 +79,9 @@ class RequestContextMiddleware:
                         streaming = True
             await send(message)
 
+        # The live stream writes its events here, past the layers below: they only look at
+        # the answer's start (routes/stream.py).
+        scope["polar.send"] = send
         bound = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             await self.app(scope, receive, send_with_id)

@@ -80,13 +80,16 @@ async def _joined(
     )
     joined: dict[str, int] = {}
     try:
-        remaining = ((await sub.consumer_info()).num_pending or 0) + sub.delivered
-        while remaining > 0:
-            try:
-                msg = await sub.next_msg(timeout=settings.grpc_deadline_seconds)
-            except nats.errors.TimeoutError:
-                break
-            remaining -= 1
+        # Read to the message after which nothing was pending. Not a count taken up front:
+        # messages already on their way were in neither the server's pending count nor ours,
+        # and a membership missed here would replay its organization's history from before
+        # the user joined. A read that times out raises (the stream answers 503).
+        info = await sub.consumer_info()
+        sent = info.delivered.consumer_seq if info.delivered is not None else 0
+        more = bool(info.num_pending or sent)
+        while more:
+            msg = await sub.next_msg(timeout=settings.grpc_deadline_seconds)
+            more = msg.metadata.num_pending > 0
             event = organization_events.MemberAdded()
             with contextlib.suppress(DecodeError):
                 event.ParseFromString(msg.data)
@@ -95,4 +98,7 @@ async def _joined(
     finally:
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
+        # Deleted now rather than after its inactivity threshold: consumers are limited.
+        with contextlib.suppress(nats.errors.Error):
+            await js.delete_consumer(EVENTS.stream_name(settings.nats_prefix), sub._consumer)
     return joined

@@ -94,6 +94,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self.transport.is_closing():
             return
+        # Lets a live stream drop a client stuck in a send (routes/stream.py): closing the
+        # connection unblocks the send at once, where the app alone can only wait.
+        self.scope["polar.abort"] = self.transport.abort  # type: ignore[typeddict-unknown-key]
         self._in_head = False
         self._arm(self.body_timeout)
         super().on_headers_complete()

@@ -184,18 +184,48 @@ class GatewaySettings(ServiceSettings):
         10_000, ge=1, description="Membership answers kept at most (oldest evicted)."
     )
 
+    read_model_users: int = Field(
+        10_000,
+        ge=1,
+        description=(
+            "Users whose GET /user/organizations answers the gateway keeps in memory (kept "
+            "current from the domain events; emptied when full)."
+        ),
+    )
+
     stream_ping_seconds: float = Field(
         15, gt=0, description="Heartbeat interval of the live stream (SSE comment lines)."
     )
     stream_send_timeout_seconds: float = Field(
-        30, gt=0, description="A stream client that does not read for this long is dropped."
+        30, gt=0, description="A stream client stuck in one write for this long is dropped."
+    )
+    stream_buffer_events: int = Field(
+        256,
+        ge=1,
+        description=(
+            "Events waiting for one stream client at most; a client that falls further "
+            "behind is disconnected (it resumes with Last-Event-ID)."
+        ),
+    )
+    stream_max_clients: int = Field(
+        5000,
+        ge=1,
+        description="Open live streams per gateway process; more get 503 with Retry-After.",
+    )
+    stream_max_catchups: int = Field(
+        100,
+        ge=1,
+        description=(
+            "Streams resuming with Last-Event-ID at once per process (each has its own "
+            "JetStream consumer while it catches up); more get 503 with Retry-After."
+        ),
     )
     stream_recheck_seconds: float = Field(
         5,
         gt=0,
         description=(
             "An open stream sends nothing unless it checked within this time that its user "
-            "still exists (one GetUser per stream at most this often)."
+            "still exists (one GetUser per user at most every half of this)."
         ),
     )
     stream_replay_seconds: int = Field(

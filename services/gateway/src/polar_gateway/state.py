@@ -11,8 +11,10 @@ from nats.js import JetStreamContext
 from .authz import Memberships
 from .bus import Bus
 from .clients import Clients
+from .feed import Feed
 from .limits import BodySlots
 from .live import LiveStreams, watch_memberships
+from .readmodel import UserOrganizations
 from .sessions import ActiveSessions, Revocations, TokenSigner
 from .settings import GatewaySettings
 
@@ -27,6 +29,8 @@ class Gateway:
     sessions: ActiveSessions
     memberships: Memberships
     live: LiveStreams
+    feed: Feed
+    read_model: UserOrganizations
     webhook_bodies: BodySlots
     github: httpx.AsyncClient  # sign-in only: token exchange and the user's profile
 
@@ -46,7 +50,9 @@ class Gateway:
             assert bus.nc is not None
             await watch_memberships(bus.nc, settings, memberships, live)
 
-        bus.on_ready([revocations.setup, sessions.setup, watch_removals])
+        read_model = UserOrganizations(settings.read_model_users)
+        feed = Feed(settings, live, read_model)
+        bus.on_ready([revocations.setup, sessions.setup, watch_removals, feed.start])
         return cls(
             settings=settings,
             clients=clients,
@@ -56,6 +62,8 @@ class Gateway:
             sessions=sessions,
             memberships=memberships,
             live=live,
+            feed=feed,
+            read_model=read_model,
             webhook_bodies=BodySlots(settings),
             github=httpx.AsyncClient(timeout=settings.github_http_timeout_seconds),
         )
@@ -65,6 +73,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self.revocations.close()
+        await self.feed.close()
         await self.bus.close()
         await self.clients.close()
         await self.github.aclose()

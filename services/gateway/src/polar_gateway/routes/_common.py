@@ -53,7 +53,25 @@ def json_response(
 ) -> Response:
     """Encode with orjson (datetimes as RFC 3339 with Z). Routes keep their response_model
     for the OpenAPI document; FastAPI does not re-validate what the mappers built."""
+    return Response(encode(content), status_code=status_code, media_type="application/json")
+
+
+def encode(content: Mapping[str, Any] | Sequence[Any] | BaseModel) -> bytes:
     if isinstance(content, BaseModel):
         content = content.model_dump(mode="json")
-    body = orjson.dumps(content, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
-    return Response(body, status_code=status_code, media_type="application/json")
+    return orjson.dumps(content, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+
+
+def not_modified(if_none_match: str | None, etag: str) -> bool:
+    """If-None-Match (RFC 9110: a list, weak comparison, or `*`) matches `etag`."""
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return etag in tags or "*" in tags
+
+
+def cached_response(request_headers: Mapping[str, str], body: bytes, etag: str) -> Response:
+    """The answer with its ETag, or 304 when the client has it already."""
+    if not_modified(request_headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(body, media_type="application/json", headers={"ETag": etag})

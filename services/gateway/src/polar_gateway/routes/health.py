@@ -21,13 +21,15 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(gateway: GatewayDep) -> Response:
-    """Both services answer SERVING, NATS is connected and the revoked sessions are loaded
-    (readiness: route traffic here; before that every session token gets 503)."""
+    """Both services answer SERVING, NATS is connected, the revoked sessions are loaded and
+    the live stream's feed is up (readiness: route traffic here; before that every session
+    token gets 503)."""
     services = await gateway.clients.healthy()
     checks = {
         **services,
         "nats": gateway.bus.connected,
         "sessions": gateway.revocations.loaded.is_set(),
+        "stream": gateway.feed.ready.is_set(),
     }
     ready = all(checks.values())
     return json_response(Readiness(ready=ready, checks=checks), 200 if ready else 503)

@@ -1,13 +1,16 @@
 """GET /api/v2/stream (and /api/v1/stream): Server-Sent Events of the events a user may see.
 
-Each connection reads the EVENTS stream through its own ordered, ephemeral JetStream
-consumer (flow-controlled, recreated by the client library after a gap or a reconnect; the
-server drops it when the connection goes), starting after `Last-Event-ID` when given — the
-SSE id is the JetStream stream sequence — else at new events. Events are filtered here: the
-subjects do not carry organization ids, so the server cannot filter for us. One consumer per
-connection keeps resume exact and simple; a fan-out from one shared subscription would cost
-NATS less with thousands of clients (see the README). What a resume may replay: replay.py;
-what ends a stream from outside (logout, removal, deleted user): live.py.
+The replica's one shared subscription (feed.py) hands each event, decoded once, to the open
+streams that may want it (live.py); each stream filters it with its own Channels and writes
+it to its client. The SSE id is the JetStream stream sequence: a client reconnecting with
+`Last-Event-ID` gets what it missed through a consumer of its own (feed.CatchUp) before
+joining the shared feed; what a resume may replay: replay.py. What ends a stream from
+outside (logout, removal, deleted user, a lost feed, a client too slow to read): live.py.
+
+Refusals come before the answer starts, as 503 with Retry-After: the feed is down, the
+replica has `stream_max_clients` streams open, or `stream_max_catchups` resumes are being
+replayed (or NATS cannot make a catch-up consumer now). Once the 200 is sent, the stream
+only ends by closing (the client reconnects with Last-Event-ID).
 
 Channels: without parameters, the user's own events and those of every organization they
 belong to (following memberships as they change); `organization_id` narrows to one
@@ -23,25 +26,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
 import orjson
 import structlog
-from fastapi import APIRouter, Header, Query, Request
-from nats.js import JetStreamContext
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import Response
+from nats.js.api import DeliverPolicy
+from polar.organization.v1 import events_pb2 as organization_events
 from polar.organization.v1 import organization_service_pb2 as org_pb
 from polar.repository.v1 import repository_pb2
 from polar.repository.v1 import repository_service_pb2 as repo_pb
-from polar_kit.nats import EVENTS, strip_prefix, subject_for
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
 
 from .. import events, mappers_v1, replay
 from ..auth import CurrentSession, GatewayDep
-from ..errors import ApiError
+from ..errors import RETRY_AFTER_SECONDS, ApiError
+from ..feed import CatchUp
 from ..live import OpenStream, StreamEnded, still_valid
-from ..metrics import STREAM_CLIENTS, STREAM_EVENTS
+from ..metrics import STREAM_CLIENTS, STREAM_ENDED, STREAM_EVENTS
+from ..sessions import Session
 from ..state import Gateway
 from ._common import V1, V2, errors, v1_errors
 
@@ -50,18 +57,36 @@ log = structlog.get_logger(__name__)
 router = APIRouter(prefix=V2, tags=["stream"])
 router_v1 = APIRouter(prefix=V1, tags=["stream"])
 
-Format = Callable[[events.Event], ServerSentEvent | None]
+# An event as this route's clients get it (None: not sent there); made once per event.
+Format = Callable[[events.Event], bytes | None]
 
 
-def _v2_event(event: events.Event) -> ServerSentEvent:
-    return ServerSentEvent(data=event.to_json(), event=event.subject, id=str(event.sequence))
+def _v2_event(event: events.Event) -> bytes | None:
+    head = f"id: {event.sequence}\r\nevent: {event.subject}\r\ndata: "
+    return (head + event.to_json() + "\r\n\r\n").encode()
 
 
-def _v1_event(event: events.Event) -> ServerSentEvent | None:
+def _v1_event(event: events.Event) -> bytes | None:
     data = mappers_v1.stream_event(event)
     if data is None:
         return None
-    return ServerSentEvent(data=orjson.dumps(data).decode(), id=str(event.sequence))
+    return b"id: %d\r\ndata: %s\r\n\r\n" % (event.sequence, orjson.dumps(data))
+
+
+READY = b": ready\r\n\r\n"  # the stream is live: what is published from now on arrives
+PING = b": ping\r\n\r\n"
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    (b"x-accel-buffering", b"no"),  # proxies must not buffer it
+]
+
+
+class Unavailable(ApiError):
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            503, message, code="unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS}
+        )
 
 
 ORGANIZATION_PAGE = 100
@@ -121,139 +146,198 @@ def _start_sequence(last_event_id: str | None) -> int | None:
     return int(last_event_id) + 1
 
 
-async def _subscribe(
-    js: JetStreamContext, gateway: Gateway, plan: replay.Replay
-) -> JetStreamContext.PushSubscription:
-    settings = gateway.settings
-    return await js.subscribe(
-        subject_for(settings, "polar.>"),
-        stream=EVENTS.stream_name(settings.nats_prefix),
-        ordered_consumer=True,
-        deliver_policy=plan.policy,
-        config=plan.consumer_config(),
-        idle_heartbeat=5,
-    )
+class LiveResponse(Response):
+    """The SSE answer of one open stream: its events, written as they come, batched when
+    several are pending; a ping comment when idle."""
 
+    def __init__(
+        self,
+        gateway: Gateway,
+        stream: OpenStream,
+        catch_up: CatchUp | None,
+        format: Format,
+        after: int,
+    ) -> None:
+        super().__init__(media_type="text/event-stream")
+        self.raw_headers = list(HEADERS)
+        self.gateway, self.stream, self.catch_up, self.format = gateway, stream, catch_up, format
+        self.key = format.__name__
+        # Events up to this sequence the client has (Last-Event-ID, or sent by the catch-up):
+        # another replica's feed may be ahead of this one's.
+        self.after = after
 
-async def _events(
-    request: Request,
-    gateway: Gateway,
-    stream: OpenStream,
-    plan: replay.Replay,
-    format: Format = _v2_event,
-) -> AsyncIterator[ServerSentEvent]:
-    js = gateway.bus.jetstream()
-    sub = await _subscribe(js, gateway, plan)
-    channels = stream.channels
-    STREAM_CLIENTS.inc()
-    try:
-        # Tells the client the subscription is live: what is published from now on arrives.
-        yield ServerSentEvent(comment="ready")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stream = self.stream
+        stream.abort = scope.get("polar.abort")
+        # The body's frames go straight to the server (middleware.py): the layers in between
+        # only act on the answer's start, and a frame per event per client adds up.
+        body: Send = scope.get("polar.send", send)
+        listener = asyncio.create_task(self._listen(receive))
+        STREAM_CLIENTS.inc()
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await self._write(body, READY)
+            if self.catch_up is not None:
+                replayed = await self.catch_up.replay(lambda event: self._replayed(body, event))
+                self.after = max(self.after, replayed)
+            await self._run(body)
+        except StreamEnded:
+            pass
+        finally:
+            listener.cancel()
+            STREAM_CLIENTS.dec()
+            self.gateway.live.close(stream)
+            if self.catch_up is not None:
+                await self.catch_up.close()
+        STREAM_ENDED.labels(stream.reason or "ended").inc()
+        if stream.reason == "slow" and stream.abort is not None:
+            stream.abort()
+            await asyncio.sleep(0)  # the server sees the connection lost before we return
+        elif stream.reason != "disconnected":
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _listen(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.stream.end("disconnected")
+
+    async def _run(self, send: Send) -> None:
+        stream = self.stream
         while True:
-            try:
-                msg = await stream.next_message(sub, gateway.settings.stream_ping_seconds)
-            except StreamEnded:
-                return
-            if msg is None:
-                if await request.is_disconnected():
-                    return
+            await stream.wait()
+            if stream.ping_due and not stream.pending:
+                stream.ping_due = False
+                await stream.check()  # idle streams check at each heartbeat
+                await self._write(send, PING)
                 continue
-            if msg.metadata.sequence.stream < plan.skip_before:
-                continue
-            event = events.decode(
-                msg.metadata.sequence.stream,
-                strip_prefix(gateway.settings, msg.subject),
-                msg.data,
-                msg.headers,
-            )
-            if event is None:
-                continue
-            send, keep_open = channels.process(event)
-            sse = format(event) if send else None
-            if sse is not None:
-                STREAM_EVENTS.inc()
-                yield sse
-            if not keep_open:
-                return
-    finally:
-        STREAM_CLIENTS.dec()
-        gateway.live.close(stream)
-        await asyncio.shield(_close(js, sub, gateway))
+            await stream.check()
+            chunk: list[bytes] = []
+            while stream.pending and not stream.ended.is_set():
+                event = stream.pending.popleft()
+                if event.sequence > self.after:
+                    frame = self._frame(event)
+                    if frame is not None:
+                        chunk.append(frame)
+            if chunk:
+                await self._write(send, b"".join(chunk))
+                STREAM_EVENTS.inc(len(chunk))
+
+    def _frame(self, event: events.Event) -> bytes | None:
+        """The event's frame if this stream sends it; follows the user's memberships (a
+        stream pinned to an organization the user left ends after it)."""
+        stream = self.stream
+        send_it, keep_open = stream.channels.process(event)
+        if isinstance(event.message, organization_events.MemberAdded):
+            self.gateway.live.follow(stream)
+        if not keep_open:
+            stream.end("removed")
+        if not send_it:
+            return None
+        encoded = event.encoded
+        if self.key not in encoded:
+            encoded[self.key] = self.format(event)
+        return encoded[self.key]
+
+    async def _replayed(self, send: Send, event: events.Event) -> None:
+        await self.stream.check()
+        frame = self._frame(event)
+        if frame is not None:
+            await self._write(send, frame)
+            STREAM_EVENTS.inc()
+
+    async def _write(self, send: Send, data: bytes) -> None:
+        stream = self.stream
+        # While it lasts, ending the stream closes the connection; one lasting
+        # stream_send_timeout_seconds ends it (live.py).
+        stream.sending, stream.last_write = True, time.monotonic()
+        try:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+        finally:
+            stream.sending = False
 
 
-async def _close(
-    js: JetStreamContext, sub: JetStreamContext.PushSubscription, gateway: Gateway
-) -> None:
-    with contextlib.suppress(Exception):
-        await sub.unsubscribe()
-    # Delete the consumer now rather than when its inactivity threshold expires.
-    name = getattr(sub, "_consumer", None)
-    if isinstance(name, str):
-        with contextlib.suppress(Exception):
-            await js.delete_consumer(EVENTS.stream_name(gateway.settings.nats_prefix), name)
-
-
-@router.get(
-    "/stream",
-    responses={
-        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
-        **errors(401, 403, 404, 422, 503),
-    },
-)
-async def stream(
-    request: Request,
-    session: CurrentSession,
-    gateway: GatewayDep,
-    organization_id: Annotated[uuid.UUID | None, Query()] = None,
-    repository_id: Annotated[uuid.UUID | None, Query()] = None,
-    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
-) -> EventSourceResponse:
+async def _open(
+    gateway: Gateway,
+    session: Session,
+    organization_id: uuid.UUID | None,
+    repository_id: uuid.UUID | None,
+    last_event_id: str | None,
+    format: Format,
+) -> LiveResponse:
     start = _start_sequence(last_event_id)
-    js = gateway.bus.jetstream()  # 503 now rather than a stream that ends at once
+    settings, feed, live = gateway.settings, gateway.feed, gateway.live
+    if not feed.ready.is_set():
+        raise Unavailable("the live stream is unavailable, try again shortly")
+    if live.count >= settings.stream_max_clients:
+        raise Unavailable("this server has as many live streams as it takes, try again shortly")
     channels = await _channels(
         gateway,
         session.user_id,
         str(organization_id) if organization_id else None,
         str(repository_id) if repository_id else None,
     )
-    plan = await replay.plan(js, gateway.settings, session.user_id, start)
-    channels.joined = plan.joined
-    stream = gateway.live.open(session, channels, lambda: still_valid(gateway, session))
-    return EventSourceResponse(
-        _events(request, gateway, stream, plan),
-        ping=gateway.settings.stream_ping_seconds,
-        send_timeout=gateway.settings.stream_send_timeout_seconds,
-    )
+    plan = replay.Replay()
+    if start is not None and settings.stream_replay_seconds > 0:
+        if feed.catchups >= settings.stream_max_catchups:
+            raise Unavailable("too many streams are resuming now, try again shortly")
+        try:
+            plan = await replay.plan(feed.jetstream(), settings, session.user_id, start)
+        except Exception as exc:
+            log.warning("stream replay not planned", error=repr(exc))
+            raise Unavailable("the live stream is unavailable, try again shortly") from exc
+        channels.joined = plan.joined
+    # Registered first, then the catch-up reads up to where the feed is now: nothing falls
+    # between the two (no await in between).
+    stream = live.open(session, channels, lambda: still_valid(gateway, channels, session))
+    until = feed.last_sequence
+    after = max(start or 1, plan.skip_before) - 1
+    if plan.policy == DeliverPolicy.NEW or (plan.start_sequence or 0) > until:
+        return LiveResponse(gateway, stream, None, format, after)  # the feed has the rest
+    try:
+        catch_up = await CatchUp.begin(feed, plan, until)
+    except Exception as exc:  # NATS' consumer limit, or NATS gone: refused, not cut off
+        live.close(stream)
+        log.warning("stream catch-up refused", error=repr(exc))
+        raise Unavailable("the live stream cannot resume now, try again shortly") from exc
+    return LiveResponse(gateway, stream, catch_up, format, after)
+
+
+STREAM_RESPONSES: Mapping[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
+}
+
+
+@router.get(
+    "/stream",
+    responses={
+        **STREAM_RESPONSES,
+        **errors(401, 403, 404, 422, 503),
+    },
+)
+async def stream(
+    session: CurrentSession,
+    gateway: GatewayDep,
+    organization_id: Annotated[uuid.UUID | None, Query()] = None,
+    repository_id: Annotated[uuid.UUID | None, Query()] = None,
+    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+) -> Response:
+    return await _open(gateway, session, organization_id, repository_id, last_event_id, _v2_event)
 
 
 @router_v1.get(
     "/stream",
     responses={
-        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
+        **STREAM_RESPONSES,
         **v1_errors(401, 403, 404, 422, 503),
     },
 )
 async def stream_v1(
-    request: Request,
     session: CurrentSession,
     gateway: GatewayDep,
     organization_id: Annotated[uuid.UUID, Query()],
     repository_id: Annotated[uuid.UUID | None, Query()] = None,
     last_event_id: Annotated[str | None, Header(max_length=32, include_in_schema=False)] = None,
-) -> EventSourceResponse:
-    start = _start_sequence(last_event_id)
-    js = gateway.bus.jetstream()
-    channels = await _channels(
-        gateway,
-        session.user_id,
-        str(organization_id),
-        str(repository_id) if repository_id else None,
-    )
-    plan = await replay.plan(js, gateway.settings, session.user_id, start)
-    channels.joined = plan.joined
-    stream = gateway.live.open(session, channels, lambda: still_valid(gateway, session))
-    return EventSourceResponse(
-        _events(request, gateway, stream, plan, _v1_event),
-        ping=gateway.settings.stream_ping_seconds,
-        send_timeout=gateway.settings.stream_send_timeout_seconds,
-    )
+) -> Response:
+    return await _open(gateway, session, organization_id, repository_id, last_event_id, _v1_event)

@@ -24,7 +24,18 @@ from .. import mappers, mappers_v1, schemas, schemas_v1
 from ..auth import CurrentSession, GatewayDep, NotSignedIn
 from ..errors import ApiError
 from ..state import Gateway
-from ._common import AUTHED, V1, V2, Cursor, Limit, errors, json_response, v1_errors
+from ._common import (
+    AUTHED,
+    V1,
+    V2,
+    Cursor,
+    Limit,
+    cached_response,
+    encode,
+    errors,
+    json_response,
+    v1_errors,
+)
 
 router = APIRouter(prefix=V2, tags=["users"])
 router_v1 = APIRouter(prefix=V1, tags=["users"])
@@ -71,10 +82,22 @@ async def update_me(
     responses=AUTHED,
 )
 async def list_my_organizations(
-    session: CurrentSession, gateway: GatewayDep, limit: Limit = 50, cursor: Cursor = None
+    request: Request,
+    session: CurrentSession,
+    gateway: GatewayDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Response:
-    """The user's organizations, each with its repositories: one call for the organizations
-    and one (paged) call for the repositories of all of them, never one per organization."""
+    """The user's organizations, each with its repositories. The first page, when it is the
+    only one, comes from the read model (readmodel.py) with an ETag (If-None-Match: 304);
+    otherwise one call for the organizations and one (paged) call for the repositories of
+    all of them, never one per organization."""
+    if cursor is None:
+        answer = await gateway.read_model.get(
+            session.user_id, "v2", lambda: _build_v2(gateway, session.user_id)
+        )
+        if len(answer.organizations) <= limit:
+            return cached_response(request.headers, answer.body, answer.etag)
     orgs = await gateway.clients.call(
         gateway.clients.org.ListOrganizations,
         org_pb.ListOrganizationsRequest(
@@ -87,6 +110,25 @@ async def list_my_organizations(
         for o in orgs.organizations
     ]
     return json_response(mappers.page(items, orgs.next_page_token))
+
+
+async def _build_v2(gateway: Gateway, user_id: str) -> tuple[bytes, frozenset[str]]:
+    orgs = await all_organizations(gateway, user_id)
+    repos = await _repositories(gateway, user_id, orgs)
+    items = [
+        mappers.organization_with_repositories(o, [mappers.repository(r) for r in repos[o.id]])
+        for o in orgs
+    ]
+    return encode(mappers.page(items, "")), frozenset(o.id for o in orgs)
+
+
+async def _build_v1(gateway: Gateway, user_id: str) -> tuple[bytes, frozenset[str]]:
+    orgs = await all_organizations(gateway, user_id)
+    repos = await _repositories(gateway, user_id, orgs)
+    items = [
+        mappers_v1.organization(o, [mappers_v1.repository(r) for r in repos[o.id]]) for o in orgs
+    ]
+    return encode(items), frozenset(o.id for o in orgs)
 
 
 async def _repositories(
@@ -251,10 +293,11 @@ async def login_v1(request: Request) -> Response:
     response_model=list[schemas_v1.OrganizationRead],
     responses=v1_errors(401, 503),
 )
-async def list_my_organizations_v1(session: CurrentSession, gateway: GatewayDep) -> Response:
-    orgs = await all_organizations(gateway, session.user_id)
-    repos = await _repositories(gateway, session.user_id, orgs)
-    items = [
-        mappers_v1.organization(o, [mappers_v1.repository(r) for r in repos[o.id]]) for o in orgs
-    ]
-    return json_response(items)
+async def list_my_organizations_v1(
+    request: Request, session: CurrentSession, gateway: GatewayDep
+) -> Response:
+    """From the read model (readmodel.py), with an ETag."""
+    answer = await gateway.read_model.get(
+        session.user_id, "v1", lambda: _build_v1(gateway, session.user_id)
+    )
+    return cached_response(request.headers, answer.body, answer.etag)
