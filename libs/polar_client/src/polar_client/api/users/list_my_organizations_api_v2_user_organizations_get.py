@@ -96,8 +96,10 @@ def sync_detailed(
 ) -> Response[ErrorResponse | PageOrganizationWithRepositories]:
     """List My Organizations
 
-     The user's organizations, each with its repositories: one call for the organizations
-    and one (paged) call for the repositories of all of them, never one per organization.
+     The user's organizations, each with its repositories. The first page, when it is the
+    only one, comes from the read model (readmodel.py) with an ETag (If-None-Match: 304);
+    otherwise one call for the organizations and one (paged) call for the repositories of
+    all of them, never one per organization.
 
     Args:
         limit (int | Unset): Items per page (1 to 100). Default: 50.
@@ -131,8 +133,10 @@ def sync(
 ) -> ErrorResponse | PageOrganizationWithRepositories | None:
     """List My Organizations
 
-     The user's organizations, each with its repositories: one call for the organizations
-    and one (paged) call for the repositories of all of them, never one per organization.
+     The user's organizations, each with its repositories. The first page, when it is the
+    only one, comes from the read model (readmodel.py) with an ETag (If-None-Match: 304);
+    otherwise one call for the organizations and one (paged) call for the repositories of
+    all of them, never one per organization.
 
     Args:
         limit (int | Unset): Items per page (1 to 100). Default: 50.
@@ -161,8 +165,10 @@ async def asyncio_detailed(
 ) -> Response[ErrorResponse | PageOrganizationWithRepositories]:
     """List My Organizations
 
-     The user's organizations, each with its repositories: one call for the organizations
-    and one (paged) call for the repositories of all of them, never one per organization.
+     The user's organizations, each with its repositories. The first page, when it is the
+    only one, comes from the read model (readmodel.py) with an ETag (If-None-Match: 304);
+    otherwise one call for the organizations and one (paged) call for the repositories of
+    all of them, never one per organization.
 
     Args:
         limit (int | Unset): Items per page (1 to 100). Default: 50.
@@ -194,8 +200,10 @@ async def asyncio(
 ) -> ErrorResponse | PageOrganizationWithRepositories | None:
     """List My Organizations
 
-     The user's organizations, each with its repositories: one call for the organizations
-    and one (paged) call for the repositories of all of them, never one per organization.
+     The user's organizations, each with its repositories. The first page, when it is the
+    only one, comes from the read model (readmodel.py) with an ETag (If-None-Match: 304);
+    otherwise one call for the organizations and one (paged) call for the repositories of
+    all of them, never one per organization.
 
     Args:
         limit (int | Unset): Items per page (1 to 100). Default: 50.
