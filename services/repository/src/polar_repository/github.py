@@ -34,6 +34,8 @@ from githubkit.cache.mem_cache import MemCache
 from githubkit.exception import RequestError, RequestFailed
 from githubkit.response import Response
 
+from .settings import RepositorySettings
+
 log = structlog.get_logger(__name__)
 
 PER_PAGE = 100  # GitHub's maximum for issues and pulls
@@ -198,6 +200,19 @@ class GitHubApp:
     policy: RateLimitPolicy = field(default_factory=RateLimitPolicy)
     retries: int = 3  # for 5xx answers and network errors, with exponential backoff
     _cache: TokenCache = field(default_factory=TokenCache, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: RepositorySettings) -> GitHubApp:
+        return cls(
+            settings.github_api_url,
+            settings.github_app_id,
+            settings.github_private_key(),
+            timeout=settings.github_timeout_seconds,
+            policy=RateLimitPolicy(
+                max_wait=settings.github_rate_limit_max_wait_seconds,
+                low_remaining=settings.github_rate_limit_low_remaining,
+            ),
+        )
 
     @property
     def configured(self) -> bool:

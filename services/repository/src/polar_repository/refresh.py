@@ -21,7 +21,7 @@ from polar_db.models import Organization, OrganizationStatus, Repository
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import ingest
-from .github import GitHubApp, RateLimitPolicy
+from .github import GitHubApp
 from .settings import RepositorySettings
 
 log = structlog.get_logger(__name__)
@@ -44,16 +44,7 @@ class Refresher:
     def from_settings(
         cls, settings: RepositorySettings, sessionmaker: async_sessionmaker[AsyncSession]
     ) -> Refresher:
-        github = GitHubApp(
-            settings.github_api_url,
-            settings.github_app_id,
-            settings.github_private_key(),
-            timeout=settings.github_timeout_seconds,
-            policy=RateLimitPolicy(
-                max_wait=settings.github_rate_limit_max_wait_seconds,
-                low_remaining=settings.github_rate_limit_low_remaining,
-            ),
-        )
+        github = GitHubApp.from_settings(settings)
         return cls(sessionmaker, github, max_concurrent=settings.sync_max_concurrent)
 
     @property

@@ -61,7 +61,6 @@ from .github import (
     GitHubGone,
     InstallationClient,
     RateLimited,
-    RateLimitPolicy,
 )
 from .settings import RepositorySettings
 from .sync_locks import LockLost, SyncLocks, lock_key
@@ -135,16 +134,7 @@ class SyncRunner:
     def from_settings(
         cls, settings: RepositorySettings, sessionmaker: async_sessionmaker[AsyncSession]
     ) -> SyncRunner:
-        github = GitHubApp(
-            settings.github_api_url,
-            settings.github_app_id,
-            settings.github_private_key(),
-            timeout=settings.github_timeout_seconds,
-            policy=RateLimitPolicy(
-                max_wait=settings.github_rate_limit_max_wait_seconds,
-                low_remaining=settings.github_rate_limit_low_remaining,
-            ),
-        )
+        github = GitHubApp.from_settings(settings)
         return cls(
             settings.database_url,
             sessionmaker,
