@@ -96,7 +96,7 @@ class ThingNotFound(NotFound):
 
 
 def add_to_server(servicer: EchoServicer, server: grpc.aio.Server) -> None:
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         name: grpc.unary_unary_rpc_method_handler(
             getattr(servicer, name),
             request_deserializer=StringValue.FromString,

@@ -1,5 +1,5 @@
-"""check_field_behavior: REQUIRED fields set and OUTPUT_ONLY fields unset (google.api.field_behavior),
-nested ones included."""
+"""check_field_behavior (google.api.field_behavior): REQUIRED fields set, OUTPUT_ONLY fields
+unset, nested ones included."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from polar_kit.errors import InvalidArgument
 from polar.repository.v1.repository_pb2 import Repository, Reward
+from polar_kit.errors import InvalidArgument
 from polar_kit.validation import check_field_behavior
 
 Field = descriptor_pb2.FieldDescriptorProto
