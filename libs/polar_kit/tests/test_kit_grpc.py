@@ -13,6 +13,7 @@ import pytest_asyncio
 from google.protobuf.wrappers_pb2 import StringValue
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from polar.repository.v1.repository_pb2 import Repository
 from polar_db.models import ProcessedMessage
 from polar_kit.errors import NotFound
 from polar_kit.grpc import (
@@ -83,6 +84,10 @@ class EchoServicer:
         raise ThingNotFound(request.value)
 
 
+async def keep(request: Repository, context: Any) -> Repository:
+    return request
+
+
 class ThingNotFound(NotFound):
     RESOURCE_TYPE = "polar.test.v1.Thing"
 
@@ -91,7 +96,7 @@ class ThingNotFound(NotFound):
 
 
 def add_to_server(servicer: EchoServicer, server: grpc.aio.Server) -> None:
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         name: grpc.unary_unary_rpc_method_handler(
             getattr(servicer, name),
             request_deserializer=StringValue.FromString,
@@ -99,6 +104,12 @@ def add_to_server(servicer: EchoServicer, server: grpc.aio.Server) -> None:
         )
         for name in ("Echo", "Write", "Boom", "Outage", "Invalid", "Missing")
     }
+    # A method taking a resource, as an Update method would: its field behaviour is the server's.
+    handlers["Keep"] = grpc.unary_unary_rpc_method_handler(
+        keep,
+        request_deserializer=Repository.FromString,
+        response_serializer=Repository.SerializeToString,
+    )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
 
@@ -208,6 +219,27 @@ async def test_invalid_argument_names_the_field(channel: grpc.aio.Channel) -> No
     assert details.field_violations == [("thing_id", "thing_id must be a UUID, got 'x'")]
     assert (details.reason, details.domain) == ("INVALID_ARGUMENT", "polar.test.v1")
     assert trailing_request_id(error.trailing_metadata())  # still there beside the details
+
+
+async def test_output_only_fields_in_a_request_are_refused_by_the_server(
+    channel: grpc.aio.Channel,
+) -> None:
+    """The server (FieldBehaviorInterceptor), not the servicer, refuses a resource that carries
+    fields only the server sets; the same resource without them goes through."""
+    keep = channel.unary_unary(
+        f"/{SERVICE}/Keep",
+        request_serializer=Repository.SerializeToString,
+        response_deserializer=Repository.FromString,
+    )
+    sent = Repository(id="r-1", name="polar", external_id=7)
+    sent.modified_at.GetCurrentTime()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await keep(sent)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in details_of(caught.value).field_violations] == ["id", "modified_at"]
+    assert await keep(Repository(name="polar", external_id=7)) == Repository(
+        name="polar", external_id=7
+    )
 
 
 async def test_not_found_names_the_resource_and_a_stable_reason(channel: grpc.aio.Channel) -> None:

@@ -28,7 +28,7 @@ from polar_kit.errors import DomainError, is_transient
 from polar_kit.grpc.context import request_id_var, session_var
 from polar_kit.grpc.status import domain_of, rich_status
 from polar_kit.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS
-from polar_kit.validation import check_required
+from polar_kit.validation import check_field_behavior
 
 log = structlog.get_logger(__name__)
 
@@ -193,9 +193,10 @@ async def _abort(
 
 
 class FieldBehaviorInterceptor(grpc.aio.ServerInterceptor):
-    """Every request's REQUIRED fields (google.api.field_behavior in the .proto) are checked
-    here, before the handler and its transaction: INVALID_ARGUMENT with a field violation each
-    (polar_kit.validation.check_required; mapped by the ErrorInterceptor, outside this one)."""
+    """Every request's field behaviour (google.api.field_behavior in the .proto: REQUIRED set,
+    OUTPUT_ONLY unset) is checked here, before the handler and its transaction: INVALID_ARGUMENT
+    with a field violation each (polar_kit.validation.check_field_behavior; mapped by the
+    ErrorInterceptor, outside this one)."""
 
     async def intercept_service(
         self,
@@ -210,12 +211,12 @@ class FieldBehaviorInterceptor(grpc.aio.ServerInterceptor):
         behavior: Any = handler.unary_unary or handler.unary_stream
 
         async def unary(request: Any, context: Context) -> Any:
-            check_required(request)
+            check_field_behavior(request)
             result = behavior(request, context)
             return await result if inspect.isawaitable(result) else result
 
         async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
-            check_required(request)
+            check_field_behavior(request)
             async for response in behavior(request, context):
                 yield response
 

@@ -28,7 +28,7 @@ from polar.repository.v1 import repository_pb2 as polar_dot_repository_dot_v1_do
 from polar.repository.v1 import sync_pb2 as polar_dot_repository_dot_v1_dot_sync__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,polar/repository/v1/repository_service.proto\x12\x13polar.repository.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cpolar/common/v1/common.proto\x1a$polar/repository/v1/repository.proto\x1a\x1epolar/repository/v1/sync.proto\"(\n\x14GetRepositoryRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"L\n\x15GetRepositoryResponse\x12\x33\n\nrepository\x18\x01 \x01(\x0b\x32\x1f.polar.repository.v1.Repository\"\x8c\x01\n\x17LookupRepositoryRequest\x12\x31\n\x08platform\x18\x01 \x01(\x0e\x32\x19.polar.common.v1.PlatformB\x04\xe2\x41\x01\x02\x12\x1f\n\x11organization_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0frepository_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"O\n\x18LookupRepositoryResponse\x12\x33\n\nrepository\x18\x01 \x01(\x0b\x32\x1f.polar.repository.v1.Repository\"`\n\x17ListRepositoriesRequest\x12\x1e\n\x10organization_ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"j\n\x18ListRepositoriesResponse\x12\x35\n\x0crepositories\x18\x01 \x03(\x0b\x32\x1f.polar.repository.v1.Repository\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa9\x02\n\x0fRepositoryInput\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\x03\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\nis_private\x18\x05 \x01(\x08\x12\x0f\n\x07is_fork\x18\x06 \x01(\x08\x12\x13\n\x0bis_archived\x18\x07 \x01(\x08\x12\r\n\x05stars\x18\x08 \x01(\x03\x12\r\n\x05\x66orks\x18\t \x01(\x03\x12\x10\n\x08watchers\x18\n \x01(\x03\x12\x13\n\x0bopen_issues\x18\x0b \x01(\x03\x12\x13\n\x0bmain_branch\x18\x0c \x01(\t\x12\x0e\n\x06topics\x18\r \x03(\t\x12\x0f\n\x07license\x18\x0e \x01(\t\x12\x10\n\x08homepage\x18\x0f \x01(\t\"b\n\x1e\x42\x61tchUpsertRepositoriesRequest\x12@\n\x0crepositories\x18\x01 \x03(\x0b\x32$.polar.repository.v1.RepositoryInputB\x04\xe2\x41\x01\x02\"i\n\x1f\x42\x61tchUpsertRepositoriesResponse\x12\x35\n\x0crepositories\x18\x01 \x03(\x0b\x32\x1f.polar.repository.v1.Repository\x12\x0f\n\x07\x63reated\x18\x02 \x03(\x08\"+\n\x17\x44\x65leteRepositoryRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x1a\n\x18\x44\x65leteRepositoryResponse\")\n\x15SyncRepositoryRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\")\n\x16SyncRepositoryResponse\x12\x0f\n\x07started\x18\x01 \x01(\x08\"<\n\x1dGetRepositorySyncStateRequest\x12\x1b\n\rrepository_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Y\n\x1eGetRepositorySyncStateResponse\x12\x37\n\x05state\x18\x01 \x01(\x0b\x32(.polar.repository.v1.RepositorySyncState\"#\n\x0fGetIssueRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"=\n\x10GetIssueResponse\x12)\n\x05issue\x18\x01 \x01(\x0b\x32\x1a.polar.repository.v1.Issue\"\xa7\x01\n\x11ListIssuesRequest\x12\x1b\n\rrepository_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.polar.repository.v1.IssueState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x1e\n\x16include_github_objects\x18\x05 \x01(\x08\"Y\n\x12ListIssuesResponse\x12*\n\x06issues\x18\x01 \x03(\x0b\x32\x1a.polar.repository.v1.Issue\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x15GetPullRequestRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"P\n\x16GetPullRequestResponse\x12\x36\n\x0cpull_request\x18\x01 \x01(\x0b\x32 .polar.repository.v1.PullRequest\"\xad\x01\n\x17ListPullRequestsRequest\x12\x1b\n\rrepository_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.polar.repository.v1.IssueState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x1e\n\x16include_github_objects\x18\x05 \x01(\x08\"l\n\x18ListPullRequestsResponse\x12\x37\n\rpull_requests\x18\x01 \x03(\x0b\x32 .polar.repository.v1.PullRequest\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x96\x01\n\x13\x43reateRewardRequest\x12\x16\n\x08issue_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x16.polar.common.v1.MoneyB\x04\xe2\x41\x01\x02\x12\x16\n\x0e\x62\x61\x63ker_user_id\x18\x03 \x01(\t\x12\r\n\x05\x65mail\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"C\n\x14\x43reateRewardResponse\x12+\n\x06reward\x18\x01 \x01(\x0b\x32\x1b.polar.repository.v1.Reward\"X\n\x12ListRewardsRequest\x12\x1b\n\rrepository_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x13ListRewardsResponse\x12,\n\x07rewards\x18\x01 \x03(\x0b\x32\x1b.polar.repository.v1.Reward\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xcc\x0b\n\x11RepositoryService\x12k\n\rGetRepository\x12).polar.repository.v1.GetRepositoryRequest\x1a*.polar.repository.v1.GetRepositoryResponse\"\x03\x90\x02\x01\x12t\n\x10LookupRepository\x12,.polar.repository.v1.LookupRepositoryRequest\x1a-.polar.repository.v1.LookupRepositoryResponse\"\x03\x90\x02\x01\x12t\n\x10ListRepositories\x12,.polar.repository.v1.ListRepositoriesRequest\x1a-.polar.repository.v1.ListRepositoriesResponse\"\x03\x90\x02\x01\x12\x84\x01\n\x17\x42\x61tchUpsertRepositories\x12\x33.polar.repository.v1.BatchUpsertRepositoriesRequest\x1a\x34.polar.repository.v1.BatchUpsertRepositoriesResponse\x12o\n\x10\x44\x65leteRepository\x12,.polar.repository.v1.DeleteRepositoryRequest\x1a-.polar.repository.v1.DeleteRepositoryResponse\x12i\n\x0eSyncRepository\x12*.polar.repository.v1.SyncRepositoryRequest\x1a+.polar.repository.v1.SyncRepositoryResponse\x12\x86\x01\n\x16GetRepositorySyncState\x12\x32.polar.repository.v1.GetRepositorySyncStateRequest\x1a\x33.polar.repository.v1.GetRepositorySyncStateResponse\"\x03\x90\x02\x01\x12\\\n\x08GetIssue\x12$.polar.repository.v1.GetIssueRequest\x1a%.polar.repository.v1.GetIssueResponse\"\x03\x90\x02\x01\x12\x62\n\nListIssues\x12&.polar.repository.v1.ListIssuesRequest\x1a\'.polar.repository.v1.ListIssuesResponse\"\x03\x90\x02\x01\x12n\n\x0eGetPullRequest\x12*.polar.repository.v1.GetPullRequestRequest\x1a+.polar.repository.v1.GetPullRequestResponse\"\x03\x90\x02\x01\x12t\n\x10ListPullRequests\x12,.polar.repository.v1.ListPullRequestsRequest\x1a-.polar.repository.v1.ListPullRequestsResponse\"\x03\x90\x02\x01\x12\x63\n\x0c\x43reateReward\x12(.polar.repository.v1.CreateRewardRequest\x1a).polar.repository.v1.CreateRewardResponse\x12\x65\n\x0bListRewards\x12\'.polar.repository.v1.ListRewardsRequest\x1a(.polar.repository.v1.ListRewardsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,polar/repository/v1/repository_service.proto\x12\x13polar.repository.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cpolar/common/v1/common.proto\x1a$polar/repository/v1/repository.proto\x1a\x1epolar/repository/v1/sync.proto\"(\n\x14GetRepositoryRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"L\n\x15GetRepositoryResponse\x12\x33\n\nrepository\x18\x01 \x01(\x0b\x32\x1f.polar.repository.v1.Repository\"\x8c\x01\n\x17LookupRepositoryRequest\x12\x31\n\x08platform\x18\x01 \x01(\x0e\x32\x19.polar.common.v1.PlatformB\x04\xe2\x41\x01\x02\x12\x1f\n\x11organization_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0frepository_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"O\n\x18LookupRepositoryResponse\x12\x33\n\nrepository\x18\x01 \x01(\x0b\x32\x1f.polar.repository.v1.Repository\"`\n\x17ListRepositoriesRequest\x12\x1e\n\x10organization_ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"j\n\x18ListRepositoriesResponse\x12\x35\n\x0crepositories\x18\x01 \x03(\x0b\x32\x1f.polar.repository.v1.Repository\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xaf\x02\n\x0fRepositoryInput\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x19\n\x0b\x65xternal_id\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x05\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\nis_private\x18\x05 \x01(\x08\x12\x0f\n\x07is_fork\x18\x06 \x01(\x08\x12\x13\n\x0bis_archived\x18\x07 \x01(\x08\x12\r\n\x05stars\x18\x08 \x01(\x03\x12\r\n\x05\x66orks\x18\t \x01(\x03\x12\x10\n\x08watchers\x18\n \x01(\x03\x12\x13\n\x0bopen_issues\x18\x0b \x01(\x03\x12\x13\n\x0bmain_branch\x18\x0c \x01(\t\x12\x0e\n\x06topics\x18\r \x03(\t\x12\x0f\n\x07license\x18\x0e \x01(\t\x12\x10\n\x08homepage\x18\x0f \x01(\t\"b\n\x1e\x42\x61tchUpsertRepositoriesRequest\x12@\n\x0crepositories\x18\x01 \x03(\x0b\x32$.polar.repository.v1.RepositoryInputB\x04\xe2\x41\x01\x02\"i\n\x1f\x42\x61tchUpsertRepositoriesResponse\x12\x35\n\x0crepositories\x18\x01 \x03(\x0b\x32\x1f.polar.repository.v1.Repository\x12\x0f\n\x07\x63reated\x18\x02 \x03(\x08\"+\n\x17\x44\x65leteRepositoryRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x1a\n\x18\x44\x65leteRepositoryResponse\")\n\x15SyncRepositoryRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\")\n\x16SyncRepositoryResponse\x12\x0f\n\x07started\x18\x01 \x01(\x08\"<\n\x1dGetRepositorySyncStateRequest\x12\x1b\n\rrepository_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Y\n\x1eGetRepositorySyncStateResponse\x12\x37\n\x05state\x18\x01 \x01(\x0b\x32(.polar.repository.v1.RepositorySyncState\"#\n\x0fGetIssueRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"=\n\x10GetIssueResponse\x12)\n\x05issue\x18\x01 \x01(\x0b\x32\x1a.polar.repository.v1.Issue\"\xa7\x01\n\x11ListIssuesRequest\x12\x1b\n\rrepository_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.polar.repository.v1.IssueState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x1e\n\x16include_github_objects\x18\x05 \x01(\x08\"Y\n\x12ListIssuesResponse\x12*\n\x06issues\x18\x01 \x03(\x0b\x32\x1a.polar.repository.v1.Issue\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x15GetPullRequestRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"P\n\x16GetPullRequestResponse\x12\x36\n\x0cpull_request\x18\x01 \x01(\x0b\x32 .polar.repository.v1.PullRequest\"\xad\x01\n\x17ListPullRequestsRequest\x12\x1b\n\rrepository_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.polar.repository.v1.IssueState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x1e\n\x16include_github_objects\x18\x05 \x01(\x08\"l\n\x18ListPullRequestsResponse\x12\x37\n\rpull_requests\x18\x01 \x03(\x0b\x32 .polar.repository.v1.PullRequest\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x96\x01\n\x13\x43reateRewardRequest\x12\x16\n\x08issue_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x16.polar.common.v1.MoneyB\x04\xe2\x41\x01\x02\x12\x16\n\x0e\x62\x61\x63ker_user_id\x18\x03 \x01(\t\x12\r\n\x05\x65mail\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"C\n\x14\x43reateRewardResponse\x12+\n\x06reward\x18\x01 \x01(\x0b\x32\x1b.polar.repository.v1.Reward\"X\n\x12ListRewardsRequest\x12\x1b\n\rrepository_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x13ListRewardsResponse\x12,\n\x07rewards\x18\x01 \x03(\x0b\x32\x1b.polar.repository.v1.Reward\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xcc\x0b\n\x11RepositoryService\x12k\n\rGetRepository\x12).polar.repository.v1.GetRepositoryRequest\x1a*.polar.repository.v1.GetRepositoryResponse\"\x03\x90\x02\x01\x12t\n\x10LookupRepository\x12,.polar.repository.v1.LookupRepositoryRequest\x1a-.polar.repository.v1.LookupRepositoryResponse\"\x03\x90\x02\x01\x12t\n\x10ListRepositories\x12,.polar.repository.v1.ListRepositoriesRequest\x1a-.polar.repository.v1.ListRepositoriesResponse\"\x03\x90\x02\x01\x12\x84\x01\n\x17\x42\x61tchUpsertRepositories\x12\x33.polar.repository.v1.BatchUpsertRepositoriesRequest\x1a\x34.polar.repository.v1.BatchUpsertRepositoriesResponse\x12o\n\x10\x44\x65leteRepository\x12,.polar.repository.v1.DeleteRepositoryRequest\x1a-.polar.repository.v1.DeleteRepositoryResponse\x12i\n\x0eSyncRepository\x12*.polar.repository.v1.SyncRepositoryRequest\x1a+.polar.repository.v1.SyncRepositoryResponse\x12\x86\x01\n\x16GetRepositorySyncState\x12\x32.polar.repository.v1.GetRepositorySyncStateRequest\x1a\x33.polar.repository.v1.GetRepositorySyncStateResponse\"\x03\x90\x02\x01\x12\\\n\x08GetIssue\x12$.polar.repository.v1.GetIssueRequest\x1a%.polar.repository.v1.GetIssueResponse\"\x03\x90\x02\x01\x12\x62\n\nListIssues\x12&.polar.repository.v1.ListIssuesRequest\x1a\'.polar.repository.v1.ListIssuesResponse\"\x03\x90\x02\x01\x12n\n\x0eGetPullRequest\x12*.polar.repository.v1.GetPullRequestRequest\x1a+.polar.repository.v1.GetPullRequestResponse\"\x03\x90\x02\x01\x12t\n\x10ListPullRequests\x12,.polar.repository.v1.ListPullRequestsRequest\x1a-.polar.repository.v1.ListPullRequestsResponse\"\x03\x90\x02\x01\x12\x63\n\x0c\x43reateReward\x12(.polar.repository.v1.CreateRewardRequest\x1a).polar.repository.v1.CreateRewardResponse\x12\x65\n\x0bListRewards\x12\'.polar.repository.v1.ListRewardsRequest\x1a(.polar.repository.v1.ListRewardsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,6 +45,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOOKUPREPOSITORYREQUEST'].fields_by_name['repository_name']._serialized_options = b'\342A\001\002'
   _globals['_LISTREPOSITORIESREQUEST'].fields_by_name['organization_ids']._loaded_options = None
   _globals['_LISTREPOSITORIESREQUEST'].fields_by_name['organization_ids']._serialized_options = b'\342A\001\002'
+  _globals['_REPOSITORYINPUT'].fields_by_name['external_id']._loaded_options = None
+  _globals['_REPOSITORYINPUT'].fields_by_name['external_id']._serialized_options = b'\342A\001\005'
   _globals['_BATCHUPSERTREPOSITORIESREQUEST'].fields_by_name['repositories']._loaded_options = None
   _globals['_BATCHUPSERTREPOSITORIESREQUEST'].fields_by_name['repositories']._serialized_options = b'\342A\001\002'
   _globals['_DELETEREPOSITORYREQUEST'].fields_by_name['id']._loaded_options = None
@@ -98,47 +100,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTREPOSITORIESRESPONSE']._serialized_start=644
   _globals['_LISTREPOSITORIESRESPONSE']._serialized_end=750
   _globals['_REPOSITORYINPUT']._serialized_start=753
-  _globals['_REPOSITORYINPUT']._serialized_end=1050
-  _globals['_BATCHUPSERTREPOSITORIESREQUEST']._serialized_start=1052
-  _globals['_BATCHUPSERTREPOSITORIESREQUEST']._serialized_end=1150
-  _globals['_BATCHUPSERTREPOSITORIESRESPONSE']._serialized_start=1152
-  _globals['_BATCHUPSERTREPOSITORIESRESPONSE']._serialized_end=1257
-  _globals['_DELETEREPOSITORYREQUEST']._serialized_start=1259
-  _globals['_DELETEREPOSITORYREQUEST']._serialized_end=1302
-  _globals['_DELETEREPOSITORYRESPONSE']._serialized_start=1304
-  _globals['_DELETEREPOSITORYRESPONSE']._serialized_end=1330
-  _globals['_SYNCREPOSITORYREQUEST']._serialized_start=1332
-  _globals['_SYNCREPOSITORYREQUEST']._serialized_end=1373
-  _globals['_SYNCREPOSITORYRESPONSE']._serialized_start=1375
-  _globals['_SYNCREPOSITORYRESPONSE']._serialized_end=1416
-  _globals['_GETREPOSITORYSYNCSTATEREQUEST']._serialized_start=1418
-  _globals['_GETREPOSITORYSYNCSTATEREQUEST']._serialized_end=1478
-  _globals['_GETREPOSITORYSYNCSTATERESPONSE']._serialized_start=1480
-  _globals['_GETREPOSITORYSYNCSTATERESPONSE']._serialized_end=1569
-  _globals['_GETISSUEREQUEST']._serialized_start=1571
-  _globals['_GETISSUEREQUEST']._serialized_end=1606
-  _globals['_GETISSUERESPONSE']._serialized_start=1608
-  _globals['_GETISSUERESPONSE']._serialized_end=1669
-  _globals['_LISTISSUESREQUEST']._serialized_start=1672
-  _globals['_LISTISSUESREQUEST']._serialized_end=1839
-  _globals['_LISTISSUESRESPONSE']._serialized_start=1841
-  _globals['_LISTISSUESRESPONSE']._serialized_end=1930
-  _globals['_GETPULLREQUESTREQUEST']._serialized_start=1932
-  _globals['_GETPULLREQUESTREQUEST']._serialized_end=1973
-  _globals['_GETPULLREQUESTRESPONSE']._serialized_start=1975
-  _globals['_GETPULLREQUESTRESPONSE']._serialized_end=2055
-  _globals['_LISTPULLREQUESTSREQUEST']._serialized_start=2058
-  _globals['_LISTPULLREQUESTSREQUEST']._serialized_end=2231
-  _globals['_LISTPULLREQUESTSRESPONSE']._serialized_start=2233
-  _globals['_LISTPULLREQUESTSRESPONSE']._serialized_end=2341
-  _globals['_CREATEREWARDREQUEST']._serialized_start=2344
-  _globals['_CREATEREWARDREQUEST']._serialized_end=2494
-  _globals['_CREATEREWARDRESPONSE']._serialized_start=2496
-  _globals['_CREATEREWARDRESPONSE']._serialized_end=2563
-  _globals['_LISTREWARDSREQUEST']._serialized_start=2565
-  _globals['_LISTREWARDSREQUEST']._serialized_end=2653
-  _globals['_LISTREWARDSRESPONSE']._serialized_start=2655
-  _globals['_LISTREWARDSRESPONSE']._serialized_end=2747
-  _globals['_REPOSITORYSERVICE']._serialized_start=2750
-  _globals['_REPOSITORYSERVICE']._serialized_end=4234
+  _globals['_REPOSITORYINPUT']._serialized_end=1056
+  _globals['_BATCHUPSERTREPOSITORIESREQUEST']._serialized_start=1058
+  _globals['_BATCHUPSERTREPOSITORIESREQUEST']._serialized_end=1156
+  _globals['_BATCHUPSERTREPOSITORIESRESPONSE']._serialized_start=1158
+  _globals['_BATCHUPSERTREPOSITORIESRESPONSE']._serialized_end=1263
+  _globals['_DELETEREPOSITORYREQUEST']._serialized_start=1265
+  _globals['_DELETEREPOSITORYREQUEST']._serialized_end=1308
+  _globals['_DELETEREPOSITORYRESPONSE']._serialized_start=1310
+  _globals['_DELETEREPOSITORYRESPONSE']._serialized_end=1336
+  _globals['_SYNCREPOSITORYREQUEST']._serialized_start=1338
+  _globals['_SYNCREPOSITORYREQUEST']._serialized_end=1379
+  _globals['_SYNCREPOSITORYRESPONSE']._serialized_start=1381
+  _globals['_SYNCREPOSITORYRESPONSE']._serialized_end=1422
+  _globals['_GETREPOSITORYSYNCSTATEREQUEST']._serialized_start=1424
+  _globals['_GETREPOSITORYSYNCSTATEREQUEST']._serialized_end=1484
+  _globals['_GETREPOSITORYSYNCSTATERESPONSE']._serialized_start=1486
+  _globals['_GETREPOSITORYSYNCSTATERESPONSE']._serialized_end=1575
+  _globals['_GETISSUEREQUEST']._serialized_start=1577
+  _globals['_GETISSUEREQUEST']._serialized_end=1612
+  _globals['_GETISSUERESPONSE']._serialized_start=1614
+  _globals['_GETISSUERESPONSE']._serialized_end=1675
+  _globals['_LISTISSUESREQUEST']._serialized_start=1678
+  _globals['_LISTISSUESREQUEST']._serialized_end=1845
+  _globals['_LISTISSUESRESPONSE']._serialized_start=1847
+  _globals['_LISTISSUESRESPONSE']._serialized_end=1936
+  _globals['_GETPULLREQUESTREQUEST']._serialized_start=1938
+  _globals['_GETPULLREQUESTREQUEST']._serialized_end=1979
+  _globals['_GETPULLREQUESTRESPONSE']._serialized_start=1981
+  _globals['_GETPULLREQUESTRESPONSE']._serialized_end=2061
+  _globals['_LISTPULLREQUESTSREQUEST']._serialized_start=2064
+  _globals['_LISTPULLREQUESTSREQUEST']._serialized_end=2237
+  _globals['_LISTPULLREQUESTSRESPONSE']._serialized_start=2239
+  _globals['_LISTPULLREQUESTSRESPONSE']._serialized_end=2347
+  _globals['_CREATEREWARDREQUEST']._serialized_start=2350
+  _globals['_CREATEREWARDREQUEST']._serialized_end=2500
+  _globals['_CREATEREWARDRESPONSE']._serialized_start=2502
+  _globals['_CREATEREWARDRESPONSE']._serialized_end=2569
+  _globals['_LISTREWARDSREQUEST']._serialized_start=2571
+  _globals['_LISTREWARDSREQUEST']._serialized_end=2659
+  _globals['_LISTREWARDSRESPONSE']._serialized_start=2661
+  _globals['_LISTREWARDSRESPONSE']._serialized_end=2753
+  _globals['_REPOSITORYSERVICE']._serialized_start=2756
+  _globals['_REPOSITORYSERVICE']._serialized_end=4240
 # @@protoc_insertion_point(module_scope)

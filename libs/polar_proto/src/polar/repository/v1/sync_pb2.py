@@ -22,22 +22,51 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epolar/repository/v1/sync.proto\x12\x13polar.repository.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n\x0bSkippedItem\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\x03\x12\x0e\n\x06number\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xc4\x04\n\x13RepositorySyncState\x12\x15\n\rrepository_id\x18\x01 \x01(\t\x12?\n\x06status\x18\x02 \x01(\x0e\x32/.polar.repository.v1.RepositorySyncState.Status\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0c\n\x04page\x18\x04 \x01(\x03\x12\r\n\x05pages\x18\x05 \x01(\x03\x12\x0e\n\x06synced\x18\x06 \x01(\x03\x12\x10\n\x08\x65xpected\x18\x07 \x01(\x03\x12>\n\x0e\x66\x61ilure_reason\x18\x08 \x01(\x0e\x32&.polar.repository.v1.SyncFailureReason\x12\x17\n\x0f\x66\x61ilure_message\x18\t \x01(\t\x12/\n\x0bnext_run_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_success_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x0c \x01(\x05\x12\x0f\n\x07skipped\x18\r \x01(\x03\x12\x37\n\rskipped_items\x18\x0e \x03(\x0b\x32 .polar.repository.v1.SkippedItem\"k\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSTATUS_IDLE\x10\x01\x12\x11\n\rSTATUS_QUEUED\x10\x02\x12\x12\n\x0eSTATUS_RUNNING\x10\x03\x12\x11\n\rSTATUS_FAILED\x10\x04*\xfd\x01\n\x11SyncFailureReason\x12#\n\x1fSYNC_FAILURE_REASON_UNSPECIFIED\x10\x00\x12$\n SYNC_FAILURE_REASON_RATE_LIMITED\x10\x01\x12&\n\"SYNC_FAILURE_REASON_ACCESS_REVOKED\x10\x02\x12\'\n#SYNC_FAILURE_REASON_REPOSITORY_GONE\x10\x03\x12*\n&SYNC_FAILURE_REASON_GITHUB_UNAVAILABLE\x10\x04\x12 \n\x1cSYNC_FAILURE_REASON_INTERNAL\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epolar/repository/v1/sync.proto\x12\x13polar.repository.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n\x0bSkippedItem\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\x03\x12\x0e\n\x06number\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x98\x05\n\x13RepositorySyncState\x12\x1b\n\rrepository_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x45\n\x06status\x18\x02 \x01(\x0e\x32/.polar.repository.v1.RepositorySyncState.StatusB\x04\xe2\x41\x01\x03\x12\x14\n\x06job_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04page\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x13\n\x05pages\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06synced\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08\x65xpected\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x44\n\x0e\x66\x61ilure_reason\x18\x08 \x01(\x0e\x32&.polar.repository.v1.SyncFailureReasonB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x66\x61ilure_message\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0bnext_run_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x39\n\x0flast_success_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61ttempts\x18\x0c \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x15\n\x07skipped\x18\r \x01(\x03\x42\x04\xe2\x41\x01\x03\x12=\n\rskipped_items\x18\x0e \x03(\x0b\x32 .polar.repository.v1.SkippedItemB\x04\xe2\x41\x01\x03\"k\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSTATUS_IDLE\x10\x01\x12\x11\n\rSTATUS_QUEUED\x10\x02\x12\x12\n\x0eSTATUS_RUNNING\x10\x03\x12\x11\n\rSTATUS_FAILED\x10\x04*\xfd\x01\n\x11SyncFailureReason\x12#\n\x1fSYNC_FAILURE_REASON_UNSPECIFIED\x10\x00\x12$\n SYNC_FAILURE_REASON_RATE_LIMITED\x10\x01\x12&\n\"SYNC_FAILURE_REASON_ACCESS_REVOKED\x10\x02\x12\'\n#SYNC_FAILURE_REASON_REPOSITORY_GONE\x10\x03\x12*\n&SYNC_FAILURE_REASON_GITHUB_UNAVAILABLE\x10\x04\x12 \n\x1cSYNC_FAILURE_REASON_INTERNAL\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'polar.repository.v1.sync_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SYNCFAILUREREASON']._serialized_start=754
-  _globals['_SYNCFAILUREREASON']._serialized_end=1007
-  _globals['_SKIPPEDITEM']._serialized_start=88
-  _globals['_SKIPPEDITEM']._serialized_end=168
-  _globals['_REPOSITORYSYNCSTATE']._serialized_start=171
-  _globals['_REPOSITORYSYNCSTATE']._serialized_end=751
-  _globals['_REPOSITORYSYNCSTATE_STATUS']._serialized_start=644
-  _globals['_REPOSITORYSYNCSTATE_STATUS']._serialized_end=751
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['repository_id']._loaded_options = None
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['repository_id']._serialized_options = b'\342A\001\003'
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['status']._loaded_options = None
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['status']._serialized_options = b'\342A\001\003'
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['job_id']._loaded_options = None
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['job_id']._serialized_options = b'\342A\001\003'
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['page']._loaded_options = None
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['page']._serialized_options = b'\342A\001\003'
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['pages']._loaded_options = None
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['pages']._serialized_options = b'\342A\001\003'
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['synced']._loaded_options = None
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['synced']._serialized_options = b'\342A\001\003'
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['expected']._loaded_options = None
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['expected']._serialized_options = b'\342A\001\003'
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['failure_reason']._loaded_options = None
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['failure_reason']._serialized_options = b'\342A\001\003'
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['failure_message']._loaded_options = None
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['failure_message']._serialized_options = b'\342A\001\003'
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['next_run_at']._loaded_options = None
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['next_run_at']._serialized_options = b'\342A\001\003'
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['last_success_at']._loaded_options = None
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['last_success_at']._serialized_options = b'\342A\001\003'
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['attempts']._loaded_options = None
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['attempts']._serialized_options = b'\342A\001\003'
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['skipped']._loaded_options = None
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['skipped']._serialized_options = b'\342A\001\003'
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['skipped_items']._loaded_options = None
+  _globals['_REPOSITORYSYNCSTATE'].fields_by_name['skipped_items']._serialized_options = b'\342A\001\003'
+  _globals['_SYNCFAILUREREASON']._serialized_start=871
+  _globals['_SYNCFAILUREREASON']._serialized_end=1124
+  _globals['_SKIPPEDITEM']._serialized_start=121
+  _globals['_SKIPPEDITEM']._serialized_end=201
+  _globals['_REPOSITORYSYNCSTATE']._serialized_start=204
+  _globals['_REPOSITORYSYNCSTATE']._serialized_end=868
+  _globals['_REPOSITORYSYNCSTATE_STATUS']._serialized_start=761
+  _globals['_REPOSITORYSYNCSTATE_STATUS']._serialized_end=868
 # @@protoc_insertion_point(module_scope)
