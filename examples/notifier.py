@@ -1,9 +1,9 @@
 """Print the new issues and rewards of one organization as they happen.
 
 Written only from docs/asyncapi.yaml and libs/polar_events/README.md. Against `make dev`
-(it prints the NATS URL; no prefix there):
+(run from the checkout, it finds the NATS URL in .dev/env; elsewhere set POLAR_NATS_URL):
 
-    POLAR_NATS_URL=nats://127.0.0.1:<port> uv run python examples/notifier.py <organization id>
+    uv run python examples/notifier.py <organization id>
 
 `--since 2026-11-30T08:00:00Z` replays from a time first.
 """
@@ -67,6 +67,10 @@ def main() -> None:
     parser.add_argument("organization_id")
     parser.add_argument("--since", type=datetime.fromisoformat, default=None)
     args = parser.parse_args()
+    with contextlib.suppress(ImportError):  # inside this repository: `make dev`'s .dev/env
+        from polar_db.devenv import load_dev_env
+
+        load_dev_env()
     url = os.environ.get("POLAR_NATS_URL", "nats://127.0.0.1:4222")
     prefix = os.environ.get("POLAR_NATS_PREFIX", "")
     with contextlib.suppress(KeyboardInterrupt):

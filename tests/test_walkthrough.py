@@ -155,6 +155,7 @@ def test_readme_walkthrough(cluster: Cluster) -> None:
         "USER_ID": cluster.printed("USER_ID"),
         "TOKEN": cluster.printed("TOKEN"),
         "ISSUE_ID": cluster.printed("ISSUE_ID"),
+        "ORGANIZATION_ID": cluster.printed("ORGANIZATION_ID"),
         "POLAR_DEV_ENV": str(cluster.data_dir / "env"),
     }
     for key in ("POLAR_DATABASE_URL", "POLAR_NATS_URL", "POLAR_NATS_PREFIX"):

@@ -139,7 +139,7 @@ async def user_id(gateway: str, token: str) -> str:
 
 
 def instructions(
-    gateway: str, grpc_organization: str, uid: str, token: str, issue_id: str
+    gateway: str, grpc_organization: str, uid: str, token: str, issue_id: str, org_id: str
 ) -> list[str]:
     auth = '-H "Authorization: Bearer $TOKEN"'
     return [
@@ -147,7 +147,8 @@ def instructions(
         f"USER_ID={uid}",
         f"TOKEN={token}",
         f"ISSUE_ID={issue_id}",
-        "try (paste the three lines above first):",
+        f"ORGANIZATION_ID={org_id}",
+        "try (paste the four lines above first):",
         f"  curl {auth} {gateway}/api/v2/issues/github/{ORGANIZATION}/{REPOSITORY}",
         f"  curl {auth} -H 'Content-Type: application/json' {gateway}/api/v2/rewards "
         '-d \'{"issue_id": "\'$ISSUE_ID\'", "amount": {"currency": "USD", "amount": 5000}}\'',
@@ -171,4 +172,7 @@ async def load(
     uid = await user_id(gateway, token)
     await send_story(webhooks, env)
     issues = await wait_for_issues(gateway, token)
-    return instructions(gateway, grpc_organization, uid, token, str(issues[0]["id"]))
+    issue = issues[0]
+    return instructions(
+        gateway, grpc_organization, uid, token, str(issue["id"]), str(issue["organization_id"])
+    )
