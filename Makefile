@@ -23,7 +23,7 @@ empty :=
 space := $(empty) $(empty)
 MYPYPATH = $(subst $(space),:,$(wildcard libs/*/src services/*/src))
 
-.PHONY: help dev demo clean test sync gen gen-check lint format typecheck buf-lint buf-breaking proto-baseline pytest chaos
+.PHONY: help dev demo clean test sync gen gen-check lint format typecheck buf-lint buf-breaking proto-baseline pytest chaos chaos-cluster
 
 help: ## this list
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) \
@@ -61,7 +61,11 @@ CHAOS_SECONDS ?= 40
 CHAOS_SEED ?=
 chaos: sync ## the chaos test alone (CHAOS_ORGS=20 CHAOS_SECONDS=300 bigger, CHAOS_SEED=n replays)
 	POLAR_CHAOS_ORGS=$(CHAOS_ORGS) POLAR_CHAOS_SECONDS=$(CHAOS_SECONDS) POLAR_CHAOS_SEED=$(CHAOS_SEED) \
-		$(RUN) python -m polar_dev.test tests/test_chaos.py -q -s -p no:logging
+		POLAR_CHAOS_NATS_NODES=1 $(RUN) python -m polar_dev.test tests/test_chaos.py -q -s -p no:logging
+
+chaos-cluster: sync ## the chaos test against a three-node JetStream cluster (same knobs)
+	POLAR_CHAOS_ORGS=$(CHAOS_ORGS) POLAR_CHAOS_SECONDS=$(CHAOS_SECONDS) POLAR_CHAOS_SEED=$(CHAOS_SEED) \
+		POLAR_CHAOS_NATS_NODES=3 $(RUN) python -m polar_dev.test tests/test_chaos.py -q -s -p no:logging
 
 gen: sync ## regenerate libs/polar_proto from protos/, and the HTTP client from the gateway
 	$(RUN) python scripts/gen_protos.py

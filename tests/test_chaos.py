@@ -14,13 +14,23 @@ random moments (same seed) one fault is injected:
   start as a standby with hot_standby=off (the real server answering "the database system
   is not accepting connections"), then promoted.
 
+Against a three-node JetStream cluster (three nats-server processes on loopback, routes
+between them, each with its own store; streams with three replicas; POLAR_NATS_URL listing
+all three), the NATS fault is instead:
+
+- SIGKILL of the webhook stream's leader (found with the JetStream API: stream info
+  `cluster.leader`), restarted once the others have elected a new leader;
+- SIGSTOP of the event stream's leader for a few seconds, then SIGCONT.
+
 At the end: the database equals the oracle computed from the payloads (newest version of
 each issue), every accepted delivery was processed exactly once (one processed mark per
 delivery and consumer, one *_created event per row), the outbox equals POLAR_EVENTS event
 for event, and nothing is parked. The figures are printed.
 
 Size and seed: POLAR_CHAOS_ORGS (3), POLAR_CHAOS_SEED (random, printed; set it to replay a
-failure). `make chaos` runs this test alone; `make test` runs it at this CI size.
+failure), POLAR_CHAOS_NATS_NODES (1 or 3; unset: both variants). `make chaos` runs the
+one-node variant alone, `make chaos-cluster` the cluster one; `make test` runs both at this
+CI size.
 """
 
 from __future__ import annotations
@@ -55,10 +65,12 @@ from polar_db.migrate import upgrade
 from polar_dev.infra import EmbeddedNats, EmbeddedPostgres, free_port
 from polar_dev.paths import github_fixtures_dir, repo_root
 from polar_dev.services import ServiceSpec, discover_services
-from polar_kit.nats import EVENTS, PARKED
+from polar_kit.nats import EVENTS, PARKED, StreamSpec
+from polar_kit.nats import WEBHOOKS as WEBHOOK_STREAM
 
 ORGS = int(os.environ.get("POLAR_CHAOS_ORGS", "3"))
 SECONDS = float(os.environ.get("POLAR_CHAOS_SECONDS", "40"))  # deliveries spread over this
+NATS_NODES = [int(n) for n in os.environ.get("POLAR_CHAOS_NATS_NODES", "1,3").split(",")]
 SEED = int(os.environ.get("POLAR_CHAOS_SEED") or random.SystemRandom().randrange(1, 10**6))
 REPOS_PER_ORG = 2
 ISSUES_PER_REPO = 6
@@ -245,24 +257,85 @@ def promote_postgres(pg: EmbeddedPostgres) -> None:
     pg_ctl(pg, "-w", "-t", "60", "promote")
 
 
+def nats_nodes(folder: Path, count: int) -> list[EmbeddedNats]:
+    """One JetStream server, or `count` forming a cluster (routes to each other) on loopback."""
+    if count == 1:
+        return [EmbeddedNats(folder / "nats", free_port())]
+    cluster_ports = [free_port() for _ in range(count)]
+    routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
+    return [
+        EmbeddedNats(
+            folder / f"nats-{i}",
+            free_port(),
+            [
+                *("--name", f"n{i}", "--cluster_name", "chaos"),
+                *("--cluster", f"nats://127.0.0.1:{port}", "--routes", routes),
+            ],
+        )
+        for i, port in enumerate(cluster_ports)
+    ]
+
+
+async def jetstream(servers: list[str], what: str) -> Any:
+    """`what` of the JetStream API ("account" or a stream's info), asked until it answers:
+    a paused or killed node, or a cluster without a leader, answers nothing meanwhile."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            nc = await nats.connect(servers=servers, connect_timeout=1, allow_reconnect=False)
+            try:
+                js = nc.jetstream(timeout=1)
+                return await (js.account_info() if what == "account" else js.stream_info(what))
+            finally:
+                await nc.close()
+        except (TimeoutError, OSError, nats.errors.Error):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 @dataclass
 class World:
     pg: EmbeddedPostgres
-    nats_server: EmbeddedNats
+    nats: list[EmbeddedNats]
     database_url: str
     services: dict[str, Service]
     gateway_url: str
+    leader_changes: list[str] = field(default_factory=list)  # printed with the figures
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return [node.url for node in self.nats]
+
+    async def leader(self, stream: StreamSpec) -> EmbeddedNats | None:
+        """The node leading `stream` (its replicas have elected one), or None."""
+        info = await jetstream(self.nats_servers, stream.name)
+        name = info.cluster.leader if info.cluster else None
+        return self.nats[int(name.removeprefix("n"))] if name else None
 
 
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
+async def leader_of(
+    world: World, stream: StreamSpec, not_: EmbeddedNats | None = None
+) -> EmbeddedNats:
+    """Waits for `stream` to have a leader (other than `not_`)."""
+    while True:
+        leader = await world.leader(stream)
+        if leader is not None and leader is not not_:
+            return leader
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture(params=NATS_NODES, ids=lambda n: f"nats{n}")
+async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
     # Not pytest's tmp_path: every pytest session on the machine resets its parent to 0700,
     # which would lock PostgreSQL's (unprivileged) user out of its data folder mid-run.
     folder = Path(tempfile.mkdtemp(prefix="polar-chaos-"))
     pg = EmbeddedPostgres(folder / "pgdata", free_port(), durable=True)
-    nats_server = EmbeddedNats(folder / "nats", free_port())
+    nodes = nats_nodes(folder, request.param)
     await asyncio.to_thread(pg.start)
-    await asyncio.to_thread(nats_server.start)
+    for node in nodes:
+        await asyncio.to_thread(node.start)
+    await jetstream([node.url for node in nodes], "account")  # a cluster: its meta leader
     database_url = await asyncio.to_thread(pg.ensure_database, "chaos")
     await asyncio.to_thread(upgrade, database_url)
     specs = {s.name: s for s in discover_services(repo_root() / "services")}
@@ -272,7 +345,8 @@ async def world() -> AsyncIterator[World]:
         "PYTHONUNBUFFERED": "1",
         "POLAR_DEV_MODE": "true",
         "POLAR_DATABASE_URL": database_url,
-        "POLAR_NATS_URL": nats_server.url,
+        "POLAR_NATS_URL": ",".join(node.url for node in nodes),
+        "POLAR_NATS_REPLICAS": str(len(nodes)),
         "POLAR_GITHUB_WEBHOOK_SECRET": SECRET,
         "POLAR_GITHUB_API_URL": "http://127.0.0.1:9",  # no sync: no GitHub App configured
         "POLAR_CONSUMER_RETRY_BASE_SECONDS": "0.2",
@@ -292,11 +366,14 @@ async def world() -> AsyncIterator[World]:
     for service in services.values():
         service.start()
     try:
-        yield World(pg, nats_server, database_url, services, f"http://127.0.0.1:{ports['gateway']}")
+        yield World(pg, nodes, database_url, services, f"http://127.0.0.1:{ports['gateway']}")
     finally:
         for service in services.values():
             service.kill()
-        await asyncio.to_thread(nats_server.stop)
+        for node in nodes:
+            if node._process is not None:
+                node._process.kill()  # SIGKILL works on a paused (SIGSTOP) node too
+            await asyncio.to_thread(node.stop)
         kill_postgres(pg)
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -343,24 +420,54 @@ async def send(http: httpx.AsyncClient, delivery: Delivery, figures: Figures) ->
         delay = min(delay * 2, 2)
 
 
-KINDS = ["repository", "organization", "gateway", "nats", "postgres-kill", "postgres-57P03"]
+KINDS = ["repository", "organization", "gateway", "postgres-kill", "postgres-57P03"]
+NATS_KINDS = ["nats"]  # one server
+CLUSTER_KINDS = ["nats-leader-kill", "nats-leader-pause"]
+
+
+async def new_leader(world: World, stream: StreamSpec, old: EmbeddedNats, fault: str) -> None:
+    """Waits for `stream` to have a leader other than `old`; the time it took is a figure."""
+    started = time.monotonic()
+    leader = await asyncio.wait_for(leader_of(world, stream, old), 30)
+    world.leader_changes.append(
+        f"{fault} {stream.name}: n{world.nats.index(old)} -> n{world.nats.index(leader)}"
+        f" in {time.monotonic() - started:.1f} s"
+    )
 
 
 async def inject(world: World, rng: random.Random, figures: Figures, done: asyncio.Event) -> None:
     """Faults until `done`, and at least one of each kind (in a seeded order first)."""
-    order = iter(rng.sample(KINDS, len(KINDS)))
-    while not done.is_set() or len(figures.faults) < len(KINDS):
+    kinds = KINDS + (NATS_KINDS if len(world.nats) == 1 else CLUSTER_KINDS)
+    order = iter(rng.sample(kinds, len(kinds)))
+    while not done.is_set() or len(figures.faults) < len(kinds):
         await asyncio.sleep(rng.uniform(1.0, 4.0))
-        kind = next(order, None) or rng.choice(KINDS)
+        kind = next(order, None) or rng.choice(kinds)
         figures.faults[kind] += 1
         if kind in world.services:
             world.services[kind].restart()
         elif kind == "nats":
-            if world.nats_server._process is not None:
-                world.nats_server._process.kill()  # SIGKILL
-            world.nats_server.stop()
+            node = world.nats[0]
+            if node._process is not None:
+                node._process.kill()  # SIGKILL
+            node.stop()
             await asyncio.sleep(rng.uniform(0.5, 2))
-            await asyncio.to_thread(world.nats_server.start)
+            await asyncio.to_thread(node.start)
+        elif kind == "nats-leader-kill":
+            node = await leader_of(world, WEBHOOK_STREAM)
+            assert node._process is not None
+            node._process.kill()  # SIGKILL
+            node.stop()
+            await new_leader(world, WEBHOOK_STREAM, node, "SIGKILL")
+            await asyncio.to_thread(node.start)  # catches up from the new leader
+        elif kind == "nats-leader-pause":
+            node = await leader_of(world, EVENTS)
+            assert node._process is not None
+            node._process.send_signal(signal.SIGSTOP)
+            try:
+                await asyncio.wait_for(new_leader(world, EVENTS, node, "SIGSTOP"), 30)
+                await asyncio.sleep(rng.uniform(1, 3))  # stopped a little longer
+            finally:
+                node._process.send_signal(signal.SIGCONT)
         elif kind == "postgres-kill":
             await asyncio.to_thread(kill_postgres, world.pg)
             await asyncio.to_thread(world.pg.start)  # crash recovery
@@ -413,8 +520,8 @@ async def state(database_url: str) -> dict[str, Any]:
     }
 
 
-async def stream_ids(nats_url: str, stream: str) -> list[str]:
-    nc = await nats.connect(nats_url)
+async def stream_ids(servers: list[str], stream: str) -> list[str]:
+    nc = await nats.connect(servers=servers)
     try:
         js = nc.jetstream()
         info = await js.stream_info(stream)
@@ -434,7 +541,10 @@ async def test_chaos(world: World) -> None:
     rng = random.Random(SEED)
     deliveries, oracle = generate(rng)
     distinct = {d.id: d for d in deliveries}
-    print(f"\nchaos: seed {SEED} (POLAR_CHAOS_SEED), {ORGS} organizations")
+    print(
+        f"\nchaos: seed {SEED} (POLAR_CHAOS_SEED), {ORGS} organizations,"
+        f" {len(world.nats)} NATS node(s)"
+    )
     figures = Figures()
     started = time.monotonic()
     done = asyncio.Event()
@@ -481,9 +591,10 @@ async def test_chaos(world: World) -> None:
     assert created["repository_created"] == len(oracle.repositories)
     assert created["issue_created"] == len(oracle.issues)
     # The outbox equals the stream, event for event; nothing parked.
-    assert sorted(await stream_ids(world.nats_server.url, EVENTS.name)) == sorted(current["outbox"])
+    events = await stream_ids(world.nats_servers, EVENTS.name)
+    assert sorted(events) == sorted(current["outbox"])
     with contextlib.suppress(nats.js.errors.NotFoundError):
-        assert await stream_ids(world.nats_server.url, PARKED.name) == []
+        assert await stream_ids(world.nats_servers, PARKED.name) == []
 
     restarts = {name: s.restarts for name, s in world.services.items()}
     logs = {name: s.log.read_text(errors="replace") for name, s in world.services.items()}
@@ -501,3 +612,5 @@ async def test_chaos(world: World) -> None:
         f"{len(current['outbox'])} events = stream, 0 parked, 0 lost, 0 twice"
     )
     print(f"chaos: logs {log_kb} kB, tracebacks logged {tracebacks}")
+    if world.leader_changes:
+        print(f"chaos: leader changes: {'; '.join(world.leader_changes)}")

@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -270,11 +270,15 @@ def nats_server_binary() -> Path:
 
 
 class EmbeddedNats:
-    """nats-server with JetStream storing under `store`, listening on 127.0.0.1:`port`."""
+    """nats-server with JetStream storing under `store`, listening on 127.0.0.1:`port`.
 
-    def __init__(self, store: Path, port: int) -> None:
+    `args` go to nats-server as they are (a cluster node's name, cluster port and routes).
+    """
+
+    def __init__(self, store: Path, port: int, args: Sequence[str] = ()) -> None:
         self.store = store
         self.port = port
+        self.args = tuple(args)
         self.log = store / "server.log"
         self.pidfile = store / "nats-server.pid"
         self._process: subprocess.Popen[bytes] | None = None
@@ -319,6 +323,7 @@ class EmbeddedNats:
                 str(self.port),
                 "-P",
                 str(self.pidfile),
+                *self.args,
             ],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,

@@ -127,9 +127,19 @@ async def connect(settings: ServiceSettings, *, name: str | None = None) -> Clie
 
 
 async def ensure_streams(js: JetStreamContext, settings: ServiceSettings) -> None:
-    """Create or update every stream; safe to call from every replica at start-up."""
+    """Create or update every stream; safe to call from every replica at start-up.
+
+    Retried while JetStream does not answer: a cluster electing a leader (a node killed or
+    frozen) times out or answers 503 for seconds, which must not end the process."""
+    outage = Outage("JetStream streams", base=0.5, cap=5)
     for spec in STREAMS:
-        await ensure_stream(js, spec.config(settings))
+        while True:
+            try:
+                await ensure_stream(js, spec.config(settings))
+                break
+            except (TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
+                await asyncio.sleep(outage.failed(exc, stream=spec.name))
+        outage.recovered()
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
