@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from polar_db.devenv import parse_env_file
 from polar_dev.infra import EmbeddedNats, EmbeddedPostgres
 from polar_dev.paths import dev_dir
 
@@ -214,6 +215,22 @@ def test_a_delivery_can_be_followed_through_the_logs(cluster: Cluster) -> None:
     # Readable lines: no JSON, no colour codes, no traceback for anything that went well.
     assert not any("\x1b[" in line for line in cluster.lines)
     assert not any(line.partition("| ")[2].startswith("{") for line in cluster.lines)
+
+
+def test_no_secret_or_token_in_any_service_log(cluster: Cluster) -> None:
+    """Every secret the cluster runs with (from its env file), the user's session token and
+    any GitHub token the fake handed out: none appears in a line a service logged, after the
+    whole walkthrough (sign-in, webhooks, the sync, rewards, streams) has run. Only the
+    runner's own lines print the token, on purpose (the demo's instructions)."""
+    env = parse_env_file((cluster.data_dir / "env").read_text())
+    secrets = [v for k, v in env.items() if "SECRET" in k or "KEYS" in k]
+    assert len(secrets) >= 4
+    secrets.append(cluster.printed("TOKEN"))
+    service_lines = [line for line in cluster.lines if not line.startswith("dev ")]
+    assert service_lines
+    for line in service_lines:
+        assert not any(secret in line for secret in secrets), line
+        assert not re.search(r"gho_[A-Za-z0-9]{16,}", line), line
 
 
 def test_one_ctrl_c_drains_every_service_then_stops_the_infrastructure(cluster: Cluster) -> None:
