@@ -325,6 +325,12 @@ DEV_SECRETS: dict[str, Callable[[], str]] = {
 }
 
 
+# What the operator tools need from the runner's environment (no GitHub credentials).
+TOOL_VARIABLES = frozenset(
+    {"POLAR_DATABASE_URL", "POLAR_NATS_URL", "POLAR_NATS_PREFIX", *DEV_SECRETS}
+)
+
+
 def write_dev_env(path: Path, values: Mapping[str, str]) -> dict[str, str]:
     """Writes `path` (`.dev/env`): `values`, plus secrets generated on the first run and kept.
 
@@ -395,12 +401,6 @@ async def _serve(
             banner=banner,
             on_ready=on_ready,
         )
-
-
-# What the operator tools need from the runner's environment (no GitHub credentials).
-TOOL_VARIABLES = frozenset(
-    {"POLAR_DATABASE_URL", "POLAR_NATS_URL", "POLAR_NATS_PREFIX", *DEV_SECRETS}
-)
 
 
 def _demo_loader(
