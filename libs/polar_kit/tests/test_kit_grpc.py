@@ -167,7 +167,12 @@ async def test_domain_error_maps_to_its_code_and_rolls_back(
     def handled() -> float:
         value = REGISTRY.get_sample_value(
             "grpc_server_handled_total",
-            {"grpc_service": SERVICE, "grpc_method": "Write", "grpc_code": "NOT_FOUND"},
+            {
+                "grpc_type": "unary",
+                "grpc_service": SERVICE,
+                "grpc_method": "Write",
+                "grpc_code": "NOT_FOUND",
+            },
         )
         return value or 0.0
 
@@ -384,7 +389,12 @@ async def code_of(ch: grpc.aio.Channel, method: str = "Echo", **kw: object) -> g
 
 async def test_without_credentials_is_unauthenticated(auth_server: RunningServer) -> None:
     def refused() -> float:
-        labels = {"grpc_service": SERVICE, "grpc_method": "Echo", "grpc_code": "UNAUTHENTICATED"}
+        labels = {
+            "grpc_type": "unary",
+            "grpc_service": SERVICE,
+            "grpc_method": "Echo",
+            "grpc_code": "UNAUTHENTICATED",
+        }
         return REGISTRY.get_sample_value("grpc_server_handled_total", labels) or 0.0
 
     before = refused()

@@ -52,7 +52,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from polar_kit.errors import PERMANENT, TRANSIENT, classify
-from polar_kit.metrics import CONSUMER_HANDLING_SECONDS, CONSUMER_MESSAGES
+from polar_kit.metrics import consumer_metrics
 from polar_kit.nats import PARKED, StreamSpec, publish, strip_prefix, subject_for, subject_matches
 from polar_kit.outage import Outage, brief
 from polar_kit.settings import ServiceSettings
@@ -147,6 +147,7 @@ class Consumer:
         elif handler is None or batch_handler is not None:
             raise ValueError("give exactly one of handler and batch_handler")
         self.name = name
+        self._metrics = consumer_metrics(name)
         self._stream = stream.stream_name(settings.nats_prefix)
         self._filters = [subject_for(settings, s) for s in filter_subjects]
         self._wanted_subjects: dict[str, bool] = {}
@@ -252,6 +253,8 @@ class Consumer:
 
     def _delivery(self, msg: Msg) -> Delivery:
         meta = msg.metadata
+        if meta.num_delivered > 1:
+            self._metrics.redeliveries.inc()
         headers = dict(msg.headers or {})
         return Delivery(
             subject=strip_prefix(self._settings, msg.subject),
@@ -272,9 +275,15 @@ class Consumer:
         ):
             outcome = await self._process(msg, delivery)
         _log_handled(delivery, outcome)
-        CONSUMER_MESSAGES.labels(self.name, outcome).inc()
-        CONSUMER_HANDLING_SECONDS.labels(self.name).observe(time.perf_counter() - start)
+        self._metrics.handled(outcome)
+        self._metrics.seconds.observe(time.perf_counter() - start)
         return outcome
+
+    async def sample_metrics(self) -> None:
+        """The consumer's backlog as JetStream counts it (polar_kit.sampler)."""
+        info = await self._js.consumer_info(self._stream, self.name)
+        self._metrics.pending.set(info.num_pending or 0)
+        self._metrics.ack_pending.set(info.num_ack_pending or 0)
 
     def _wanted(self, subject: str) -> bool:
         # Memoized: a consumer sees few distinct subjects, and thousands of messages a second.
@@ -497,8 +506,8 @@ class Consumer:
         # The transaction is shared: each message is charged its share of the batch's time.
         share = (time.perf_counter() - start) / max(len(outcomes), 1)
         for outcome, count in Counter(outcomes).items():
-            CONSUMER_MESSAGES.labels(self.name, outcome).inc(count)
-        histogram = CONSUMER_HANDLING_SECONDS.labels(self.name)
+            self._metrics.handled(outcome, count)
+        histogram = self._metrics.seconds
         for _ in outcomes:
             histogram.observe(share)
 
@@ -551,6 +560,7 @@ class Consumer:
             headers=headers,
         )
         await msg.ack()
+        self._metrics.parked.inc()
         self._strikes.pop(delivery.message_id, None)
         log.warning("message parked", error=error, parked_stream=PARKED.name)
 

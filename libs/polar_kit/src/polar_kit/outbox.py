@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -24,13 +25,13 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from polar_db.engine import asyncpg_dsn
 from polar_db.models import OutboxEvent
+from sqlalchemy import Table, func, insert, literal, select, update
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from polar_kit.errors import is_transient
-from polar_kit.metrics import OUTBOX_ERRORS, OUTBOX_PUBLISHED
+from polar_kit.metrics import outbox_metrics
 from polar_kit.nats import publish, subject_for
 from polar_kit.outage import Outage
 from polar_kit.settings import ServiceSettings
@@ -120,14 +121,42 @@ class NotPublished(Exception):
     """Some events of a round were not published (the first error is the cause)."""
 
 
+BACKLOG_COUNT_CAP = 1_000_000  # a sample counts at most this many rows (an index-only scan)
+
+
+async def outbox_backlog(session: AsyncSession, table: Table) -> tuple[int, float]:
+    """Unpublished rows of an outbox `table` (up to BACKLOG_COUNT_CAP) and the age in seconds
+    of the oldest (0 if none): two walks of the partial index of unpublished rows."""
+    unpublished = table.c.published_at.is_(None)
+    capped = select(literal(1)).where(unpublished).limit(BACKLOG_COUNT_CAP).subquery()
+    count = await session.scalar(select(func.count()).select_from(capped))
+    oldest = await session.scalar(
+        select(func.extract("epoch", func.now() - table.c.created_at))
+        .where(unpublished)
+        .order_by(table.c.seq)
+        .limit(1)
+    )
+    return int(count or 0), max(float(oldest or 0), 0.0)
+
+
+def _service_of(settings: ServiceSettings) -> str:
+    # OrganizationSettings -> "organization": the metrics label, with no new argument.
+    return type(settings).__name__.removesuffix("Settings").lower() or "service"
+
+
 class OutboxRelay:
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         js: JetStreamContext,
         settings: ServiceSettings,
+        *,
+        service: str | None = None,
     ) -> None:
+        """`service` labels the metrics (default: from the settings class's name)."""
         self._sessionmaker = sessionmaker
+        self._table: Table = OutboxEvent.__table__  # type: ignore[assignment]
+        self._metrics = outbox_metrics(service or _service_of(settings), self._table.fullname)
         self._js = js
         self._settings = settings
         self._batch_size = settings.outbox_batch_size
@@ -157,6 +186,7 @@ class OutboxRelay:
             ).all()
             if not events:
                 return 0
+            start = time.perf_counter()
             results = await asyncio.gather(
                 *(self._publish(e) for e in events), return_exceptions=True
             )
@@ -165,12 +195,20 @@ class OutboxRelay:
             ]
             errors = [r for r in results if isinstance(r, BaseException)]
             await self._mark(session, published)
-        OUTBOX_PUBLISHED.inc(len(published))
+        self._metrics.seconds.observe(time.perf_counter() - start)
+        self._metrics.published.inc(len(published))
         if errors:
             # One error for the round (not one line per event): NATS down fails them all.
-            OUTBOX_ERRORS.inc(len(errors))
+            self._metrics.errors.inc(len(errors))
             raise NotPublished(f"{len(errors)} outbox events not published") from errors[0]
         return len(published)
+
+    async def sample_metrics(self) -> None:
+        """Backlog gauges (polar_kit.sampler): what waits to be published, and since when."""
+        async with self._sessionmaker() as session:
+            count, age = await outbox_backlog(session, self._table)
+        self._metrics.backlog.set(count)
+        self._metrics.oldest_age.set(age)
 
     async def _publish(self, event: OutboxEvent) -> PubAck:
         return await publish(

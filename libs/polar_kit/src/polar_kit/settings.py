@@ -89,6 +89,14 @@ class ServiceSettings(BaseSettings):
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 = off."
     )
+    metrics_sample_seconds: float = Field(
+        15.0,
+        gt=0,
+        description=(
+            "How often the gauges read from NATS and PostgreSQL (consumer pending, outbox "
+            "backlog, parked stream) are refreshed, while /metrics is on."
+        ),
+    )
     consumer_max_attempts: int = Field(
         5,
         ge=1,

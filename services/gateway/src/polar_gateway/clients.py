@@ -19,9 +19,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from polar.organization.v1 import organization_service_pb2, organization_service_pb2_grpc
 from polar.repository.v1 import repository_service_pb2, repository_service_pb2_grpc
 from polar_kit.grpc.auth import GATEWAY, credentials
+from polar_kit.metrics import init_grpc_metrics, rpc_metrics
 
 from .context import REQUEST_ID_HEADER, current_request_id
-from .metrics import GRPC_CLIENT_HANDLED, GRPC_CLIENT_SECONDS
 from .settings import GatewaySettings
 
 if TYPE_CHECKING:
@@ -74,11 +74,6 @@ def _full_name(method: object) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
-def _labels(name: str) -> tuple[str, str]:
-    _, service, rpc = [*name.split("/"), "", ""][:3]
-    return service or "unknown", rpc or "unknown"
-
-
 class Clients:
     """Channels and stubs of the services the gateway calls."""
 
@@ -99,6 +94,7 @@ class Clients:
         self.repo: RepositoryServiceAsyncStub = repository_service_pb2_grpc.RepositoryServiceStub(
             self.repository_channel
         )
+        init_grpc_metrics("client", [ORGANIZATION_SERVICE, REPOSITORY_SERVICE])
 
     async def call(
         self,
@@ -109,21 +105,25 @@ class Clients:
     ) -> Resp:
         """One call with the deadline and the request id; raises grpc.aio.AioRpcError."""
         name = _full_name(method)
-        service, rpc = _labels(name)
+        measured = rpc_metrics("client", "unary", name)  # the services have unary RPCs only
         request_id = current_request_id()
         metadata = [self.credentials.metadata(name)]
         if request_id:
             metadata.append((REQUEST_ID_HEADER, request_id))
+        measured.started.inc()
+        measured.sent.inc()
         start = time.perf_counter()
-        code = "OK"
+        code = "CANCELLED"
         try:
-            return await method(request, timeout=timeout or self.deadline, metadata=metadata)
+            response = await method(request, timeout=timeout or self.deadline, metadata=metadata)
+            code = "OK"
+            measured.received.inc()
+            return response
         except grpc.aio.AioRpcError as exc:
             code = exc.code().name
             raise
         finally:
-            GRPC_CLIENT_HANDLED.labels(service, rpc, code).inc()
-            GRPC_CLIENT_SECONDS.labels(service, rpc).observe(time.perf_counter() - start)
+            measured.handled(code, time.perf_counter() - start)
 
     async def healthy(self) -> dict[str, bool]:
         """Standard gRPC health of each service (SERVING within a second)."""

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the gateway, served at /metrics."""
+"""Prometheus metrics of the gateway, served at /metrics (its gRPC client metrics are
+polar_kit.metrics'; the table of all: docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -15,18 +16,6 @@ HTTP_SECONDS = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-# Names and labels follow go-grpc-prometheus' client metrics.
-GRPC_CLIENT_HANDLED = Counter(
-    "grpc_client_handled_total",
-    "Calls to the services completed, by status code (errors included).",
-    ["grpc_service", "grpc_method", "grpc_code"],
-)
-GRPC_CLIENT_SECONDS = Histogram(
-    "grpc_client_handling_seconds",
-    "Time of a call to a service, retries included.",
-    ["grpc_service", "grpc_method"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-)
 WEBHOOKS = Counter(
     "polar_gateway_webhooks_total",
     "Webhook deliveries, by outcome (accepted, duplicate, ping, rejected, unavailable).",
@@ -37,6 +26,18 @@ STREAM_EVENTS = Counter("polar_gateway_stream_events_total", "Events sent to liv
 STREAM_ENDED = Counter(
     "polar_gateway_stream_ended_total",
     "Live streams ended, by reason (disconnected, slow, feed lost, signed out, removed, "
-    "revoked, expired, ended).",
+    "revoked, expired, ended); `slow`: a client too slow to read, dropped.",
     ["reason"],
 )
+STREAM_END_REASONS = (
+    "disconnected",
+    "slow",
+    "feed lost",
+    "signed out",
+    "removed",
+    "revoked",
+    "expired",
+    "ended",
+)
+for _reason in STREAM_END_REASONS:  # every series from the start: rate() has a zero to start
+    STREAM_ENDED.labels(_reason)

@@ -34,6 +34,7 @@ from githubkit.cache.mem_cache import MemCache
 from githubkit.exception import RequestError, RequestFailed
 from githubkit.response import Response
 
+from . import metrics
 from .settings import RepositorySettings
 
 log = structlog.get_logger(__name__)
@@ -379,6 +380,7 @@ class InstallationClient:
         """Waits as a 4xx answer asks, or raises when it is not a rate limit or waiting will
         not help."""
         status = response.status_code
+        metrics.rate_limit_seen(response.headers)
         what = f"{response.raw_request.method} {response.raw_request.url.path}"
         message = _error_message(response)
         wait = rate_limit_wait(status, response.headers, message, time.time())
@@ -389,16 +391,20 @@ class InstallationClient:
         if wait > self._app.policy.max_wait or attempt > self._app.policy.max_rate_limited:
             raise RateLimited(wait)
         log.warning("github rate limited, waiting", request=what, status=status, wait=wait)
+        metrics.WAITS["rate_limited"].observe(wait)
         await self._sleep(wait)
 
     async def _backoff(self, what: str, attempt: int, reason: str) -> None:
         delay = min(2.0 ** (attempt - 1), 30.0)
         log.warning("github request failed, retrying", request=what, reason=reason, delay=delay)
+        metrics.WAITS["backoff"].observe(delay)
         await self._sleep(delay)
 
     async def _pace(self, response: Response[Any]) -> None:
+        metrics.rate_limit_seen(response.headers)
         delay = pacing_delay(response.headers, self._app.policy, time.time())
         if delay > 0:
+            metrics.WAITS["pacing"].observe(delay)
             log.info(
                 "github rate limit low, pacing",
                 remaining=response.headers.get("x-ratelimit-remaining"),

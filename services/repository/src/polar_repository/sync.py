@@ -53,7 +53,7 @@ from polar_kit.nats import EVENTS
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from . import events, ingest, sync_jobs
+from . import events, ingest, metrics, sync_jobs
 from .github import (
     AccessRevoked,
     GitHubApp,
@@ -338,7 +338,8 @@ class SyncRunner:
                         f"the GitHub App is not installed on {org.name} or is suspended there",
                         final=True,
                     )
-                await self._attempt(target, key, job, progress)
+                with metrics.SYNCS_RUNNING.track_inprogress():
+                    await self._attempt(target, key, job, progress)
             except Failure as failed:
                 failure = failed
             except SyncStopped:
@@ -421,6 +422,7 @@ class SyncRunner:
                     session, ingest.upsert_pull_requests, rows, "pull_request", progress
                 )
                 progress.pull_requests += stored
+                metrics.page_stored("pulls", "pull_request", stored)
                 progress.paged(page, last=last, estimate=since is None)
                 if last:
                     progress.next_listing("issues")
@@ -480,6 +482,7 @@ class SyncRunner:
                         session, ingest.upsert_issues, rows, "issue", progress
                     )
                     progress.issues += stored
+                    metrics.page_stored("issues", "issue", stored)
                     changed = await sync_jobs.update_pull_request_comments(
                         session, target.repository_id, comments
                     )
@@ -585,6 +588,7 @@ class SyncRunner:
                 skipped=progress.skipped_count,
                 skipped_items=progress.skipped,
             )
+        metrics.sync_ended("completed")
         log.info(
             "sync completed",
             issues=progress.issues,
@@ -632,6 +636,7 @@ class SyncRunner:
                 issues=current.issues if current else 0,
                 pull_requests=current.pull_requests if current else 0,
             )
+        metrics.sync_ended(failure.reason)
         log.warning(
             "sync failed",
             reason=failure.reason,

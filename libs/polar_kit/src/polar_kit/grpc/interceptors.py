@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from polar_kit.errors import DomainError, is_transient
 from polar_kit.grpc.context import request_id_var, session_var
 from polar_kit.grpc.status import domain_of, rich_status
-from polar_kit.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS
+from polar_kit.metrics import RpcMetrics, grpc_type_of, rpc_metrics
 from polar_kit.validation import check_field_behavior
 
 log = structlog.get_logger(__name__)
@@ -134,25 +134,92 @@ def _code_name(code: Any) -> str:
     return "UNKNOWN"
 
 
-class MetricsInterceptor(ScopeInterceptor):
-    @asynccontextmanager
-    async def scope(self, method: str, context: Context) -> AsyncIterator[None]:
-        _, service, name = [*method.split("/"), "", ""][:3]
-        start = time.perf_counter()
-        code = "OK"
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """go-grpc-prometheus' server metrics (polar_kit.metrics): started, handled by code,
+    messages received and sent, handling time; labelled grpc_type/grpc_service/grpc_method."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        kind = grpc_type_of(handler.request_streaming, handler.response_streaming)
+        return cast(
+            "grpc.RpcMethodHandler[_Req, _Resp]",
+            _measured(handler, rpc_metrics("server", kind, details.method)),
+        )
+
+
+def _measured(handler: Handler, m: RpcMetrics) -> Handler:
+    behavior: Any
+
+    async def counted(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for request in requests:
+            m.received.inc()
+            yield request
+
+    def begin(request: Any) -> tuple[Any, float]:
+        m.started.inc()
+        if handler.request_streaming:
+            return counted(request), time.perf_counter()
+        m.received.inc()
+        return request, time.perf_counter()
+
+    async def unary(request: Any, context: Context) -> Any:
+        request, start = begin(request)
+        code = "CANCELLED"  # unless it ends otherwise: the client or a shutdown cancelled it
         try:
-            yield
+            result = behavior(request, context)
+            response = await result if inspect.isawaitable(result) else result
+            code = _code_name(context.code())
+            m.sent.inc()
+            return response
+        except grpc.aio.AbortError:
+            code = _code_name(context.code())
+            raise
+        finally:
+            m.handled(code, time.perf_counter() - start)
+
+    async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
+        request, start = begin(request)
+        code = "CANCELLED"
+        try:
+            async for response in behavior(request, context):
+                m.sent.inc()
+                yield response
             code = _code_name(context.code())
         except grpc.aio.AbortError:
             code = _code_name(context.code())
             raise
-        except BaseException:
-            # Cancelled by the client or the server shutting down.
-            code = "CANCELLED"
-            raise
         finally:
-            GRPC_HANDLED.labels(service, name, code).inc()
-            GRPC_HANDLING_SECONDS.labels(service, name).observe(time.perf_counter() - start)
+            m.handled(code, time.perf_counter() - start)
+
+    if handler.response_streaming:
+        behavior = handler.unary_stream or handler.stream_stream
+        factory = (
+            grpc.stream_stream_rpc_method_handler
+            if handler.request_streaming
+            else grpc.unary_stream_rpc_method_handler
+        )
+        wrapped: Any = streaming
+    else:
+        behavior = handler.unary_unary or handler.stream_unary
+        factory = (
+            grpc.stream_unary_rpc_method_handler
+            if handler.request_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        wrapped = unary
+    return factory(
+        wrapped,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 class ErrorInterceptor(ScopeInterceptor):

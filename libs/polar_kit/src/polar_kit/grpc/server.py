@@ -27,7 +27,8 @@ from polar_kit.grpc.interceptors import (
     RequestIdInterceptor,
     UnitOfWorkInterceptor,
 )
-from polar_kit.metrics import start_metrics_server
+from polar_kit.metrics import init_grpc_metrics, start_metrics_server
+from polar_kit.sampler import MetricsSampler
 from polar_kit.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -97,6 +98,7 @@ async def start_server(
         reflection.enable_server_reflection(
             [*(s.name for s in services), health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
+    init_grpc_metrics("server", [*(s.name for s in services), health.SERVICE_NAME])
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     for spec in services:
@@ -177,6 +179,8 @@ async def serve(
     """What a service's `__main__` awaits: metrics endpoint, gRPC server, background workers,
     graceful shutdown on SIGTERM/SIGINT."""
     start_metrics_server(settings.metrics_port, settings.metrics_host)
+    if settings.metrics_port and nc is not None:
+        workers = [*workers, MetricsSampler(workers, nc.jetstream(), settings)]
     server = await start_server(
         port=port,
         services=services,
