@@ -196,10 +196,12 @@ PARKED_MESSAGES = Gauge(
     ["consumer"],
 )
 PARKED_STREAM_MESSAGES = Gauge(
-    "polar_parked_stream_messages", "Messages on the parked stream, all consumers (sampled)."
+    "polar_parked_stream_messages",
+    "Messages on the parked stream, all consumers (sampled).",
+    ["stream"],
 )
 PARKED_STREAM_BYTES = Gauge(
-    "polar_parked_stream_bytes", "Size of the parked stream in bytes (sampled)."
+    "polar_parked_stream_bytes", "Size of the parked stream in bytes (sampled).", ["stream"]
 )
 
 # --- outbox ------------------------------------------------------------------------------------

@@ -59,8 +59,8 @@ class MetricsSampler:
             info = await self._js.stream_info(name, subjects_filter=f"{prefix}>")
         except nats.js.errors.NotFoundError:
             return
-        PARKED_STREAM_MESSAGES.set(info.state.messages)
-        PARKED_STREAM_BYTES.set(info.state.bytes)
+        PARKED_STREAM_MESSAGES.labels(name).set(info.state.messages)
+        PARKED_STREAM_BYTES.labels(name).set(info.state.bytes)
         counts = {
             strip_prefix(self._settings, subject).removeprefix("parked."): count
             for subject, count in (info.state.subjects or {}).items()
