@@ -141,3 +141,11 @@ deploy-check: sync ## compose, image recipe and Kubernetes manifests, without Do
 .PHONY: compose-test
 compose-test: sync ## build the image, run docker-compose.yml and check it through the gateway
 	$(RUN) python scripts/compose_test.py
+
+# docker-compose.yml with its `observability` profile: OpenTelemetry Collector, Jaeger,
+# Prometheus with the alert rules, Grafana with the dashboard (docs/operations.md). Their
+# images come from public registries: not runnable where those cannot be reached.
+COMPOSE ?= docker compose
+.PHONY: compose-observability
+compose-observability: ## docker compose up with traces (Jaeger :16686), Prometheus :9090, Grafana :3000
+	OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4317 $(COMPOSE) --profile observability up --build

@@ -1,7 +1,8 @@
 """Every process's /metrics, scraped from the real processes: each metric of the inventory
-(metrics_inventory.yaml: name, type, labels, per process) is there as listed, and nothing of
-ours is there that the inventory does not list. The alert rules and the dashboard are
-checked against the same inventory (test_observability.py), so what they query exists."""
+(tests/metrics_inventory.yaml, read by polar_dev.metrics_inventory: name, type and labels,
+per process) is there as listed, and nothing of ours is there that it does not list. The
+alert rules and the dashboard are checked against the same inventory
+(test_observability.py), so what they query exists."""
 
 from __future__ import annotations
 
@@ -13,54 +14,20 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 from polar_dev.fake_github import FakeGitHub
 from polar_dev.infra import Infra
+from polar_dev.metrics_inventory import families_of, load_inventory
 from polar_dev.paths import repo_root
 from polar_dev.pytest_plugin import delete_streams, temporary_database
 from polar_dev.services import discover_services
 from polar_kit.testing import eventually
 from prometheus_client.parser import text_string_to_metric_families
-
-INVENTORY = Path(__file__).with_name("metrics_inventory.yaml")
-OURS = ("polar_", "grpc_")
-# Series of a family beside its own name (a histogram's buckets, sum and count).
-SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-
-
-def load_inventory() -> dict[str, dict[str, dict[str, Any]]]:
-    """process -> metric family -> {type, labels, help}."""
-    data: dict[str, dict[str, dict[str, Any]]] = yaml.safe_load(INVENTORY.read_text())
-    return data
-
-
-def series_names(inventory: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> set[str]:
-    """Every series name a query may use: `grpc_server_handling_seconds_bucket`, ..."""
-    return {
-        family + suffix
-        for families in inventory.values()
-        for family, spec in families.items()
-        for suffix in SUFFIXES[spec["type"]]
-    }
-
-
-def families_of(text: str) -> dict[str, dict[str, Any]]:
-    """Our families that have samples, as the inventory lists them (counters by their
-    `_total` name)."""
-    found = {}
-    for family in text_string_to_metric_families(text):
-        name = family.name + ("_total" if family.type == "counter" else "")
-        if not name.startswith(OURS) or not family.samples:
-            continue
-        labels = {k for s in family.samples for k in s.labels} - {"le"}
-        found[name] = {"type": family.type, "labels": sorted(labels)}
-    return found
 
 
 def free_port() -> int:

@@ -243,12 +243,15 @@ def check_compose(report: Report, services: list[Service]) -> None:
                     f"{name}: depends on {dep}'s healthcheck, which exists",
                 )
 
-    published = sorted(n for n, s in all_services.items() if s.get("ports"))
+    # Profiles (observability) are opt-in: the default cluster is the services without one.
+    optional = {n for n, s in all_services.items() if s.get("profiles")}
+    published = sorted(n for n, s in all_services.items() if s.get("ports") and n not in optional)
     report.check(
         published == [by_module.get("polar_gateway")],
-        "only the gateway publishes a port on the host",
+        "only the gateway publishes a port on the host (without a profile)",
         str(published),
     )
+    check_observability(report, all_services, raw["services"], env_file, by_module, optional)
 
     # PostgreSQL: the URL the services use is the one the postgres container creates.
     url = urlsplit(env_file.get("POLAR_DATABASE_URL", ""))
@@ -313,3 +316,55 @@ def check_compose(report: Report, services: list[Service]) -> None:
                 f"nats-server -t accepts {config.relative_to(ROOT)}",
                 tail(result.stdout + result.stderr),
             )
+
+
+def check_observability(
+    report: Report,
+    all_services: dict[str, Any],
+    raw_services: dict[str, Any],
+    env_file: dict[str, str],
+    by_module: dict[str, str],
+    optional: set[str],
+) -> None:
+    """The `observability` profile: its files exist, Prometheus scrapes each Polar service on
+    its metrics port, its ports stay on the loopback, and the services reach the collector."""
+    wanted = {"otel-collector", "jaeger", "prometheus", "grafana"}
+    report.check(
+        wanted <= optional
+        and all(all_services[n].get("profiles") == ["observability"] for n in wanted),
+        "observability: collector, Jaeger, Prometheus and Grafana, in that profile only",
+        str(sorted(optional)),
+    )
+    for name in sorted(wanted & set(all_services)):
+        svc = all_services[name]
+        mounts = [str(v).split(":")[0] for v in svc.get("volumes", [])]
+        missing = [m for m in mounts if m.startswith("./") and not (ROOT / m).exists()]
+        report.check(not missing, f"{name}: mounts files that exist", str(missing))
+        ports = [str(p) for p in svc.get("ports", [])]
+        report.check(
+            all(p.startswith("127.0.0.1:") for p in ports),
+            f"{name}: publishes on the loopback only",
+            str(ports),
+        )
+    config = yaml.safe_load((ROOT / "deploy/observability/prometheus/prometheus.yml").read_text())
+    targets = {
+        t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
+    }
+    port = env_file.get("POLAR_METRICS_PORT", "")
+    services = sorted(by_module[m] for m in by_module if m != MIGRATE_MODULE)
+    expected = {f"{name}:{port}" for name in services}
+    report.check(
+        bool(port) and expected <= targets,
+        "observability: Prometheus scrapes every Polar service on POLAR_METRICS_PORT",
+        f"{sorted(expected - targets)} (POLAR_METRICS_PORT={port!r})",
+    )
+    endpoints = {
+        name: (raw_services[name].get("environment") or {}).get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        for name in services
+    }
+    report.check(
+        all(v == "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" for v in endpoints.values()),
+        "every Polar service takes OTEL_EXPORTER_OTLP_ENDPOINT from the environment (the "
+        "observability profile's collector; empty without it)",
+        str(endpoints),
+    )

@@ -31,6 +31,7 @@ from .common import (
 from .netpol import check_network_policies, match_selector
 
 DEPLOY = ROOT / "deploy"
+OBSERVABILITY = DEPLOY / "observability"
 # Oldest Kubernetes the manifests claim to support (native gRPC probes and matchLabelKeys are
 # on by default from 1.27) and the newest schema kubernetes-validate bundles.
 K8S_MIN_VERSION = "1.29.0"
@@ -108,7 +109,12 @@ def check_kubernetes(report: Report, services: list[Service]) -> None:
             f"{rel}: every object valid against the Kubernetes {' and '.join(versions)} schemas",
             "\n".join(errors[:5]),
         )
+        kind = yaml.safe_load((directory / "kustomization.yaml").read_text()).get("kind")
+        if kind == "Component":
+            continue  # a part (deploy/observability): checked inside the overlays using it
         check_rendered(report, services, str(rel), docs)
+        if "/overlays/" in f"/{rel}/":
+            check_observability(report, str(rel), docs)
 
 
 def check_rendered(
@@ -319,3 +325,16 @@ def check_hardening(report: Report, where: str, pod_spec: Mapping[str, Any]) -> 
             ),
             f"{where}: /tmp is an emptyDir",
         )
+
+
+def check_observability(report: Report, rel: str, docs: list[dict[str, Any]]) -> None:
+    """An overlay ships the alert rules and the dashboard as they are in the repository."""
+    maps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    rules = next((v for k, v in maps.items() if k.startswith("polar-prometheus-rules")), {})
+    dashboard = maps.get("polar-grafana-dashboard", {})
+    report.check(
+        rules.get("alerts.yml") == (OBSERVABILITY / "prometheus/alerts.yml").read_text()
+        and dashboard.get("polar.json")
+        == (OBSERVABILITY / "grafana/dashboards/polar.json").read_text(),
+        f"{rel}: ships the alert rules and the Grafana dashboard (deploy/observability)",
+    )

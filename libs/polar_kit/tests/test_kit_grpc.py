@@ -171,7 +171,7 @@ async def test_domain_error_maps_to_its_code_and_rolls_back(
                 "grpc_type": "unary",
                 "grpc_service": SERVICE,
                 "grpc_method": "Write",
-                "grpc_code": "NOT_FOUND",
+                "grpc_code": "NotFound",
             },
         )
         return value or 0.0
@@ -393,7 +393,7 @@ async def test_without_credentials_is_unauthenticated(auth_server: RunningServer
             "grpc_type": "unary",
             "grpc_service": SERVICE,
             "grpc_method": "Echo",
-            "grpc_code": "UNAUTHENTICATED",
+            "grpc_code": "Unauthenticated",
         }
         return REGISTRY.get_sample_value("grpc_server_handled_total", labels) or 0.0
 

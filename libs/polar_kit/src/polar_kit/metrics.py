@@ -84,14 +84,24 @@ class RpcMetrics:
         self.code("OK")
 
     def code(self, code: str) -> Counter:
+        """`code`: a grpc.StatusCode name (NOT_FOUND); the label is Go's name (NotFound)."""
         child = self._handled.get(code)
         if child is None:
-            child = self._handled[code] = self.families.handled.labels(*self.labels, code)
+            go_name = go_code_name(code)
+            child = self._handled[code] = self.families.handled.labels(*self.labels, go_name)
         return child
 
     def handled(self, code: str, seconds: float) -> None:
         self.code(code).inc()
         self.seconds.observe(seconds)
+
+
+def go_code_name(code: str) -> str:
+    """grpc-go's spelling of a status code (codes.Code.String()), which go-grpc-prometheus
+    puts in `grpc_code`: NOT_FOUND -> NotFound, CANCELLED -> Canceled, OK -> OK."""
+    if code in ("OK", "CANCELLED"):
+        return "OK" if code == "OK" else "Canceled"
+    return code.title().replace("_", "")
 
 
 def split_method(full_method: str) -> tuple[str, str]:
