@@ -75,7 +75,11 @@ def _wrap(handler: Handler, method: str, scope: Scope) -> Handler:
 
     async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
         async with scope(method, context):
-            async for response in behavior(request, context):
+            responses = behavior(request, context)
+            if inspect.isawaitable(responses):  # it writes with context.write (health Watch)
+                await responses
+                return
+            async for response in responses:
                 yield response
 
     if handler.response_streaming:
@@ -189,9 +193,14 @@ def _measured(handler: Handler, m: RpcMetrics) -> Handler:
         request, start = begin(request)
         code = "CANCELLED"
         try:
-            async for response in behavior(request, context):
-                m.sent.inc()
-                yield response
+            responses = behavior(request, context)
+            if inspect.isawaitable(responses):
+                # It writes with context.write (grpc.health Watch): its messages are not seen.
+                await responses
+            else:
+                async for response in responses:
+                    m.sent.inc()
+                    yield response
             code = _code_name(context.code())
         except grpc.aio.AbortError:
             code = _code_name(context.code())
