@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,7 @@ from polar_repository.refresh import Refresher
 from polar_repository.sync import SyncNotConfigured, SyncRunner, on_repository_created
 from polar_repository.sync_locks import lock_key
 from polar_repository.sync_progress import RetryPolicy
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from structlog.testing import capture_logs
 
@@ -438,6 +440,25 @@ def progress_of(found: SyncEvents) -> list[tuple[int, int]]:
     return [(p.synced, p.expected) for p in found.progress]
 
 
+def sync_metrics() -> Counter[str]:
+    """The sync's counters (polar_repository.metrics) now, to compare before and after."""
+
+    def get(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    return Counter(
+        {
+            "pages_pulls": get("polar_github_sync_pages_total", listing="pulls"),
+            "pages_issues": get("polar_github_sync_pages_total", listing="issues"),
+            "rows_pull_request": get("polar_github_sync_rows_total", kind="pull_request"),
+            "rows_issue": get("polar_github_sync_rows_total", kind="issue"),
+            "completed": get("polar_github_syncs_total", outcome="completed"),
+            "waits_rate_limited": get("polar_github_wait_seconds_count", reason="rate_limited"),
+            "waited_rate_limited": get("polar_github_wait_seconds_sum", reason="rate_limited"),
+        }
+    )
+
+
 def assert_forward(found: SyncEvents) -> None:
     """Progress only moves forward: synced and expected never decrease within a job."""
     for before, after in itertools.pairwise(found.progress):
@@ -459,6 +480,7 @@ async def test_sync_stores_issues_and_pull_requests_with_events(
     # issues); /pulls lists those 20.
     issues = issue_items(fake_github, 230, pull_requests=20)
     serve_repository(fake_github, repo, owner, issues, pull_items(fake_github, range(231, 251)))
+    before = sync_metrics()
 
     job = await runner.sync(repo.id)
 
@@ -481,6 +503,10 @@ async def test_sync_stores_issues_and_pull_requests_with_events(
     assert all(p.job_id == str(job.job_id) for p in found.progress)
     assert [(c.issues, c.pull_requests, c.skipped) for c in found.completed] == [(230, 20, 0)]
     assert found.failed == []
+    assert sync_metrics() - before == Counter(
+        pages_pulls=1, pages_issues=3, rows_pull_request=20, rows_issue=230, completed=1
+    )
+    assert REGISTRY.get_sample_value("polar_github_syncs_running") == 0
     # Each names the last issue stored so far (the v1 stream's issue.synced).
     async with sessionmaker() as session:
         titles = {
@@ -559,11 +585,15 @@ async def test_sync_waits_for_the_rate_limit_reset_and_resumes(
     )
 
     started = time.monotonic()
+    before = sync_metrics()
     job = await runner.sync(repo.id)
 
     assert job is not None
     assert (job.status, job.issues) == ("completed", 300)
     assert time.monotonic() - started >= 1  # it waited for the reset
+    waited = sync_metrics() - before
+    assert waited["waits_rate_limited"] == 1
+    assert waited["waited_rate_limited"] >= 1
     pages = [c.query.get("page", "1") for c in fake_github.calls("GET", issues_path)]
     assert pages == ["1", "2", "2", "3"]  # the same page again, nothing skipped
     issue_numbers, _ = await stored(sessionmaker, repo)
