@@ -64,8 +64,39 @@ class ScopeInterceptor(grpc.aio.ServerInterceptor):
 Scope = Callable[[str, Context], AbstractAsyncContextManager[None]]
 
 
-def _wrap(handler: Handler, method: str, scope: Scope) -> Handler:
+def _behavior(handler: Handler) -> Any:
     # The stubs describe sync handlers; on grpc.aio they are coroutines / async generators.
+    if handler.response_streaming:
+        return handler.unary_stream or handler.stream_stream
+    return handler.unary_unary or handler.stream_unary
+
+
+def _replaced(handler: Handler, unary: Any, streaming: Any) -> Handler:
+    """A handler of `handler`'s kind and serializers that runs `unary` or `streaming`."""
+    if handler.response_streaming:
+        factory = (
+            grpc.stream_stream_rpc_method_handler
+            if handler.request_streaming
+            else grpc.unary_stream_rpc_method_handler
+        )
+        return factory(
+            streaming,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    factory = (
+        grpc.stream_unary_rpc_method_handler
+        if handler.request_streaming
+        else grpc.unary_unary_rpc_method_handler
+    )
+    return factory(
+        unary,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _wrap(handler: Handler, method: str, scope: Scope) -> Handler:
     behavior: Any
 
     async def unary(request: Any, context: Context) -> Any:
@@ -82,27 +113,8 @@ def _wrap(handler: Handler, method: str, scope: Scope) -> Handler:
             async for response in responses:
                 yield response
 
-    if handler.response_streaming:
-        behavior = handler.unary_stream or handler.stream_stream
-        factory = (
-            grpc.stream_stream_rpc_method_handler
-            if handler.request_streaming
-            else grpc.unary_stream_rpc_method_handler
-        )
-        wrapped: Any = streaming
-    else:
-        behavior = handler.unary_unary or handler.stream_unary
-        factory = (
-            grpc.stream_unary_rpc_method_handler
-            if handler.request_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-        wrapped = unary
-    return factory(
-        wrapped,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    behavior = _behavior(handler)
+    return _replaced(handler, unary, streaming)
 
 
 def _incoming_request_id(context: Context) -> str | None:
@@ -208,27 +220,8 @@ def _measured(handler: Handler, m: RpcMetrics) -> Handler:
         finally:
             m.handled(code, time.perf_counter() - start)
 
-    if handler.response_streaming:
-        behavior = handler.unary_stream or handler.stream_stream
-        factory = (
-            grpc.stream_stream_rpc_method_handler
-            if handler.request_streaming
-            else grpc.unary_stream_rpc_method_handler
-        )
-        wrapped: Any = streaming
-    else:
-        behavior = handler.unary_unary or handler.stream_unary
-        factory = (
-            grpc.stream_unary_rpc_method_handler
-            if handler.request_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-        wrapped = unary
-    return factory(
-        wrapped,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    behavior = _behavior(handler)
+    return _replaced(handler, unary, streaming)
 
 
 class ErrorInterceptor(ScopeInterceptor):
