@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ctypes
 import os
 import secrets
 import signal
@@ -28,6 +29,10 @@ from polar_dev.pytest_plugin import delete_streams, temporary_database
 from polar_dev.services import discover_services
 from polar_kit.testing import eventually
 from prometheus_client.parser import text_string_to_metric_families
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG, as the dev runner does
 
 
 def free_port() -> int:
@@ -81,6 +86,7 @@ async def metrics_ports(
                         env=env,
                         cwd=repo_root(),
                         start_new_session=True,
+                        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                     )
             yield metrics | {"gateway_http": ports["gateway"]}
         except BaseException:
