@@ -19,6 +19,7 @@ from polar_dev.metrics_inventory import load_inventory, series_names
 ROOT = Path(__file__).resolve().parents[1]
 OBSERVABILITY = ROOT / "deploy/observability"
 RULES = OBSERVABILITY / "prometheus/alerts.yml"
+RULE_TESTS = OBSERVABILITY / "prometheus/alerts_test.yml"
 DASHBOARD = OBSERVABILITY / "grafana/dashboards/polar.json"
 OPERATIONS = ROOT / "docs/operations.md"
 # Series Prometheus makes itself: a rule may read them too.
@@ -118,6 +119,21 @@ def test_every_alert_has_a_runbook_entry() -> None:
         assert anchor == rule["alert"].lower()
 
 
+def test_every_alert_has_promtool_cases_on_exported_series() -> None:
+    """alerts_test.yml (run by promtool where it is installed) fires every alert, and feeds
+    it only series the processes export."""
+    data = yaml.safe_load(RULE_TESTS.read_text())
+    assert data["rule_files"] == [RULES.name]
+    fired, known = set(), exported()
+    for case in data["tests"]:
+        for series in case["input_series"]:
+            assert metrics_read(series["series"]) <= known, series["series"]
+        for test in case["alert_rule_test"]:
+            if test.get("exp_alerts"):
+                fired.add(test["alertname"])
+    assert fired == {rule["alert"] for rule in rules()}
+
+
 def test_alert_rules_read_only_exported_metrics() -> None:
     known = exported()
     for rule in rules():
@@ -135,7 +151,7 @@ def test_the_alerts_the_issue_asks_for_exist() -> None:
         "polar_consumer_pending_messages",
         "grpc_server_handled_total",
         "polar_gateway_http_requests_total",
-        "polar_github_sync_pages_total",
+        "polar_github_sync_idle_seconds",
     ):
         assert any(metric in used for used in reading.values()), metric
 

@@ -59,6 +59,7 @@ from polar_repository.github import (
     pacing_delay,
     rate_limit_wait,
 )
+from polar_repository.metrics import SyncActivity
 from polar_repository.refresh import Refresher
 from polar_repository.sync import SyncNotConfigured, SyncRunner, on_repository_created
 from polar_repository.sync_locks import lock_key
@@ -440,6 +441,19 @@ def progress_of(found: SyncEvents) -> list[tuple[int, int]]:
     return [(p.synced, p.expected) for p in found.progress]
 
 
+async def test_sync_activity_reports_the_longest_a_running_sync_stored_nothing() -> None:
+    activity = SyncActivity()
+    with activity.running("a"), activity.running("b"):
+        await asyncio.sleep(0.05)
+        activity.progressed("b")
+        activity.progressed("not running")  # ignored
+        assert activity.count() == 2
+        assert activity.idle_seconds() >= 0.05  # "a" has stored nothing since it started
+        with activity.running("c"):
+            assert activity.idle_seconds() >= 0.05  # the longest, not the latest
+    assert (activity.count(), activity.idle_seconds()) == (0, 0.0)
+
+
 def sync_metrics() -> Counter[str]:
     """The sync's counters (polar_repository.metrics) now, to compare before and after."""
 
@@ -507,6 +521,7 @@ async def test_sync_stores_issues_and_pull_requests_with_events(
         pages_pulls=1, pages_issues=3, rows_pull_request=20, rows_issue=230, completed=1
     )
     assert REGISTRY.get_sample_value("polar_github_syncs_running") == 0
+    assert REGISTRY.get_sample_value("polar_github_sync_idle_seconds") == 0
     # Each names the last issue stored so far (the v1 stream's issue.synced).
     async with sessionmaker() as session:
         titles = {

@@ -3,7 +3,9 @@ table of all and the alerts on them: docs/operations.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Hashable, Iterator, Mapping
+from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -18,6 +20,11 @@ SYNC_ROWS = Counter(
     ["kind"],
 )
 SYNCS_RUNNING = Gauge("polar_github_syncs_running", "Syncs running in this process.")
+SYNC_IDLE = Gauge(
+    "polar_github_sync_idle_seconds",
+    "Longest time a running sync of this process has gone without storing a page (since it "
+    "started, if it has stored none); 0 when none runs.",
+)
 SYNCS = Counter(
     "polar_github_syncs_total",
     "Sync attempts ended, by outcome (completed or the failure reason).",
@@ -54,9 +61,41 @@ OUTCOMES = {
 RATE_LIMIT_REMAINING.set(float("nan"))  # unknown until GitHub answers
 
 
-def page_stored(listing: str, kind: str, rows: int) -> None:
+class SyncActivity:
+    """The running syncs of this process and when each last stored a page."""
+
+    def __init__(self) -> None:
+        self._last: dict[Hashable, float] = {}
+
+    @contextmanager
+    def running(self, key: Hashable) -> Iterator[None]:
+        self._last[key] = time.monotonic()
+        try:
+            yield
+        finally:
+            self._last.pop(key, None)
+
+    def progressed(self, key: Hashable) -> None:
+        if key in self._last:
+            self._last[key] = time.monotonic()
+
+    def count(self) -> int:
+        return len(self._last)
+
+    def idle_seconds(self) -> float:
+        return time.monotonic() - min(self._last.values()) if self._last else 0.0
+
+
+ACTIVITY = SyncActivity()  # one per process, whatever the number of runners
+SYNCS_RUNNING.set_function(ACTIVITY.count)
+SYNC_IDLE.set_function(ACTIVITY.idle_seconds)
+
+
+def page_stored(key: Hashable, listing: str, kind: str, rows: int) -> None:
+    """A page of the sync `key` (its repository id) is stored (counted before the commit)."""
     PAGES[listing].inc()
     ROWS[kind].inc(rows)
+    ACTIVITY.progressed(key)
 
 
 def sync_ended(outcome: str) -> None:

@@ -338,7 +338,7 @@ class SyncRunner:
                         f"the GitHub App is not installed on {org.name} or is suspended there",
                         final=True,
                     )
-                with metrics.SYNCS_RUNNING.track_inprogress():
+                with metrics.ACTIVITY.running(repository_id):
                     await self._attempt(target, key, job, progress)
             except Failure as failed:
                 failure = failed
@@ -422,7 +422,7 @@ class SyncRunner:
                     session, ingest.upsert_pull_requests, rows, "pull_request", progress
                 )
                 progress.pull_requests += stored
-                metrics.page_stored("pulls", "pull_request", stored)
+                metrics.page_stored(target.repository_id, "pulls", "pull_request", stored)
                 progress.paged(page, last=last, estimate=since is None)
                 if last:
                     progress.next_listing("issues")
@@ -482,7 +482,7 @@ class SyncRunner:
                         session, ingest.upsert_issues, rows, "issue", progress
                     )
                     progress.issues += stored
-                    metrics.page_stored("issues", "issue", stored)
+                    metrics.page_stored(target.repository_id, "issues", "issue", stored)
                     changed = await sync_jobs.update_pull_request_comments(
                         session, target.repository_id, comments
                     )
