@@ -174,6 +174,7 @@ class OutboxRelay:
 
     async def run_once(self) -> int:
         """Publish one batch of unpublished events; returns how many were published."""
+        start = time.perf_counter()
         async with self._sessionmaker() as session, session.begin():
             events = (
                 await session.scalars(
@@ -186,7 +187,6 @@ class OutboxRelay:
             ).all()
             if not events:
                 return 0
-            start = time.perf_counter()
             results = await asyncio.gather(
                 *(self._publish(e) for e in events), return_exceptions=True
             )
