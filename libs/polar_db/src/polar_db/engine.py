@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import orjson
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -13,6 +15,24 @@ from sqlalchemy.ext.asyncio import (
 )
 
 _POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+asyncpg"}
+# What orjson would encode differently from json.dumps (which refuses them) raises instead.
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def json_dumps(value: Any) -> str:
+    """JSON and JSONB parameters. orjson is ~10x faster than json.dumps, and a stored issue has
+    seven JSONB columns (webhooks store thousands a second); what orjson refuses (non-string
+    keys, integers beyond 64 bits, lone surrogates) goes to json.dumps as before."""
+    try:
+        return orjson.dumps(value, option=_PASSTHROUGH).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(value)
+
+
+def json_loads(text: str) -> Any:
+    """JSON and JSONB values read (PostgreSQL's own output: valid JSON). orjson is ~4x faster
+    than json.loads; unlike it, an integer beyond 64 bits comes back as a float."""
+    return orjson.loads(text)
 
 
 def _parse(url: str) -> URL:
@@ -53,6 +73,8 @@ def create_engine(url: str, **kw: Any) -> AsyncEngine:
         "max_overflow": 10,
         "pool_recycle": 1800,
         "hide_parameters": True,
+        "json_serializer": json_dumps,
+        "json_deserializer": json_loads,
     }
     options.update(kw)
     return create_async_engine(sqlalchemy_url(url), **options)

@@ -51,6 +51,9 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
 
     structlog.configure(
         processors=[
+            # Lines below the level are dropped before the processors run, not after (the
+            # hot paths log one INFO line per webhook and per message handled).
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
