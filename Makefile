@@ -141,3 +141,14 @@ deploy-check: sync ## compose, image recipe and Kubernetes manifests, without Do
 .PHONY: compose-test
 compose-test: sync ## build the image, run docker-compose.yml and check it through the gateway
 	$(RUN) python scripts/compose_test.py
+
+# A new domain service, generated whole (CONTRIBUTING.md "Add a service", decision 0026):
+# its protos, package, tests, migration, compose and Kubernetes entries, README rows; then the
+# workspace is relocked and the code regenerated from protos/. REMOVE=1 deletes it again.
+.PHONY: new-service
+new-service: sync ## generate services/$(NAME) (NAME=pledge); REMOVE=1 deletes it again
+	@test -n "$(NAME)" || { echo "usage: make new-service NAME=<domain> [REMOVE=1]"; exit 2; }
+	$(RUN) python -m polar_dev.new_service $(NAME) $(if $(REMOVE),--remove)
+	$(UV) lock
+	$(UV) sync --frozen
+	$(MAKE) --no-print-directory gen
