@@ -5,8 +5,9 @@ What runs on the generated service (the whole `make test` would take 7+ minutes)
 generated code is current (`make gen-check`), ruff and mypy --strict are clean on the new
 packages and on what was edited, its tests pass (servicer through a real channel, bad input,
 the event reaching NATS, the process starting and stopping), the models still match the
-migrations, and `make deploy-check` (without the simulated image build) accepts the new
-compose service and manifests. The clone is of HEAD: commit a change to the generator
+migrations, `make deploy-check` (without the simulated image build) accepts the new compose
+service and manifests, and buf lint and breaking accept the new contract (when this checkout
+has buf). The clone is of HEAD: commit a change to the generator
 before this test can see it.
 """
 
@@ -94,6 +95,11 @@ def test_generate_check_test_and_remove_in_a_clone(tmp_path: Path, polar_infra: 
     )
     assert " passed" in output, output[-2000:]
     run(clone, *make, "deploy-check", "DEPLOY_CHECK_ARGS=--no-build", env=env)
+    # buf lint and breaking when this checkout has buf (`make buf-lint` installs it with npm).
+    buf = ROOT / ".tools/node_modules/.bin/buf"
+    if buf.exists():
+        run(clone / "protos", str(buf), "lint", env=env)
+        run(clone / "protos", str(buf), "breaking", "--against", "baseline.binpb", env=env)
 
     run(clone, *make, "new-service", f"NAME={NAME}", "REMOVE=1", env=env)
     assert run(clone, "git", "status", "--porcelain") == before
