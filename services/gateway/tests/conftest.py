@@ -1,6 +1,7 @@
-"""The gateway over real HTTP, in front of the real organization and repository services.
+"""The gateway over real HTTP, in front of the real organization, repository and reward
+services.
 
-Both gRPC services run in-process on free ports against the session's PostgreSQL database;
+The gRPC services run in-process on free ports against the session's PostgreSQL database;
 the gateway runs in-process under uvicorn on a free port; NATS is the session's real server
 (its own prefix); GitHub is the local fake, taught here to play the OAuth server and to know
 users and installations per OAuth token (`GitHubWorld`). An outbox relay publishes the
@@ -54,6 +55,9 @@ from polar_organization.app import service_spec as organization_spec
 from polar_organization.settings import OrganizationSettings
 from polar_repository.app import service_spec as repository_spec
 from polar_repository.settings import RepositorySettings
+from polar_reward.app import service_spec as reward_spec
+from polar_reward.directory import GrpcDirectory
+from polar_reward.settings import RewardSettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 if TYPE_CHECKING:
@@ -111,6 +115,34 @@ async def repository_server(
 
 
 @pytest.fixture(scope="session")
+async def reward_server(
+    settings_env: dict[str, str],
+    sessionmaker: async_sessionmaker[AsyncSession],
+    organization_server: RunningServer,
+    repository_server: RunningServer,
+) -> AsyncIterator[RunningServer]:
+    """The reward service, asking the two above about issues, organizations and backers."""
+    settings = RewardSettings.model_validate(
+        _env(settings_env)
+        | {
+            "organization_grpc_target": f"127.0.0.1:{organization_server.port}",
+            "repository_grpc_target": f"127.0.0.1:{repository_server.port}",
+        }
+    )
+    directory = GrpcDirectory(settings)
+    running = await start_server(
+        port=0,
+        host="127.0.0.1",
+        services=[reward_spec(directory)],
+        sessionmaker=sessionmaker,
+        settings=settings,
+    )
+    yield running
+    await running.stop(None)
+    await directory.close()
+
+
+@pytest.fixture(scope="session")
 async def relay(
     settings_env: dict[str, str],
     sessionmaker: async_sessionmaker[AsyncSession],
@@ -133,6 +165,7 @@ def gateway_settings(
     settings_env: dict[str, str],
     organization_server: RunningServer,
     repository_server: RunningServer,
+    reward_server: RunningServer,
     fake_github_server: FakeGitHub,
 ) -> GatewaySettings:
     return GatewaySettings.model_validate(
@@ -140,6 +173,7 @@ def gateway_settings(
         | {
             "organization_grpc_target": f"127.0.0.1:{organization_server.port}",
             "repository_grpc_target": f"127.0.0.1:{repository_server.port}",
+            "reward_grpc_target": f"127.0.0.1:{reward_server.port}",
             "github_webhook_secret": WEBHOOK_SECRET,
             "github_client_id": CLIENT_ID,
             "github_client_secret": CLIENT_SECRET,

@@ -29,8 +29,6 @@ from polar_db.models import (
     OutboxEvent,
     PullRequest,
     Repository,
-    Reward,
-    RewardState,
 )
 from polar_dev.paths import github_fixtures_dir
 from polar_kit.consumer import Consumer
@@ -175,13 +173,6 @@ class World:
     async def get(self, model: type[Any], external_id: int) -> Any:
         async with self.sessionmaker() as session:
             return await session.scalar(sa.select(model).where(model.external_id == external_id))
-
-    async def reward_state(self, reward_id: uuid.UUID) -> RewardState | None:
-        async with self.sessionmaker() as session:
-            state: RewardState | None = await session.scalar(
-                sa.select(Reward.state).where(Reward.id == reward_id)
-            )
-            return state
 
     async def events(self, row_id: uuid.UUID, kind: str = "") -> list[str]:
         """Names of the outbox events (of a kind: "repository_"...) whose payload mentions
@@ -537,7 +528,6 @@ async def test_repository_deleted_removes_its_content(world: World) -> None:
     repo = await world.repo(org, opened["repository"])
     await world.send("issues", opened)
     await world.drain()
-    reward = await add_reward(world, opened["issue"]["id"])
     deleted = copy.deepcopy(opened) | {"action": "deleted"}
     del deleted["issue"]
     await world.send("repository", deleted)
@@ -546,27 +536,12 @@ async def test_repository_deleted_removes_its_content(world: World) -> None:
     await world.drain()
     assert (await world.get(Repository, repo.external_id)).deleted_at is not None
     assert (await world.get(Issue, opened["issue"]["id"])).deleted_at is not None
-    assert await world.reward_state(reward) == RewardState.cancelled
     assert await world.events(repo.id, "repository_") == [
         "repository_created",
         "repository_deleted",
     ]
     issue = await world.get(Issue, opened["issue"]["id"])
     assert await world.events(issue.id, "issue_") == ["issue_created", "issue_deleted"]
-
-
-async def add_reward(world: World, issue_external_id: int) -> uuid.UUID:
-    issue = await world.get(Issue, issue_external_id)
-    async with world.sessionmaker.begin() as session:
-        reward = Reward(
-            issue_id=issue.id,
-            repository_id=issue.repository_id,
-            organization_id=issue.organization_id,
-            amount=5000,
-            currency="USD",
-        )
-        session.add(reward)
-    return reward.id
 
 
 async def test_organization_deleted_removes_its_content(world: World) -> None:
@@ -579,7 +554,6 @@ async def test_organization_deleted_removes_its_content(world: World) -> None:
     await world.send("issues", opened)
     await world.send("pull_request", pull)
     await world.drain()
-    reward = await add_reward(world, opened["issue"]["id"])
 
     event_id = await world.send_organization_deleted(org)
     await world.drain()
@@ -599,7 +573,6 @@ async def test_organization_deleted_removes_its_content(world: World) -> None:
         (PullRequest, pull["pull_request"]["id"]),
     ):
         assert (await world.get(model, external_id)).deleted_at is not None
-    assert await world.reward_state(reward) == RewardState.cancelled
     assert await world.events(repo.id, "repository_") == [
         "repository_created",
         "repository_deleted",

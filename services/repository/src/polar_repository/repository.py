@@ -22,12 +22,8 @@ from polar_db.models import (
     Platform,
     PullRequest,
     Repository,
-    Reward,
-    User,
 )
 from polar_db.upsert import Upserted, upsert_many
-from polar_kit.errors import UNIQUE_VIOLATION, sqlstate
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import listing
@@ -136,8 +132,9 @@ async def upsert_repositories(
 async def move_repository_content(
     session: AsyncSession, repository_id: uuid.UUID, organization_id: uuid.UUID
 ) -> None:
-    """A transferred repository takes its issues, pull requests and rewards along."""
-    for model in (Issue, PullRequest, Reward):
+    """A transferred repository takes its issues and pull requests along (its rewards follow
+    in the reward service, from repository_updated)."""
+    for model in (Issue, PullRequest):
         await session.execute(
             sa.update(model)
             .where(model.repository_id == repository_id)
@@ -210,43 +207,3 @@ async def list_pull_requests(
         limit=limit,
         github_objects=github_objects,
     )
-
-
-# --- rewards ---------------------------------------------------------------------------------
-
-
-async def get_user(session: AsyncSession, id: uuid.UUID) -> User | None:
-    return await session.scalar(sa.select(User).where(User.id == id, User.deleted_at.is_(None)))
-
-
-async def add_reward(session: AsyncSession, reward: Reward) -> Reward | None:
-    """None when a reward with the same request_id exists (a concurrent retry committed it
-    first: the unique constraint decides, under a savepoint so the transaction goes on)."""
-    try:
-        async with session.begin_nested():
-            session.add(reward)
-            await session.flush()
-    except IntegrityError as e:
-        if reward.request_id is None or sqlstate(e) != UNIQUE_VIOLATION:
-            raise
-        return None
-    return reward
-
-
-async def get_reward_by_request_id(session: AsyncSession, request_id: uuid.UUID) -> Reward | None:
-    return await session.scalar(sa.select(Reward).where(Reward.request_id == request_id))
-
-
-async def list_rewards(
-    session: AsyncSession,
-    repository_id: uuid.UUID,
-    *,
-    before: tuple[datetime, uuid.UUID] | None,
-    limit: int,
-) -> Sequence[Reward]:
-    """Newest first: ordered by (created_at, id) descending."""
-    query = sa.select(Reward).where(Reward.repository_id == repository_id)
-    if before is not None:
-        query = query.where(sa.tuple_(Reward.created_at, Reward.id) < sa.tuple_(*before))
-    query = query.order_by(Reward.created_at.desc(), Reward.id.desc()).limit(limit)
-    return (await session.scalars(query)).all()

@@ -1,4 +1,6 @@
-"""Rewards pledged on issues."""
+"""Rewards pledged on issues: the reward service's table (decision 0027). Its issue,
+repository and organization ids are the repository service's, kept current by the reward
+service's consumers of that service's events."""
 
 from __future__ import annotations
 

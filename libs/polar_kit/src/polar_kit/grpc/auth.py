@@ -45,8 +45,9 @@ CLOCK_SKEW_SECONDS = 30
 GATEWAY = "gateway"
 ORGANIZATION = "organization"
 REPOSITORY = "repository"
+REWARD = "reward"
 OPERATOR = "operator"
-CALLERS = frozenset({GATEWAY, ORGANIZATION, REPOSITORY, OPERATOR})
+CALLERS = frozenset({GATEWAY, ORGANIZATION, REPOSITORY, REWARD, OPERATOR})
 # Any other domain service is an identity too, by its name (`make new-service`, decision
 # 0026): the name is inside the MAC, so only a holder of the secret (or of that name's key)
 # can use it, and a server knows the names its allow-lists mention.
