@@ -356,8 +356,8 @@ async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
         "POLAR_OUTBOX_POLL_SECONDS": "0.2",
         "POLAR_SHUTDOWN_GRACE_SECONDS": "2",
         "POLAR_GATEWAY_HTTP_HOST": "127.0.0.1",
-        "POLAR_ORGANIZATION_GRPC_PORT": str(ports["organization"]),
-        "POLAR_REPOSITORY_GRPC_PORT": str(ports["repository"]),
+        # Every service's port variable: each finds the others (the reward service calls two).
+        **{spec.port_env: str(ports[name]) for name, spec in specs.items()},
     }
     services = {
         name: Service(spec, ports[name], folder / f"{name}.log", env)

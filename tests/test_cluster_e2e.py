@@ -75,6 +75,7 @@ GRACE_SECONDS = 5
 HEALTH_NAMES = {
     "organization": "polar.organization.v1.OrganizationService",
     "repository": "polar.repository.v1.RepositoryService",
+    "reward": "polar.reward.v1.RewardService",
 }
 
 # What each durable consumer subscribes to (see the services' consumers.py).
@@ -366,7 +367,7 @@ async def cluster(
 ) -> AsyncIterator[Cluster]:
     prefix = f"t{secrets.token_hex(5)}."
     specs = {s.name: s for s in discover_services(repo_root() / "services")}
-    assert set(specs) == {"gateway", "organization", "repository"}, specs
+    assert set(specs) == {"gateway", "organization", "repository", "reward"}, specs
     async with temporary_database(polar_infra.database_url) as database_url:
         base = {
             **os.environ,
@@ -392,11 +393,23 @@ async def cluster(
         }
         services: dict[str, list[Process]] = {}
         running: list[Process] = []
+
+        def targets() -> dict[str, str]:
+            # The replicas of a service through one multi-address target (grpc's `ipv4:`
+            # resolver): if one replica goes away, calls go to the other.
+            return {
+                f"POLAR_{name.upper()}_GRPC_TARGET": "ipv4:"
+                + ",".join(f"127.0.0.1:{p.port}" for p in ps)
+                for name, ps in services.items()
+            }
+
         try:
-            for name in ("organization", "repository"):
+            # The reward service calls the other two: it starts knowing where they are.
+            for name in ("organization", "repository", "reward"):
                 services[name] = []
+                env = base | targets()
                 for replica in range(1, REPLICAS + 1):
-                    p = await start(specs[name], f"{name}-{replica}", free_port(), base, tmp_path)
+                    p = await start(specs[name], f"{name}-{replica}", free_port(), env, tmp_path)
                     services[name].append(p)
                     running.append(p)
             await asyncio.gather(
@@ -406,18 +419,11 @@ async def cluster(
                     for p in ps
                 )
             )
-            # The gateway reaches the replicas through one multi-address target (grpc's
-            # `ipv4:` resolver): if one replica goes away, calls go to the other.
-            targets = {
-                f"POLAR_{name.upper()}_GRPC_TARGET": "ipv4:"
-                + ",".join(f"127.0.0.1:{p.port}" for p in ps)
-                for name, ps in services.items()
-            }
             gateway = await start(
                 specs["gateway"],
                 "gateway",
                 free_port(),
-                base | targets | {"POLAR_GATEWAY_HTTP_HOST": "127.0.0.1"},
+                base | targets() | {"POLAR_GATEWAY_HTTP_HOST": "127.0.0.1"},
                 tmp_path,
             )
             running.append(gateway)

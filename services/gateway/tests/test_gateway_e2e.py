@@ -49,6 +49,9 @@ from polar_organization import app as organization_app
 from polar_organization.settings import OrganizationSettings
 from polar_repository import app as repository_app
 from polar_repository.settings import RepositorySettings
+from polar_reward import app as reward_app
+from polar_reward.directory import GrpcDirectory
+from polar_reward.settings import RewardSettings
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
@@ -86,6 +89,7 @@ async def cluster(polar_infra: Infra, fake_github_server: FakeGitHub) -> AsyncIt
         }
         org_settings = OrganizationSettings.model_validate(env)
         repo_settings = RepositorySettings.model_validate(env)
+        reward_settings = RewardSettings.model_validate(env)
         engine = create_engine(database_url)
         sessionmaker = create_sessionmaker(engine)
         nc = await connect(org_settings, name="e2e-services")
@@ -96,6 +100,7 @@ async def cluster(polar_infra: Infra, fake_github_server: FakeGitHub) -> AsyncIt
         workers: list[Worker] = [
             *organization_app.consumers(org_settings, js, sessionmaker),
             *repository_app.consumers(repo_settings, js, sessionmaker),
+            *reward_app.consumers(reward_settings, js, sessionmaker),
             OutboxRelay(sessionmaker, js, org_settings),
         ]
         tasks = [asyncio.create_task(w.run(stop)) for w in workers]
@@ -113,6 +118,23 @@ async def cluster(polar_infra: Infra, fake_github_server: FakeGitHub) -> AsyncIt
                         settings=settings,
                     )
                 )
+            # The reward service asks the other two, with its own identity.
+            reward_settings = reward_settings.model_copy(
+                update={
+                    "organization_grpc_target": f"127.0.0.1:{servers[0].port}",
+                    "repository_grpc_target": f"127.0.0.1:{servers[1].port}",
+                }
+            )
+            directory = GrpcDirectory(reward_settings)
+            servers.append(
+                await start_server(
+                    port=0,
+                    host="127.0.0.1",
+                    services=[reward_app.service_spec(directory)],
+                    sessionmaker=sessionmaker,
+                    settings=reward_settings,
+                )
+            )
             # The gateway holds only its own key, as on Kubernetes (Secret polar-internal).
             gateway_env = {k: v for k, v in env.items() if k != "internal_secret"}
             gateway_settings = GatewaySettings.model_validate(
@@ -121,6 +143,7 @@ async def cluster(polar_infra: Infra, fake_github_server: FakeGitHub) -> AsyncIt
                     "internal_caller_key": caller_key(INTERNAL_SECRET, GATEWAY),
                     "organization_grpc_target": f"127.0.0.1:{servers[0].port}",
                     "repository_grpc_target": f"127.0.0.1:{servers[1].port}",
+                    "reward_grpc_target": f"127.0.0.1:{servers[2].port}",
                     "github_webhook_secret": WEBHOOK_SECRET,
                     "github_client_id": CLIENT_ID,
                     "github_client_secret": CLIENT_SECRET,

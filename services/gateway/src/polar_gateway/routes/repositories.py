@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import grpc
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
 from polar.common.v1 import common_pb2
@@ -21,7 +22,7 @@ from polar.repository.v1 import repository_service_pb2 as repo_pb
 from polar.reward.v1 import reward_pb2
 from polar.reward.v1 import reward_service_pb2 as reward_pb
 
-from .. import mappers, mappers_v1, schemas, schemas_v1
+from .. import errors, mappers, mappers_v1, schemas, schemas_v1
 from ..auth import CurrentSession, GatewayDep
 from ..schemas import IssueState, Platform
 from ..state import Gateway
@@ -201,13 +202,15 @@ async def _create_reward(
         request_id = uuid.uuid4()
     else:
         request_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{user_id}\n{idempotency_key}")
-    response = await clients.call(
-        clients.reward.CreateReward,
-        reward_pb.CreateRewardRequest(
-            reward=reward_pb2.Reward(issue_id=issue_id, amount=amount, backer_user_id=user_id),
-            request_id=str(request_id),
-        ),
+    request = reward_pb.CreateRewardRequest(
+        reward=reward_pb2.Reward(issue_id=issue_id, amount=amount, backer_user_id=user_id),
+        request_id=str(request_id),
     )
+    try:
+        response = await clients.call(clients.reward.CreateReward, request)
+    except grpc.aio.AioRpcError as exc:
+        # The HTTP body is the reward: its fields are named as the body names them.
+        raise errors.body_fields(exc, "reward") from None
     return response.reward
 
 
