@@ -83,8 +83,13 @@ ORGANIZATION_CONSUMER = "organization-installations"
 REPOSITORY_CONSUMER = "repository-webhooks"
 # Consumers of domain events: consumer -> the (logical) subject it handles.
 EVENT_CONSUMERS = {
-    "repository-organization-events": "polar.organization.v1.deleted",
-    "repository-sync-on-create": "polar.repository.v1.repository_created",
+    "repository-organization-events": ("polar.organization.v1.deleted",),
+    "repository-sync-on-create": ("polar.repository.v1.repository_created",),
+    "reward-repository-events": (
+        "polar.repository.v1.issue_deleted",
+        "polar.repository.v1.issue_updated",
+        "polar.repository.v1.repository_updated",
+    ),
 }
 INSTALLATION_ACTIONS = ("created", "deleted", "suspend", "unsuspend", "new_permissions_accepted")
 
@@ -633,13 +638,13 @@ async def _replay_and_check(
             found = await rows(
                 db,
                 "SELECT id, subject FROM outbox_events WHERE subject = ANY($1::text[])",
-                list(EVENT_CONSUMERS.values()),
+                [s for subjects in EVENT_CONSUMERS.values() for s in subjects],
             )
             return {
                 (c, str(r["id"]))
-                for c, subject in EVENT_CONSUMERS.items()
+                for c, subjects in EVENT_CONSUMERS.items()
                 for r in found
-                if r["subject"] == subject
+                if r["subject"] in subjects
             }
 
         want_applied |= await event_consumers()
