@@ -293,7 +293,7 @@ async def create_reward(
         )
     issue = await get_issue(session, issue_id)
     await _require_active(session, issue.organization_id)
-    if backer_user_id is not None and await repo.get_user(session, backer_user_id) is None:
+    if backer_user_id is not None and not await repo.user_known(session, backer_user_id):
         raise UserNotFound(backer_user_id)
     reward = await repo.add_reward(
         session,
