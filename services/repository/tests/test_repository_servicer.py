@@ -21,7 +21,8 @@ from polar.repository.v1.repository_pb2 import (
     ISSUE_STATE_OPEN,
     ISSUE_STATE_UNSPECIFIED,
 )
-from polar_db.models import Issue, IssueState, Organization, OutboxEvent, Repository
+from polar_db.models import Issue, IssueState, OutboxEvent, Repository
+from polar_db.models.repository import KnownOrganization as Organization
 from polar_kit.grpc.status import details_of
 from polar_kit.paging import encode_token
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker

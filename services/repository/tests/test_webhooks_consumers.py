@@ -22,14 +22,15 @@ import pytest
 import sqlalchemy as sa
 from nats.js import JetStreamContext
 from polar.organization.v1 import events_pb2 as organization_events
+from polar_db import ids
 from polar_db.models import (
     Issue,
     IssueState,
-    Organization,
     OutboxEvent,
     PullRequest,
     Repository,
 )
+from polar_db.models.repository import KnownOrganization as Organization
 from polar_dev.paths import github_fixtures_dir
 from polar_kit.consumer import Consumer
 from polar_kit.nats import EVENTS, WEBHOOKS, ensure_streams
@@ -153,6 +154,8 @@ class World:
         owner = (payload.get("repository") or {}).get("owner") or installation.get("account")
         async with self.sessionmaker.begin() as session:
             org = Organization(
+                id=uuid.uuid4(),
+                version=1,
                 platform="github",
                 name=f"org-{next(_ids)}",
                 external_id=owner["id"] if owner else next(_ids),
@@ -412,14 +415,20 @@ async def test_issue_of_a_repository_that_never_comes_is_parked(world: World) ->
     assert "not known yet" in parked[0].error
 
 
-async def test_repository_event_before_its_organization_is_retried(world: World) -> None:
+async def test_repository_event_before_its_organization_needs_no_wait(world: World) -> None:
+    """The organization service has not told us of the owner yet: the repository is stored
+    at once under the id both services derive from the account (decision 0021)."""
     renamed = world.load("repository", "renamed.payload.json")
     await world.send("repository", renamed)
-    assert await world.fetch_once() == ["retried"]
-    org = await world.org_for(renamed)
-    await world.drain()
+    assert await world.fetch_once() == ["acked"]
+    owner = renamed["repository"]["owner"]
     repo = await world.get(Repository, renamed["repository"]["id"])
-    assert (repo.organization_id, repo.name) == (org.id, renamed["repository"]["name"])
+    assert (repo.organization_id, repo.name) == (
+        ids.organization_id("github", owner["id"]),
+        renamed["repository"]["name"],
+    )
+    org = await world.get(Organization, owner["id"])
+    assert (org.id, org.name, org.version) == (repo.organization_id, owner["login"], 0)
 
 
 async def test_deleted_issue_is_not_revived_by_a_late_delivery(world: World) -> None:

@@ -13,15 +13,12 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 from polar.reward.v1.reward_service_pb2_grpc import RewardServiceStub
-from polar_db.models import (
-    Issue,
-    IssueState,
-    Organization,
-    OrganizationStatus,
-    Platform,
-    Repository,
-    User,
-)
+from polar_db.engine import create_engine, create_sessionmaker
+from polar_db.models import IssueState, OrganizationStatus, Platform
+from polar_db.models.base import ORGANIZATION, REPOSITORY
+from polar_db.models.organization import Organization, User
+from polar_db.models.repository import Issue, Repository
+from polar_db.models.reward import SCHEMA
 from polar_kit.grpc import RunningServer, start_server
 from polar_kit.grpc.auth import operator_channel
 from polar_organization.app import service_spec as organization_spec
@@ -56,17 +53,39 @@ async def _start(spec: Any, settings: Any, sessionmaker: Sessionmaker) -> Runnin
 
 
 @pytest.fixture(scope="session")
+async def reward_sessionmaker(database_url: str) -> AsyncIterator[Sessionmaker]:
+    """As the reward service acts: its role, within its schema (decision 0021). Its own
+    fixture, not the plugin's `sessionmaker` (a session fixture, shared with the other
+    packages' tests of the same run)."""
+    engine = create_engine(database_url, owner=SCHEMA)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def admin_sessionmaker(database_url: str) -> AsyncIterator[Sessionmaker]:
+    """The login user, every schema: seeds the other services' rows (GitHub's data)."""
+    engine = create_engine(database_url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
 async def others(
-    settings_env: dict[str, str], sessionmaker: Sessionmaker
+    settings_env: dict[str, str], database_url: str
 ) -> AsyncIterator[tuple[RunningServer, RunningServer]]:
-    """The organization and repository services the reward service calls."""
+    """The organization and repository services the reward service calls, each as itself."""
     org_settings = OrganizationSettings.model_validate(_env(settings_env))
     repo_settings = RepositorySettings.model_validate(_env(settings_env))
-    org = await _start(organization_spec(org_settings), org_settings, sessionmaker)
-    repo = await _start(repository_spec(repo_settings, NoSync()), repo_settings, sessionmaker)
+    engines = [create_engine(database_url, owner=o) for o in (ORGANIZATION, REPOSITORY)]
+    org_db, repo_db = (create_sessionmaker(e) for e in engines)
+    org = await _start(organization_spec(org_settings), org_settings, org_db)
+    repo = await _start(repository_spec(repo_settings, NoSync()), repo_settings, repo_db)
     yield org, repo
     await repo.stop(None)
     await org.stop(None)
+    for engine in engines:
+        await engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -87,10 +106,10 @@ def reward_settings(
 
 @pytest.fixture(scope="session")
 async def reward_server(
-    reward_settings: RewardSettings, sessionmaker: Sessionmaker
+    reward_settings: RewardSettings, reward_sessionmaker: Sessionmaker
 ) -> AsyncIterator[RunningServer]:
     directory = GrpcDirectory(reward_settings)
-    running = await _start(service_spec(directory), reward_settings, sessionmaker)
+    running = await _start(service_spec(directory), reward_settings, reward_sessionmaker)
     yield running
     await running.stop(None)
     await directory.close()
@@ -113,7 +132,7 @@ def reward_stub(reward_channel: grpc.aio.Channel) -> RewardServiceAsyncStub:
 
 
 @pytest.fixture
-def make_org(sessionmaker: Sessionmaker) -> MakeOrg:
+def make_org(admin_sessionmaker: Sessionmaker) -> MakeOrg:
     async def make(**overrides: Any) -> Organization:
         n = next(_ids)
         values: dict[str, Any] = {
@@ -125,7 +144,7 @@ def make_org(sessionmaker: Sessionmaker) -> MakeOrg:
             "installation_id": n,
             "status": OrganizationStatus.active,
         }
-        async with sessionmaker.begin() as session:
+        async with admin_sessionmaker.begin() as session:
             org = Organization(**(values | overrides))
             session.add(org)
         return org
@@ -134,11 +153,11 @@ def make_org(sessionmaker: Sessionmaker) -> MakeOrg:
 
 
 @pytest.fixture
-def make_repo(sessionmaker: Sessionmaker, make_org: MakeOrg) -> MakeRepo:
+def make_repo(admin_sessionmaker: Sessionmaker, make_org: MakeOrg) -> MakeRepo:
     async def make(org: Organization | None = None) -> Repository:
         org = org or await make_org()
         n = next(_ids)
-        async with sessionmaker.begin() as session:
+        async with admin_sessionmaker.begin() as session:
             repo = Repository(
                 id=uuid.uuid4(),
                 platform=Platform.github,
@@ -153,7 +172,7 @@ def make_repo(sessionmaker: Sessionmaker, make_org: MakeOrg) -> MakeRepo:
 
 
 @pytest.fixture
-def make_issues(sessionmaker: Sessionmaker) -> MakeIssues:
+def make_issues(admin_sessionmaker: Sessionmaker) -> MakeIssues:
     async def make(repo: Repository, count: int = 1) -> list[Issue]:
         issues = [
             Issue(
@@ -169,7 +188,7 @@ def make_issues(sessionmaker: Sessionmaker) -> MakeIssues:
             )
             for i in range(count)
         ]
-        async with sessionmaker.begin() as session:
+        async with admin_sessionmaker.begin() as session:
             session.add_all(issues)
         return issues
 
@@ -177,10 +196,10 @@ def make_issues(sessionmaker: Sessionmaker) -> MakeIssues:
 
 
 @pytest.fixture
-def make_user(sessionmaker: Sessionmaker) -> MakeUser:
+def make_user(admin_sessionmaker: Sessionmaker) -> MakeUser:
     async def make() -> User:
         n = next(_ids)
-        async with sessionmaker.begin() as session:
+        async with admin_sessionmaker.begin() as session:
             user = User(id=uuid.uuid4(), username=f"user-{n}", email=f"user-{n}@example.com")
             session.add(user)
         return user

@@ -14,7 +14,9 @@ import sqlalchemy as sa
 from polar.common.v1.common_pb2 import Money
 from polar.reward.v1 import events_pb2, reward_pb2
 from polar.reward.v1 import reward_service_pb2 as pb
-from polar_db.models import Issue, OrganizationStatus, OutboxEvent, Reward
+from polar_db.models import OrganizationStatus, OutboxEvent
+from polar_db.models.repository import Issue
+from polar_db.models.reward import Reward
 from polar_kit.grpc.status import details_of
 from polar_reward.testing import MakeIssues, MakeOrg, MakeRepo, MakeUser, Sessionmaker, soft_delete
 
@@ -34,9 +36,9 @@ async def expect_code(call: Any, code: grpc.StatusCode) -> str:
     return info.value.details() or ""
 
 
-async def outbox(sessionmaker: Sessionmaker, key: str) -> list[tuple[str, bytes]]:
+async def outbox(reward_sessionmaker: Sessionmaker, key: str) -> list[tuple[str, bytes]]:
     """(subject, payload) of the outbox events whose payload mentions `key`, oldest first."""
-    async with sessionmaker() as session:
+    async with reward_sessionmaker() as session:
         rows = await session.execute(
             sa.select(OutboxEvent.subject, OutboxEvent.payload).order_by(OutboxEvent.seq)
         )
@@ -62,7 +64,7 @@ async def test_create_reward(
     make_repo: MakeRepo,
     make_issues: MakeIssues,
     make_user: MakeUser,
-    sessionmaker: Sessionmaker,
+    reward_sessionmaker: Sessionmaker,
 ) -> None:
     repo = await make_repo()
     (issue,) = await make_issues(repo, 1)
@@ -82,7 +84,7 @@ async def test_create_reward(
         "created",
     )
     assert reward.backer_user_id == str(user.id)
-    events = await outbox(sessionmaker, reward.id)
+    events = await outbox(reward_sessionmaker, reward.id)
     assert [s for s, _ in events] == ["polar.reward.v1.reward_created"]
     assert events_pb2.RewardCreated.FromString(events[0][1]).reward == reward
     got = await reward_stub.GetReward(pb.GetRewardRequest(id=reward.id))
@@ -109,7 +111,10 @@ async def test_required_fields_are_the_contracts(reward_stub: Stub) -> None:
 
 
 async def test_create_reward_retried_with_its_request_id_creates_one_reward(
-    reward_stub: Stub, make_repo: MakeRepo, make_issues: MakeIssues, sessionmaker: Sessionmaker
+    reward_stub: Stub,
+    make_repo: MakeRepo,
+    make_issues: MakeIssues,
+    reward_sessionmaker: Sessionmaker,
 ) -> None:
     """AIP-155: retries (one after the other, and concurrent ones) return the first reward."""
     (issue,) = await make_issues(await make_repo(), 1)
@@ -124,12 +129,12 @@ async def test_create_reward_retried_with_its_request_id_creates_one_reward(
     racing = await asyncio.gather(*(reward_stub.CreateReward(request) for _ in range(5)))
     assert {again.id, *(r.reward.id for r in racing)} == {first.id}
     assert again == first
-    async with sessionmaker() as session:
+    async with reward_sessionmaker() as session:
         rewards = await session.scalar(
             sa.select(sa.func.count()).select_from(Reward).where(Reward.issue_id == issue.id)
         )
     assert rewards == 1
-    assert [s for s, _ in await outbox(sessionmaker, first.id)] == [
+    assert [s for s, _ in await outbox(reward_sessionmaker, first.id)] == [
         "polar.reward.v1.reward_created"
     ]
 
@@ -137,7 +142,7 @@ async def test_create_reward_retried_with_its_request_id_creates_one_reward(
     request.request_id = str(uuid.uuid4())
     racing = await asyncio.gather(*(reward_stub.CreateReward(request) for _ in range(5)))
     assert len({r.reward.id for r in racing}) == 1
-    assert len(await outbox(sessionmaker, racing[0].reward.id)) == 1
+    assert len(await outbox(reward_sessionmaker, racing[0].reward.id)) == 1
 
     # Without a request_id, each call is a new reward.
     request.request_id = ""
@@ -204,11 +209,14 @@ async def test_rewards_within_the_bounds_are_created(
 
 
 async def test_create_reward_validates(
-    reward_stub: Stub, make_repo: MakeRepo, make_issues: MakeIssues, sessionmaker: Sessionmaker
+    reward_stub: Stub,
+    make_repo: MakeRepo,
+    make_issues: MakeIssues,
+    admin_sessionmaker: Sessionmaker,
 ) -> None:
     repo = await make_repo()
     issue, deleted = await make_issues(repo, 2)
-    await soft_delete(sessionmaker, Issue, deleted.id)
+    await soft_delete(admin_sessionmaker, Issue, deleted.id)
 
     await expect_code(reward_stub.CreateReward(create("bad", USD)), INVALID)
     await expect_code(

@@ -100,11 +100,27 @@ async def database_url(polar_infra: Infra) -> AsyncIterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def database_owner() -> str | None:
+    """The service whose tests these are: `engine` then acts as it does, as its role within
+    its schema (decision 0021). A service's conftest overrides it; None sees everything."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def database_role() -> str | None:
+    """The role `engine` acts as: None, the owner's (`polar_<owner>`); "" the login user's
+    (tests of the shared runtime that also administer the database)."""
+    return None
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+async def engine(
+    database_url: str, database_owner: str | None, database_role: str | None
+) -> AsyncIterator[AsyncEngine]:
     from polar_db.engine import create_engine
 
-    created = create_engine(database_url)
+    created = create_engine(database_url, owner=database_owner, role=database_role)
     yield created
     await created.dispose()
 

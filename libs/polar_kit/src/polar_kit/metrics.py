@@ -32,6 +32,12 @@ OUTBOX_PUBLISHED = Counter(
 OUTBOX_ERRORS = Counter(
     "polar_outbox_publish_errors_total", "Outbox events whose publish failed (retried later)."
 )
+READ_MODEL_GAPS = Counter(
+    "polar_read_model_gaps_total",
+    "Events of another service that skipped versions of what they describe (healed by the "
+    "event's full state; see docs/consistency.md).",
+    ["model"],
+)
 
 _started: set[int] = set()
 

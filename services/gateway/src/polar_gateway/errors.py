@@ -220,7 +220,7 @@ def _rebased(value: bytes, prefix: str) -> bytes:
                 violation.field = violation.field.removeprefix(prefix)
                 violation.description = violation.description.removeprefix(prefix)
             packed.Pack(bad)
-    return status.SerializeToString()
+    return bytes(status.SerializeToString())
 
 
 def _rich_error(rich: ErrorDetails) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:

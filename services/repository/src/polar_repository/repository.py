@@ -14,12 +14,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from polar_db.models import (
+from polar_db.models import IssueState, OrganizationStatus, Platform
+from polar_db.models.repository import (
     Issue,
-    IssueState,
-    Organization,
-    OrganizationStatus,
-    Platform,
+    KnownOrganization,
     PullRequest,
     Repository,
 )
@@ -28,14 +26,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import listing
 
-# --- organizations (read only: the organization service owns them) ----------------------------
+# --- organizations (this service's read model of them: known.py) ----------------------------
 
 
 async def organization_status(
     session: AsyncSession, organization_id: uuid.UUID
 ) -> OrganizationStatus | None:
     return await session.scalar(
-        sa.select(Organization.status).where(Organization.id == organization_id)
+        sa.select(KnownOrganization.status).where(KnownOrganization.id == organization_id)
     )
 
 
@@ -43,11 +41,21 @@ async def live_organization_ids(
     session: AsyncSession, ids: Collection[uuid.UUID]
 ) -> set[uuid.UUID]:
     rows = await session.scalars(
-        sa.select(Organization.id).where(
-            Organization.id.in_(ids), Organization.deleted_at.is_(None)
+        sa.select(KnownOrganization.id).where(
+            KnownOrganization.id.in_(ids), KnownOrganization.deleted_at.is_(None)
         )
     )
     return set(rows)
+
+
+async def rekey_organization(session: AsyncSession, old: uuid.UUID, new: uuid.UUID) -> None:
+    """Everything filed under a provisional organization id moves to the organization's
+    real one (known.py: only an organization created during a rolling upgrade differs)."""
+    for model in (Repository, Issue, PullRequest):
+        await session.execute(
+            sa.update(model).where(model.organization_id == old).values(organization_id=new)
+        )
+    await session.execute(sa.delete(KnownOrganization).where(KnownOrganization.id == old))
 
 
 # --- repositories ----------------------------------------------------------------------------
@@ -64,11 +72,11 @@ async def lookup_repository(
 ) -> Repository | None:
     return await session.scalar(
         sa.select(Repository)
-        .join(Organization, Organization.id == Repository.organization_id)
+        .join(KnownOrganization, KnownOrganization.id == Repository.organization_id)
         .where(
-            Organization.platform == platform,
-            Organization.name == organization_name,
-            Organization.deleted_at.is_(None),
+            KnownOrganization.platform == platform,
+            KnownOrganization.name == organization_name,
+            KnownOrganization.deleted_at.is_(None),
             Repository.name == name,
             Repository.deleted_at.is_(None),
         )

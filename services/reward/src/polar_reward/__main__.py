@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from polar_db.engine import create_engine, create_sessionmaker
+from polar_db.models.reward import SCHEMA
 from polar_kit.grpc import serve
 from polar_kit.logging import configure_logging
 from polar_kit.nats import connect, ensure_streams
@@ -20,7 +21,8 @@ from .settings import RewardSettings
 async def main() -> None:
     settings = RewardSettings()
     configure_logging(settings.log_level, settings.log_json)
-    engine = create_engine(settings.database_url)
+    # As its role, within its schema (decision 0021).
+    engine = create_engine(settings.database_url, owner=SCHEMA, role=settings.database_role)
     sessionmaker = create_sessionmaker(engine)
     nc = await connect(settings, name="polar-reward")
     js = nc.jetstream()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from polar.catalog import subject_of
 from polar.reward.v1 import events_pb2
-from polar_db.models import Reward
+from polar_db.models.reward import Reward
 from polar_kit.outbox import record_event
 from sqlalchemy.ext.asyncio import AsyncSession
 

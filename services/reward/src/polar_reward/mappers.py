@@ -7,7 +7,7 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 from polar.common.v1.common_pb2 import Money
 from polar.reward.v1 import reward_pb2
-from polar_db.models import Reward
+from polar_db.models.reward import Reward
 
 
 def timestamp(value: datetime | None) -> Timestamp | None:

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
-from polar_db.models import Reward, RewardState
+from polar_db.models import RewardState
+from polar_db.models.reward import Reward
 from polar_kit.errors import UNIQUE_VIOLATION, sqlstate
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession

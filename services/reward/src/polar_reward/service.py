@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import uuid
 
-from polar_db.models import Reward, RewardState
+from polar_db.models import RewardState
+from polar_db.models.reward import Reward
 from polar_kit import paging
 from polar_kit.errors import InvalidArgument
 from polar_kit.paging import Page

@@ -9,14 +9,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from polar_db.models import Issue, Organization, Repository, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 Sessionmaker = async_sessionmaker[AsyncSession]
-MakeOrg = Callable[..., Awaitable[Organization]]
-MakeRepo = Callable[..., Awaitable[Repository]]
-MakeIssues = Callable[..., Awaitable[list[Issue]]]
-MakeUser = Callable[..., Awaitable[User]]
+# The rows are the other services' (Organization, Repository, Issue, User): this package may
+# not name their models (tests/test_ownership.py), its tests' conftest does.
+MakeOrg = Callable[..., Awaitable[Any]]
+MakeRepo = Callable[..., Awaitable[Any]]
+MakeIssues = Callable[..., Awaitable[list[Any]]]
+MakeUser = Callable[..., Awaitable[Any]]
 
 
 async def soft_delete(sessionmaker: Sessionmaker, model: Any, id: uuid.UUID) -> None:
