@@ -3,7 +3,8 @@ checks and its own tests, and removing it leaves the clone exactly as it was.
 
 What runs on the generated service (the whole `make test` would take 7+ minutes): the
 generated code is current (`make gen-check`), ruff and mypy --strict are clean on the new
-packages and on what was edited, its tests pass (servicer through a real channel, bad input,
+packages and on what was edited, its tests pass (with the ownership and migration tests: its
+schema, role and own history) (servicer through a real channel, bad input,
 the event reaching NATS, the process starting and stopping), the models still match the
 migrations, `make deploy-check` (without the simulated image build) accepts the new compose
 service and manifests, and buf lint and breaking accept the new contract (when this checkout
@@ -64,6 +65,12 @@ def test_generate_check_test_and_remove_in_a_clone(tmp_path: Path, polar_infra: 
     assert f'name = "polar-{NAME}"' in (clone / "uv.lock").read_text()
     assert f"  {NAME}:\n" in (clone / "docker-compose.yml").read_text()
     assert f"POLAR_{NAME.upper()}_GRPC_PORT" in (clone / "README.md").read_text()
+    # Its schema, role and history (decision 0021).
+    assert (
+        f'{NAME.upper()} = "{NAME}"'
+        in (clone / "libs/polar_db/src/polar_db/models/base.py").read_text()
+    )
+    assert (clone / "libs/polar_db/src/polar_db/migrations" / NAME / f"0001_{NAME}.py").is_file()
     assert f"polar.{NAME}.v1.{NAME}_created" in (clone / "README.md").read_text()
 
     python = [uv(), "run", "--frozen"]
@@ -80,7 +87,12 @@ def test_generate_check_test_and_remove_in_a_clone(tmp_path: Path, polar_infra: 
         "libs/polar_db/src",
         env=env | {"MYPYPATH": mypy_path},
     )
-    tests = [f"services/{NAME}", "libs/polar_db/tests/test_db_migrations.py", "tests/test_docs.py"]
+    tests = [
+        f"services/{NAME}",
+        "libs/polar_db/tests/test_db_migrations.py",
+        "tests/test_ownership.py",
+        "tests/test_docs.py",
+    ]
     output = run(
         clone,
         *python,

@@ -45,8 +45,6 @@ class GenerationError(Exception):
 class Names:
     domain: str  # pledge
     port: int
-    revision: str  # the first migration's id (0007)
-    down_revision: str  # the head it follows
 
     @property
     def values(self) -> dict[str, str]:
@@ -60,8 +58,6 @@ class Names:
             "package": f"polar_{self.domain}",
             "project": f"polar-{self.domain}",
             "port": str(self.port),
-            "revision": self.revision,
-            "down_revision": self.down_revision,
         }
 
 
@@ -153,10 +149,19 @@ EDITS: tuple[Edit, ...] = (
         "$project = { workspace = true }\n",
     ),
     Insert("pyproject.toml", r'^mypy_path = "[^"]*', ":services/$domain/src"),
-    # The model, next to every other table of polar_db.
+    # Its schema (an owner of tables, decision 0021), and its model re-exported by polar_db.
+    Insert(
+        "libs/polar_db/src/polar_db/models/base.py",
+        r"^OWNERS = \(",
+        '$DOMAIN = "$domain"\n',
+        before=True,
+    ),
+    Insert(
+        "libs/polar_db/src/polar_db/models/base.py", r"^OWNERS = \([A-Z_, ]*[A-Z_]", ", $DOMAIN"
+    ),
     SortedLine(
         "libs/polar_db/src/polar_db/models/__init__.py",
-        r"^(?:from polar_db\.models\.\w+ import \w+(?:, \w+)*\n)+",
+        r"^(?:from polar_db\.models\.\w+ import (?:\([^)]*\)|[^\n]*)\n)+",
         r"from polar_db\.models\.(\w+) import",
         "from polar_db.models.$domain import $Domain\n",
     ),
@@ -165,6 +170,13 @@ EDITS: tuple[Edit, ...] = (
         r'^(?:    "\w+",\n)+',
         r'    "(\w+)",',
         '    "$Domain",\n',
+    ),
+    # The ownership check (tests/test_ownership.py) knows whose tables it may name.
+    Insert(
+        "tests/test_ownership.py",
+        r'^    "gateway": None,\n',
+        '    "$domain": "$domain",\n',
+        before=True,
     ),
     # The image: its pyproject for the dependency layer, its package, its port.
     Insert(
@@ -248,28 +260,11 @@ def next_port(root: Path) -> int:
     return max([FIRST_GRPC_PORT - 1, *ports]) + 1
 
 
-def migration_head(root: Path) -> tuple[str, str]:
-    """(the next revision id, the current head) of polar_db's Alembic history."""
-    versions = root / "libs/polar_db/src/polar_db/migrations/versions"
-    revisions: dict[str, str | None] = {}
-    for path in versions.glob("*.py"):
-        text = path.read_text()
-        rev = re.search(r'^revision: str = "(\w+)"', text, re.M)
-        down = re.search(r'^down_revision: [^=]+= "(\w+)"', text, re.M)
-        if rev:
-            revisions[rev.group(1)] = down.group(1) if down else None
-    heads = set(revisions) - set(revisions.values())
-    if len(heads) != 1:
-        raise GenerationError(f"polar_db's migrations have {len(heads)} heads: {sorted(heads)}")
-    numbers = [int(r) for r in revisions if r.isdigit()]
-    return f"{max(numbers, default=0) + 1:04d}", heads.pop()
-
-
 def template_files(values: dict[str, str]) -> Iterator[tuple[Path, Path]]:
     """(template, path in the repository) of every file the service gets."""
     for template in sorted((TEMPLATES / "tree").rglob("*.tmpl")):
         relative = str(template.relative_to(TEMPLATES / "tree")).removesuffix(".tmpl")
-        for key in ("package", "domain", "revision"):
+        for key in ("package", "domain"):
             relative = relative.replace(f"{{{key}}}", values[key])
         yield template, Path(relative)
 
@@ -290,8 +285,7 @@ def generate(root: Path, domain: str, port: int | None = None) -> list[str]:
     if not FIRST_GRPC_PORT <= port <= LAST_GRPC_PORT:
         # deploy/base/networkpolicies.yaml opens this range to the gateway and the services.
         raise GenerationError(f"port {port} is outside {FIRST_GRPC_PORT}-{LAST_GRPC_PORT}")
-    revision, head = migration_head(root)
-    values = Names(domain, port, revision, head).values
+    values = Names(domain, port).values
     values |= _extra_values(values)
     # Edits first: a shared file that does not have the expected shape stops everything
     # before a single file is written.
@@ -306,7 +300,8 @@ def generate(root: Path, domain: str, port: int | None = None) -> list[str]:
         path.write_text(text)
     _format([root / path for _, path in template_files(values) if path.suffix == ".py"])
     return [
-        f"services/{domain} listens on :{port}; the first migration is {revision}.",
+        f"services/{domain} listens on :{port}; its schema and role: {domain}, polar_{domain};",
+        f"its migrations: libs/polar_db/src/polar_db/migrations/{domain}/.",
         "Next (CONTRIBUTING.md, 'Add a service'): fill in the resource's fields in",
         f"protos/polar/{domain}/v1/ and libs/polar_db/src/polar_db/models/{domain}.py, the",
         f"rules in services/{domain}/src/polar_{domain}/service.py, who may call what",
@@ -320,21 +315,18 @@ def remove(root: Path, domain: str) -> list[str]:
     spec = next((s for s in discover_services(root / "services") if s.name == domain), None)
     if spec is None:
         raise GenerationError(f"services/{domain} is not a service")
-    # The revision ids are read back from the files as generated (the names do not matter
-    # for removal, only which files and lines).
-    values = Names(domain, spec.port, "", "").values
+    values = Names(domain, spec.port).values
     values |= _extra_values(values)
     edited = _edited(root, values, lambda edit, text: edit.revert(text, values))
     for path, text in edited.items():
         path.write_text(text)
-    migrations = root / "libs/polar_db/src/polar_db/migrations/versions"
-    for path in migrations.glob(f"*_{domain}_service.py"):
-        path.unlink()
     for path in created_paths(root, values):
         if path.is_file():
             path.unlink()
     for folder in (
         root / "services" / domain,
+        root / "libs/polar_db/src/polar_db/models" / domain,
+        root / "libs/polar_db/src/polar_db/migrations" / domain,
         root / "protos/polar" / domain,
         root / "libs/polar_proto/src/polar" / domain,
     ):
