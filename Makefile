@@ -123,7 +123,7 @@ proto-baseline: ## record protos/ as the contract buf-breaking compares with (an
 # Benchmarks (bench/README.md), one suite after the other (~8 minutes on 2 cores: 442 s
 # measured with a load average of 1.4-2.8 from other work);
 # BENCH=gateway BENCH_ARGS='--only ingress' runs one suite with its own arguments.
-BENCH ?= organization list_issues repository_upsert webhook_consumption gateway stream
+BENCH ?= organization list_issues repository_upsert webhook_consumption installation gateway stream
 .PHONY: bench
 bench: sync ## every benchmark (bench/README.md); BENCH=gateway for one suite
 	for suite in $(BENCH); do $(RUN) python -m bench.$$suite $(BENCH_ARGS); done
