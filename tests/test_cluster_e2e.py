@@ -82,8 +82,19 @@ ORGANIZATION_CONSUMER = "organization-installations"
 REPOSITORY_CONSUMER = "repository-webhooks"
 # Consumers of domain events: consumer -> the (logical) subject it handles.
 EVENT_CONSUMERS = {
-    "repository-organization-events": "polar.organization.v1.deleted",
-    "repository-sync-on-create": "polar.repository.v1.repository_created",
+    "repository-organization-events": [
+        f"polar.organization.v1.{e}"
+        for e in (
+            "created",
+            "updated",
+            "suspended",
+            "unsuspended",
+            "deleted",
+            "user_created",
+            "user_updated",
+        )
+    ],
+    "repository-sync-on-create": ["polar.repository.v1.repository_created"],
 }
 INSTALLATION_ACTIONS = ("created", "deleted", "suspend", "unsuspend", "new_permissions_accepted")
 
@@ -195,8 +206,23 @@ class Expected:
             (applied if ok else parked)[consumer].add(hook.delivery)
             return ok
 
+        # The repository service makes an organization of any account an installation
+        # webhook names (under the id it derives from it, without waiting for the
+        # organization service: decision 0021); repository webhooks need one of those.
+        installed = [
+            h
+            for h in hooks
+            if (h.event, h.action) == ("installation", "created")
+            or h.event == "installation_repositories"
+        ]
+        installed_accounts = {_id(h.payload["installation"].get("account")) for h in installed}
+        installed_ids = {_id(h.payload["installation"]) for h in installed}
+
+        def account_named(account: Any) -> bool:
+            return _id(account) is not None
+
         def org_known(account: Any, installation: Any) -> bool:
-            return _id(account) in accounts or _id(installation) in installations
+            return _id(account) in installed_accounts or _id(installation) in installed_ids
 
         # organization-installations: `created` makes an installation known; anything else
         # about an installation never created here waits for it, then is parked.
@@ -217,9 +243,7 @@ class Expected:
                 outcome(REPOSITORY_CONSUMER, h, True)
                 listed |= {r["id"]: r for r in p.get("repositories") or []}
             elif h.event == "installation_repositories":
-                if outcome(
-                    REPOSITORY_CONSUMER, h, org_known(installation.get("account"), installation)
-                ):
+                if outcome(REPOSITORY_CONSUMER, h, account_named(installation.get("account"))):
                     listed |= {r["id"]: r for r in p["repositories_added"]}
                     removed |= {r["id"] for r in p["repositories_removed"]}
             elif h.event == "repository":
@@ -496,9 +520,23 @@ class Received:
         return cb
 
 
+# Each service's outbox and processed marks are in its own schema (decision 0021): the
+# checks look at all of them at once.
+ALL_SERVICES = """
+CREATE TEMP VIEW outbox_events AS
+    SELECT * FROM organization.outbox_events UNION ALL SELECT * FROM repository.outbox_events;
+CREATE TEMP VIEW processed_messages AS
+    SELECT * FROM organization.processed_messages
+    UNION ALL SELECT * FROM repository.processed_messages;
+"""
+
+
 async def rows(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(plain_dsn(database_url))
+    connection = await asyncpg.connect(
+        plain_dsn(database_url), server_settings={"search_path": "organization, repository"}
+    )
     try:
+        await connection.execute(ALL_SERVICES)
         return list(await connection.fetch(query, *args))
     finally:
         await connection.close()
@@ -627,13 +665,13 @@ async def _replay_and_check(
             found = await rows(
                 db,
                 "SELECT id, subject FROM outbox_events WHERE subject = ANY($1::text[])",
-                list(EVENT_CONSUMERS.values()),
+                [s for subjects in EVENT_CONSUMERS.values() for s in subjects],
             )
             return {
                 (c, str(r["id"]))
-                for c, subject in EVENT_CONSUMERS.items()
+                for c, subjects in EVENT_CONSUMERS.items()
                 for r in found
-                if r["subject"] == subject
+                if r["subject"] in subjects
             }
 
         want_applied |= await event_consumers()
