@@ -53,6 +53,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, RawStreamMsg
 from polar.organization.v1 import organization_service_pb2 as org_pb
 from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceStub
+from polar_db.testing import SEARCH_PATH_ALL, all_services_views
 from polar_dev.fake_github import FakeGitHub
 from polar_dev.infra import Infra
 from polar_dev.paths import repo_root
@@ -520,23 +521,14 @@ class Received:
         return cb
 
 
-# Each service's outbox and processed marks are in its own schema (decision 0021): the
-# checks look at all of them at once.
-ALL_SERVICES = """
-CREATE TEMP VIEW outbox_events AS
-    SELECT * FROM organization.outbox_events UNION ALL SELECT * FROM repository.outbox_events;
-CREATE TEMP VIEW processed_messages AS
-    SELECT * FROM organization.processed_messages
-    UNION ALL SELECT * FROM repository.processed_messages;
-"""
-
-
 async def rows(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    """`query` over every service's tables at once (each service's outbox and processed
+    marks are in its own schema: decision 0021)."""
     connection = await asyncpg.connect(
-        plain_dsn(database_url), server_settings={"search_path": "organization, repository"}
+        plain_dsn(database_url), server_settings={"search_path": SEARCH_PATH_ALL}
     )
     try:
-        await connection.execute(ALL_SERVICES)
+        await connection.execute(all_services_views())
         return list(await connection.fetch(query, *args))
     finally:
         await connection.close()
