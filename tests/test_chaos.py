@@ -62,6 +62,7 @@ import httpx
 import nats
 import pytest
 from polar_db.migrate import upgrade
+from polar_db.testing import SEARCH_PATH_ALL, all_services_views
 from polar_dev.infra import EmbeddedNats, EmbeddedPostgres, free_port
 from polar_dev.paths import github_fixtures_dir, repo_root
 from polar_dev.services import ServiceSpec, discover_services
@@ -490,8 +491,12 @@ def tails(world: World, lines: int = 20) -> str:
 
 
 async def state(database_url: str) -> dict[str, Any]:
-    conn = await asyncpg.connect(database_url, timeout=5)
+    # Every service's tables at once (each has its outbox and marks: decision 0021).
+    conn = await asyncpg.connect(
+        database_url, timeout=5, server_settings={"search_path": SEARCH_PATH_ALL}
+    )
     try:
+        await conn.execute(all_services_views())
         orgs = {r[0] for r in await conn.fetch("SELECT external_id FROM organizations")}
         repos = {
             r[0]: r[1]

@@ -53,6 +53,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, RawStreamMsg
 from polar.organization.v1 import organization_service_pb2 as org_pb
 from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceStub
+from polar_db.testing import SEARCH_PATH_ALL, all_services_views
 from polar_dev.fake_github import FakeGitHub
 from polar_dev.infra import Infra
 from polar_dev.paths import repo_root
@@ -83,13 +84,24 @@ ORGANIZATION_CONSUMER = "organization-installations"
 REPOSITORY_CONSUMER = "repository-webhooks"
 # Consumers of domain events: consumer -> the (logical) subject it handles.
 EVENT_CONSUMERS = {
-    "repository-organization-events": ("polar.organization.v1.deleted",),
-    "repository-sync-on-create": ("polar.repository.v1.repository_created",),
-    "reward-repository-events": (
+    "repository-organization-events": [
+        f"polar.organization.v1.{e}"
+        for e in (
+            "created",
+            "updated",
+            "suspended",
+            "unsuspended",
+            "deleted",
+            "user_created",
+            "user_updated",
+        )
+    ],
+    "repository-sync-on-create": ["polar.repository.v1.repository_created"],
+    "reward-repository-events": [
         "polar.repository.v1.issue_deleted",
         "polar.repository.v1.issue_updated",
         "polar.repository.v1.repository_updated",
-    ),
+    ],
 }
 INSTALLATION_ACTIONS = ("created", "deleted", "suspend", "unsuspend", "new_permissions_accepted")
 
@@ -201,8 +213,23 @@ class Expected:
             (applied if ok else parked)[consumer].add(hook.delivery)
             return ok
 
+        # The repository service makes an organization of any account an installation
+        # webhook names (under the id it derives from it, without waiting for the
+        # organization service: decision 0021); repository webhooks need one of those.
+        installed = [
+            h
+            for h in hooks
+            if (h.event, h.action) == ("installation", "created")
+            or h.event == "installation_repositories"
+        ]
+        installed_accounts = {_id(h.payload["installation"].get("account")) for h in installed}
+        installed_ids = {_id(h.payload["installation"]) for h in installed}
+
+        def account_named(account: Any) -> bool:
+            return _id(account) is not None
+
         def org_known(account: Any, installation: Any) -> bool:
-            return _id(account) in accounts or _id(installation) in installations
+            return _id(account) in installed_accounts or _id(installation) in installed_ids
 
         # organization-installations: `created` makes an installation known; anything else
         # about an installation never created here waits for it, then is parked.
@@ -223,9 +250,7 @@ class Expected:
                 outcome(REPOSITORY_CONSUMER, h, True)
                 listed |= {r["id"]: r for r in p.get("repositories") or []}
             elif h.event == "installation_repositories":
-                if outcome(
-                    REPOSITORY_CONSUMER, h, org_known(installation.get("account"), installation)
-                ):
+                if outcome(REPOSITORY_CONSUMER, h, account_named(installation.get("account"))):
                     listed |= {r["id"]: r for r in p["repositories_added"]}
                     removed |= {r["id"] for r in p["repositories_removed"]}
             elif h.event == "repository":
@@ -508,8 +533,13 @@ class Received:
 
 
 async def rows(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(plain_dsn(database_url))
+    """`query` over every service's tables at once (each service's outbox and processed
+    marks are in its own schema: decision 0021)."""
+    connection = await asyncpg.connect(
+        plain_dsn(database_url), server_settings={"search_path": SEARCH_PATH_ALL}
+    )
     try:
+        await connection.execute(all_services_views())
         return list(await connection.fetch(query, *args))
     finally:
         await connection.close()

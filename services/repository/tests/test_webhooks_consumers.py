@@ -415,20 +415,32 @@ async def test_issue_of_a_repository_that_never_comes_is_parked(world: World) ->
     assert "not known yet" in parked[0].error
 
 
-async def test_repository_event_before_its_organization_needs_no_wait(world: World) -> None:
-    """The organization service has not told us of the owner yet: the repository is stored
-    at once under the id both services derive from the account (decision 0021)."""
+async def test_repository_event_before_its_installation_is_retried(world: World) -> None:
+    """A repository webhook needs its account known here (from its installation, which this
+    service also consumes, or the organization service's events): until then it waits."""
     renamed = world.load("repository", "renamed.payload.json")
     await world.send("repository", renamed)
-    assert await world.fetch_once() == ["acked"]
-    owner = renamed["repository"]["owner"]
+    assert await world.fetch_once() == ["retried"]
+    org = await world.org_for(renamed)
+    await world.drain()
     repo = await world.get(Repository, renamed["repository"]["id"])
-    assert (repo.organization_id, repo.name) == (
-        ids.organization_id("github", owner["id"]),
-        renamed["repository"]["name"],
-    )
-    org = await world.get(Organization, owner["id"])
-    assert (org.id, org.name, org.version) == (repo.organization_id, owner["login"], 0)
+    assert (repo.organization_id, repo.name) == (org.id, renamed["repository"]["name"])
+
+
+async def test_installation_before_the_organization_service_needs_no_wait(
+    world: World,
+) -> None:
+    """The organization service has not told us of the account yet: its installation's
+    repositories are stored at once, under the id both services derive from the account."""
+    added = world.load("installation_repositories", "added.payload.json")
+    account = added["installation"]["account"]
+    await world.send("installation_repositories", added)
+    assert await world.fetch_once() == ["acked"]
+    [listed] = added["repositories_added"][:1]
+    repo = await world.get(Repository, listed["id"])
+    assert repo.organization_id == ids.organization_id("github", account["id"])
+    org = await world.get(Organization, account["id"])
+    assert (org.id, org.name, org.version) == (repo.organization_id, account["login"], 0)
 
 
 async def test_deleted_issue_is_not_revived_by_a_late_delivery(world: World) -> None:

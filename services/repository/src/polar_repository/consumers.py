@@ -159,21 +159,26 @@ async def on_webhooks(
 
 
 async def organization_of(
-    session: AsyncSession, account: Any, installation: Any = None
+    session: AsyncSession, account: Any, installation: Any = None, *, installed: bool = False
 ) -> KnownOrganization | None:
-    """The organization of a GitHub account object of a webhook (known, or written now from
-    the webhook: known.organization_of); None when it is deleted."""
+    """The organization of a GitHub account object of a webhook (known, or, for an
+    installation webhook, written now from it: known.organization_of); None when it is
+    deleted; Retry when a repository webhook comes before its installation."""
     account_id = _id(account)
     login = account.get("login") if isinstance(account, Mapping) else None
     if account_id is None:
         raise Reject("the webhook names no account")
     suspended = isinstance(installation, Mapping) and bool(installation.get("suspended_at"))
-    return await known.organization_of(
-        session,
-        known.Account(
-            account_id, login if isinstance(login, str) else None, _id(installation), suspended
-        ),
-    )
+    try:
+        return await known.organization_of(
+            session,
+            known.Account(
+                account_id, login if isinstance(login, str) else None, _id(installation), suspended
+            ),
+            installed=installed,
+        )
+    except known.NotKnownYet as e:
+        raise Retry(f"organization of {e} is not known yet") from e
 
 
 def _id(obj: Any) -> int | None:
@@ -186,7 +191,7 @@ async def on_structural(session: AsyncSession, webhook: Webhook) -> None:
     installation = payload.get("installation")
     if webhook.event in ("installation", "installation_repositories"):
         account = installation.get("account") if isinstance(installation, dict) else None
-        org = await organization_of(session, account, installation)
+        org = await organization_of(session, account, installation, installed=True)
         if org is None:
             return
         if webhook.event == "installation":  # created: the repositories it was given

@@ -1,9 +1,12 @@
 """What this service knows of the organization service's organizations and users: its own
 read models (decision 0021, docs/consistency.md), so no delivery waits for the other service.
 
-- A webhook naming an account this service has not heard of gets a provisional row at once:
-  the organization's id is derived from the account id (polar_db.ids), as the organization
-  service derives it, with version 0.
+- An installation webhook (installation, installation_repositories) naming an account this
+  service has not heard of gets a provisional row at once: the organization's id is derived
+  from the account id (polar_db.ids), as the organization service derives it, with version 0.
+  Other webhooks (repository.*) need the account known here already, from its installation
+  or the organization service's events; until then they wait (a delivery of this service's
+  own, not one of the other service).
 - The organization service's events carry the whole organization and its version; one
   whose version is not newer than the row's is ignored (repeats, reordering), a newer one
   replaces the row, and a jump of more than one is logged and counted as a gap: the event's
@@ -51,11 +54,28 @@ class Account:
     suspended: bool = False
 
 
-async def organization_of(session: AsyncSession, account: Account) -> KnownOrganization | None:
-    """The organization of `account`, known or provisional (written now, in the caller's
-    transaction); None when it is deleted."""
+class NotKnownYet(Exception):
+    """Neither the account nor its installation is known here yet."""
+
+
+async def organization_of(
+    session: AsyncSession, account: Account, *, installed: bool
+) -> KnownOrganization | None:
+    """The organization of `account`; None when it is deleted. `installed`: the webhook is
+    about an installation on the account, which makes it an organization (a provisional
+    row is written, in the caller's transaction, when it is not known yet); otherwise an
+    unknown account raises NotKnownYet."""
     row = await _by_external_id(session, account.id)
+    if row is None and not installed and account.installation_id is not None:
+        row = await session.scalar(
+            sa.select(KnownOrganization)
+            .where(KnownOrganization.installation_id == account.installation_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
     if row is None:
+        if not installed:
+            raise NotKnownYet(f"account {account.id} / installation {account.installation_id}")
         if not account.login:
             raise ValueError(f"account {account.id} is not known and the webhook lacks its login")
         await session.execute(
@@ -76,7 +96,11 @@ async def organization_of(session: AsyncSession, account: Account) -> KnownOrgan
         row = await _by_external_id(session, account.id)
         assert row is not None
     if row.deleted_at is not None:
-        if account.installation_id is None or account.installation_id == row.installation_id:
+        if (
+            not installed
+            or account.installation_id is None
+            or account.installation_id == row.installation_id
+        ):
             log.info("webhook for a deleted organization ignored", organization_id=str(row.id))
             return None
         # A new installation of the account: the organization service revives it too.
