@@ -2,6 +2,7 @@
 #
 #   docker run IMAGE polar_organization             gRPC :50051
 #   docker run IMAGE polar_repository               gRPC :50052
+#   docker run IMAGE polar_reward                   gRPC :50053
 #   docker run IMAGE polar_gateway                  HTTP :8000 (the default command)
 #   docker run IMAGE polar_db.migrate upgrade head  one-shot migration
 #   docker run IMAGE polar_kit.healthcheck HOST:PORT   gRPC health probe
@@ -58,16 +59,17 @@ COPY libs/polar_proto/pyproject.toml libs/polar_proto/
 COPY services/gateway/pyproject.toml services/gateway/
 COPY services/organization/pyproject.toml services/organization/
 COPY services/repository/pyproject.toml services/repository/
+COPY services/reward/pyproject.toml services/reward/
 RUN uv sync --no-dev --no-editable --no-install-workspace \
-        --package polar-organization --package polar-repository --package polar-gateway
+        --package polar-organization --package polar-repository --package polar-gateway --package polar-reward
 
 # 2. Our own packages, installed as regular (non-editable) wheels: the final image needs no
 #    source tree.
 COPY libs libs
 COPY services services
 RUN uv sync --no-dev --no-editable \
-        --package polar-organization --package polar-repository --package polar-gateway \
-    && /app/.venv/bin/python -c "import polar_organization, polar_repository, polar_gateway, polar_db.migrate, polar_kit.healthcheck"
+        --package polar-organization --package polar-repository --package polar-gateway --package polar-reward \
+    && /app/.venv/bin/python -c "import polar_organization, polar_repository, polar_gateway, polar_reward, polar_db.migrate, polar_kit.healthcheck"
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -93,7 +95,7 @@ ENV PATH=/app/.venv/bin:${PATH} \
 
 WORKDIR /app
 USER 10001:10001
-EXPOSE 8000 50051 50052
+EXPOSE 8000 50051 50052 50053
 
 ENTRYPOINT ["python", "-m"]
 CMD ["polar_gateway"]

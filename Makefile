@@ -123,7 +123,7 @@ proto-baseline: ## record protos/ as the contract buf-breaking compares with (an
 # Benchmarks (bench/README.md), one suite after the other (~8 minutes on 2 cores: 442 s
 # measured with a load average of 1.4-2.8 from other work);
 # BENCH=gateway BENCH_ARGS='--only ingress' runs one suite with its own arguments.
-BENCH ?= organization list_issues repository_upsert webhook_consumption gateway stream
+BENCH ?= organization list_issues repository_upsert webhook_consumption installation gateway stream
 .PHONY: bench
 bench: sync ## every benchmark (bench/README.md); BENCH=gateway for one suite
 	for suite in $(BENCH); do $(RUN) python -m bench.$$suite $(BENCH_ARGS); done
@@ -149,3 +149,14 @@ COMPOSE ?= docker compose
 .PHONY: compose-observability
 compose-observability: ## docker compose up with traces (Jaeger :16686), Prometheus :9090, Grafana :3000
 	OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4317 $(COMPOSE) --profile observability up --build
+
+# A new domain service, generated whole (CONTRIBUTING.md "Add a service", decision 0026):
+# its protos, package, tests, migration, compose and Kubernetes entries, README rows; then the
+# workspace is relocked and the code regenerated from protos/. REMOVE=1 deletes it again.
+.PHONY: new-service
+new-service: sync ## generate services/$(NAME) (NAME=pledge); REMOVE=1 deletes it again
+	@test -n "$(NAME)" || { echo "usage: make new-service NAME=<domain> [REMOVE=1]"; exit 2; }
+	$(RUN) python -m polar_dev.new_service $(NAME) $(if $(REMOVE),--remove)
+	$(UV) lock
+	$(UV) sync --frozen
+	$(MAKE) --no-print-directory gen

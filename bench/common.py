@@ -64,13 +64,15 @@ async def _admin(server_url: str, statement: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def bench_database(server_url: str) -> AsyncIterator[str]:
-    """A fresh `polar_bench_<hex>` database migrated to head, dropped on exit (also on error)."""
+async def bench_database(server_url: str, *, migrate: bool = True) -> AsyncIterator[str]:
+    """A fresh `polar_bench_<hex>` database migrated to head (unless not `migrate`), dropped
+    on exit (also on error)."""
     name = f"polar_bench_{secrets.token_hex(5)}"
     await _admin(server_url, f'CREATE DATABASE "{name}"')
     try:
         url = database_url(server_url, name)
-        await asyncio.to_thread(upgrade, url)  # alembic's env runs its own event loop
+        if migrate:
+            await asyncio.to_thread(upgrade, url)  # alembic's env runs its own event loop
         yield url
     finally:
         await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

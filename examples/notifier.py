@@ -19,7 +19,8 @@ from datetime import datetime
 from typing import Any
 
 import nats
-from polar.repository.v1.events_pb2 import IssueCreated, RewardCreated
+from polar.repository.v1.events_pb2 import IssueCreated
+from polar.reward.v1.events_pb2 import RewardCreated
 from polar_events import Event, Subscriber
 
 

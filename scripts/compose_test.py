@@ -80,7 +80,7 @@ STOP_GRACE_SECONDS = 40  # docker-compose.yml's stop_grace_period
 LOAD_DELIVERIES = 120  # signed deliveries sent while the repository container is killed
 KILL_AFTER = 40  # ...after this many answers
 LOAD_FIRST_ID = 900_000_000  # GitHub ids of the load's issues (far above the recorded ones)
-LOAD_ROWS = f"SELECT count(*) AS n FROM issues WHERE external_id >= {LOAD_FIRST_ID}"
+LOAD_ROWS = f"SELECT count(*) AS n FROM repository.issues WHERE external_id >= {LOAD_FIRST_ID}"
 
 
 # --- running commands --------------------------------------------------------------------------
@@ -556,7 +556,7 @@ async def kill_under_load(
     must become exactly one issue row, and the live stream must bring each new issue's
     event."""
     template = json.loads((WEBHOOKS / "issues" / "opened.payload.json").read_bytes())
-    before = {r["id"] for r in cluster.sql("SELECT id::text AS id FROM outbox_events")}
+    before = {r["id"] for r in cluster.sql("SELECT id::text AS id FROM repository.outbox_events")}
     stream = LiveStream(http, auth)
     await asyncio.wait_for(stream.opened.wait(), 30)
     limit = asyncio.Semaphore(8)
@@ -596,7 +596,9 @@ async def kill_under_load(
 
     async def one_row_each() -> None:
         ids = ",".join(map(str, accepted))
-        found = cluster.sql(f"SELECT external_id FROM issues WHERE external_id IN ({ids})")
+        found = cluster.sql(
+            f"SELECT external_id FROM repository.issues WHERE external_id IN ({ids})"
+        )
         counts = Counter(r["external_id"] for r in found)
         assert counts == Counter(accepted), f"{len(counts)} of {len(accepted)} rows"
 
@@ -605,7 +607,8 @@ async def kill_under_load(
 
     async def streamed() -> None:
         created = cluster.sql(
-            "SELECT id::text AS id FROM outbox_events WHERE subject LIKE '%issue_created'"
+            "SELECT id::text AS id FROM repository.outbox_events"
+            " WHERE subject LIKE '%issue_created'"
         )
         new = {r["id"] for r in created} - before
         assert len(new) == len(accepted), f"{len(new)} issue_created events"

@@ -80,8 +80,13 @@ class EventSpec:
 
     @property
     def name(self) -> str:
-        # The registry's constant: RepositorySyncFailed -> REPOSITORY_SYNC_FAILED.
-        return re.sub(r"(?<!^)(?=[A-Z])", "_", self.descriptor.name).upper()
+        # The registry's constant: RepositorySyncFailed -> REPOSITORY_SYNC_FAILED. A deprecated
+        # event yields the plain name to its successor in another package and is catalogued
+        # under its package's: polar.repository.v1.RewardCreated -> REPOSITORY_REWARD_CREATED.
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", self.descriptor.name).upper()
+        if self.descriptor.GetOptions().deprecated:
+            return f"{self.descriptor.full_name.split('.')[1].upper()}_{name}"
+        return name
 
 
 def event_specs(out: Path) -> list[EventSpec]:

@@ -62,6 +62,7 @@ import httpx
 import nats
 import pytest
 from polar_db.migrate import upgrade
+from polar_db.testing import SEARCH_PATH_ALL, all_services_views
 from polar_dev.infra import EmbeddedNats, EmbeddedPostgres, free_port
 from polar_dev.paths import github_fixtures_dir, repo_root
 from polar_dev.services import ServiceSpec, discover_services
@@ -356,8 +357,8 @@ async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
         "POLAR_OUTBOX_POLL_SECONDS": "0.2",
         "POLAR_SHUTDOWN_GRACE_SECONDS": "2",
         "POLAR_GATEWAY_HTTP_HOST": "127.0.0.1",
-        "POLAR_ORGANIZATION_GRPC_PORT": str(ports["organization"]),
-        "POLAR_REPOSITORY_GRPC_PORT": str(ports["repository"]),
+        # Every service's port variable: each finds the others (the reward service calls two).
+        **{spec.port_env: str(ports[name]) for name, spec in specs.items()},
     }
     services = {
         name: Service(spec, ports[name], folder / f"{name}.log", env)
@@ -490,8 +491,12 @@ def tails(world: World, lines: int = 20) -> str:
 
 
 async def state(database_url: str) -> dict[str, Any]:
-    conn = await asyncpg.connect(database_url, timeout=5)
+    # Every service's tables at once (each has its outbox and marks: decision 0021).
+    conn = await asyncpg.connect(
+        database_url, timeout=5, server_settings={"search_path": SEARCH_PATH_ALL}
+    )
     try:
+        await conn.execute(all_services_views())
         orgs = {r[0] for r in await conn.fetch("SELECT external_id FROM organizations")}
         repos = {
             r[0]: r[1]

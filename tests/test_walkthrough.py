@@ -34,7 +34,7 @@ from polar_dev.paths import dev_dir
 
 REPO = Path(__file__).resolve().parent.parent
 READY = "ready; Ctrl-C stops everything"
-SERVICES = ("gateway", "organization", "repository")
+SERVICES = ("gateway", "organization", "repository", "reward")
 BLOCK = re.compile(
     r"<!-- walkthrough(?P<background>: background)? -->\n```sh\n(?P<script>.*?)```", re.S
 )
@@ -93,6 +93,7 @@ def cluster() -> Iterator[Cluster]:
         "POLAR_GATEWAY_HTTP_PORT": str(ports["gateway"]),
         "POLAR_ORGANIZATION_GRPC_PORT": str(ports["organization"]),
         "POLAR_REPOSITORY_GRPC_PORT": str(ports["repository"]),
+        "POLAR_REWARD_GRPC_PORT": str(ports["reward"]),
         "NO_COLOR": "1",
     }
     process = subprocess.Popen(

@@ -290,7 +290,7 @@ def check_rendered(
         check_hardening(report, f"{rel}: migrate", job["spec"]["template"]["spec"])
 
     overlay = "/overlays/" in f"/{rel}/"
-    check_network_policies(report, rel, namespace, docs, overlay)
+    check_network_policies(report, rel, namespace, docs, overlay, services)
     # The NATS URL lists at least as many servers as each stream has replicas.
     common: Mapping[str, str] = next((c for c in config_maps.values() if "POLAR_NATS_URL" in c), {})
     servers = [u for u in common.get("POLAR_NATS_URL", "").split(",") if u.strip()]

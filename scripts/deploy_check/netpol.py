@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .common import Report
+from .common import Report, Service
 
 
 def match_selector(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
@@ -90,15 +90,20 @@ def direction_allowed(
     for policy in selecting:
         for rule in policy["spec"].get(key) or []:
             ports = rule.get("ports")
-            if ports and not any(
-                p.get("port") in (port, None) and p.get("protocol", "TCP") == protocol
-                for p in ports
-            ):
+            if ports and not any(_port_matches(p, port, protocol) for p in ports):
                 continue
             peers = rule.get(peers_key)
             if not peers or any(peer_matches(r, subject.namespace, other) for r in peers):
                 return True
     return False
+
+
+def _port_matches(rule: Mapping[str, Any], port: int, protocol: str) -> bool:
+    """A NetworkPolicyPort: no port (all), one port, or a range (port..endPort)."""
+    if rule.get("protocol", "TCP") != protocol:
+        return False
+    first = rule.get("port")
+    return first is None or first <= port <= rule.get("endPort", first)
 
 
 def connection_allowed(
@@ -117,7 +122,12 @@ def connection_allowed(
 
 
 def check_network_policies(
-    report: Report, rel: str, namespace: str, docs: list[dict[str, Any]], overlay: bool
+    report: Report,
+    rel: str,
+    namespace: str,
+    docs: list[dict[str, Any]],
+    overlay: bool,
+    services: list[Service],
 ) -> None:
     policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
     report.check(
@@ -201,6 +211,24 @@ def check_network_policies(
         ("every pod -> DNS:53/UDP", all(allowed(p, dns, 53, "UDP") for p in ours), True),
         ("organization -> other namespace:80", allowed(org, elsewhere, 80), False),
     ]
+    # Every other domain service (`make new-service`) gets the same treatment as the first
+    # two, except GitHub, which only the processes that talk to it reach.
+    for service in services:
+        other = pods.get(service.name)
+        if service.name in ("gateway", "organization", "repository") or other is None:
+            continue
+        name, port = service.name, service.port
+        expectations += [
+            (f"gateway -> {name}:{port}", allowed(gateway, other, port), True),
+            (f"repository -> {name}:{port}", allowed(repo, other, port), True),
+            (f"{name} -> organization:50051", allowed(other, org, 50051), True),
+            (f"other namespace -> {name}:{port}", allowed(elsewhere, other, port), False),
+            (f"migrate -> {name}:{port}", allowed(migrate, other, port), False),
+            (f"monitoring -> {name} metrics:9090", allowed(monitoring, other, 9090), True),
+            (f"{name} -> NATS:4222", allowed(other, nats, 4222), True),
+            (f"{name} -> PostgreSQL:5432", allowed(other, postgres, 5432), True),
+            (f"{name} -> GitHub:443", allowed(other, github, 443), False),
+        ]
     if overlay:
         # An environment narrows the base's wide rules: only the ingress controller reaches
         # the gateway, only the database's range is reachable on 5432.

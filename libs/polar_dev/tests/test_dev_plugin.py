@@ -16,13 +16,16 @@ async def test_database_is_fresh_and_migrated(
         name = await session.scalar(text("SELECT current_database()"))
         tables = set(
             (
-                await session.scalars(
-                    text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-                )
+                await session.scalars(text("SELECT schemaname || '.' || tablename FROM pg_tables"))
             ).all()
         )
     assert name == database_url.rsplit("/", 1)[1]
-    assert {"organizations", "users", "alembic_version"} <= tables
+    assert {
+        "organization.organizations",
+        "repository.repositories",
+        "repository.alembic_version",
+        "public.alembic_version",
+    } <= tables
 
 
 async def test_streams_of_the_prefix_are_deleted(

@@ -22,6 +22,8 @@ from polar import catalog
 from polar.organization.v1 import events_pb2 as org_events
 from polar.repository.v1 import events_pb2 as repo_events
 from polar.repository.v1 import repository_pb2
+from polar.reward.v1 import events_pb2 as reward_events
+from polar.reward.v1 import reward_pb2
 from polar_events import Event, Park, Retry, Subscriber
 from polar_kit.nats import PARKED, ensure_streams
 from polar_kit.settings import ServiceSettings
@@ -81,11 +83,11 @@ async def test_typed_events_of_the_chosen_types_only(
         got.append(event)
 
     subscriber = Subscriber(nc, prefix=prefix)
-    sub = await subscriber.subscribe(handler, repo_events.IssueCreated, repo_events.RewardCreated)
+    sub = await subscriber.subscribe(handler, repo_events.IssueCreated, reward_events.RewardCreated)
     try:
         await publish(js, prefix, issue("first"))
         await publish(js, prefix, repo_events.IssueUpdated())  # not subscribed
-        await publish(js, prefix, repo_events.RewardCreated(reward=repository_pb2.Reward(id="r")))
+        await publish(js, prefix, reward_events.RewardCreated(reward=reward_pb2.Reward(id="r")))
         await until(lambda: len(got) == 2)
     finally:
         await sub.stop()
@@ -99,7 +101,7 @@ async def test_typed_events_of_the_chosen_types_only(
     assert first.source == "/polar/test"
     assert first.time is not None
     assert first.attempt == 1
-    assert isinstance(reward.message, repo_events.RewardCreated)
+    assert isinstance(reward.message, reward_events.RewardCreated)
     assert reward.message.reward.id == "r"
 
 
@@ -191,9 +193,9 @@ async def test_the_example_notifier_prints_one_organizations_issues_and_rewards(
     )
     try:
         await until(lambda: len(lines) == 1)  # replayed from `since`
-        reward = repository_pb2.Reward(organization_id=ours, issue_id="i-7")
+        reward = reward_pb2.Reward(organization_id=ours, issue_id="i-7")
         reward.amount.currency, reward.amount.minor_units = "USD", 2500
-        await publish(js, prefix, repo_events.RewardCreated(reward=reward))
+        await publish(js, prefix, reward_events.RewardCreated(reward=reward))
         await until(lambda: len(lines) == 2)
     finally:
         task.cancel()

@@ -9,11 +9,25 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from nats.js import JetStreamContext
-from polar_db.models import OutboxEvent, ProcessedMessage
+from polar_db.models import REPOSITORY, OutboxEvent, ProcessedMessage
 from polar_kit.nats import ensure_streams
 from polar_kit.settings import ServiceSettings
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+
+@pytest.fixture(scope="session")
+def database_owner() -> str:
+    """The outbox and processed-mark tables exist in each service's schema (decision 0021):
+    the kit's tests use the repository service's..."""
+    return REPOSITORY
+
+
+@pytest.fixture(scope="session")
+def database_role() -> str:
+    """...as the login user, since some also administer the database (end sessions, create
+    tables)."""
+    return ""
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -53,7 +53,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 SERVICE = "polar.test.v1.TestService"
-CALLERS = {OPERATOR: ALL, GATEWAY: {"Echo"}}
+# "pledge": a domain service generated later (`make new-service`), named by its allow-list.
+CALLERS = {OPERATOR: ALL, GATEWAY: {"Echo"}, "pledge": {"Echo"}}
 
 
 class EchoServicer:
@@ -426,6 +427,19 @@ async def test_another_callers_credentials_are_refused_where_not_allowed(
         assert await code_of(ch, "Write") == grpc.StatusCode.PERMISSION_DENIED
     async with auth_channel(target(auth_server), credentials(REPOSITORY, auth_settings)) as ch:
         assert await code_of(ch) == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_service_named_by_an_allow_list_is_an_identity(
+    auth_server: RunningServer, auth_settings: ServiceSettings
+) -> None:
+    async with auth_channel(target(auth_server), credentials("pledge", auth_settings)) as ch:
+        assert await code_of(ch) == grpc.StatusCode.OK
+        assert await code_of(ch, "Write") == grpc.StatusCode.PERMISSION_DENIED
+    # A name no allow-list of this server mentions has no key here: refused as unknown.
+    async with auth_channel(target(auth_server), credentials("stranger", auth_settings)) as ch:
+        assert await code_of(ch) == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(ValueError, match="lower-case"):
+        CallerCredentials("Not-A-Name", "key")
 
 
 async def test_forged_replayed_and_expired_tokens_are_refused(auth_server: RunningServer) -> None:

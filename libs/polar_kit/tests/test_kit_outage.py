@@ -24,8 +24,14 @@ import pytest
 import sqlalchemy as sa
 from google.protobuf.wrappers_pb2 import StringValue
 from nats.js import JetStreamContext
-from polar_db.engine import asyncpg_dsn, create_sessionmaker, sqlalchemy_url
-from polar_db.models import ProcessedMessage
+from polar_db.engine import (
+    asyncpg_dsn,
+    create_engine,
+    create_sessionmaker,
+    server_settings,
+    sqlalchemy_url,
+)
+from polar_db.models import REPOSITORY, ProcessedMessage
 from polar_kit import parked
 from polar_kit.consumer import BatchHandler, Consumer, Delivery, Handler, Reject, Retry
 from polar_kit.logging import configure_logging
@@ -55,7 +61,7 @@ class Database:
                 raise asyncpg.exceptions.CannotConnectNowError(
                     "the database system is not yet accepting connections"
                 )
-            return await asyncpg.connect(dsn)
+            return await asyncpg.connect(dsn, server_settings=server_settings(REPOSITORY, ""))
 
         # No pool: every transaction connects, as after a restart that dropped the pool.
         self.engine = create_async_engine(
@@ -137,6 +143,7 @@ async def nothing_parked(js: JetStreamContext, settings: ServiceSettings, name: 
 
 async def test_an_outage_parks_nothing_and_logs_a_few_lines(
     database: Database,
+    database_url: str,
     sessionmaker: Sessionmaker,
     js: JetStreamContext,
     kit_settings: ServiceSettings,
@@ -161,14 +168,20 @@ async def test_an_outage_parks_nothing_and_logs_a_few_lines(
         await send(js, settings, subject, b"slow", f"{token}-slow")
         await asyncio.sleep(0.5)  # the slow one is in a transaction now
         database.starting_up = True
-        async with sessionmaker() as session:  # a real 57P01 for the connection in use
-            terminated = await session.scalar(
-                sa.text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    " AND query LIKE 'SELECT 1%'"
+        # A real 57P01 for the connection in use, by an administrator (a service's role may
+        # neither see nor end other sessions).
+        admin = create_engine(database_url)
+        try:
+            async with admin.connect() as conn:
+                terminated = await conn.scalar(
+                    sa.text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        " AND query LIKE 'SELECT 1%'"
+                    )
                 )
-            )
+        finally:
+            await admin.dispose()
         assert terminated == 1
         release.set()
         for i in range(20):

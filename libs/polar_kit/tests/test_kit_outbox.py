@@ -11,12 +11,14 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
-from polar_db.models import OutboxEvent
+from polar_db.engine import create_engine, create_sessionmaker
+from polar_db.models import ORGANIZATION, REPOSITORY, OutboxEvent
+from polar_kit.metrics import OUTBOX_PUBLISHED
 from polar_kit.nats import EVENTS
 from polar_kit.outbox import LISTENER, OutboxRelay, record_event, record_events
 from polar_kit.settings import ServiceSettings
 from polar_kit.testing import count_messages, eventually
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.usefixtures("clean_db")]
@@ -110,6 +112,60 @@ async def test_relay_publishes_with_cloudevents_headers(
         assert msg.headers["content-type"] == "application/protobuf"
         assert StringValue.FromString(msg.data).value.startswith("v")
     assert await unpublished(sessionmaker) == 0
+
+
+async def test_relay_sends_a_rows_extra_headers(
+    sessionmaker: Sessionmaker, nc: Client, js: JetStreamContext, kit_settings: ServiceSettings
+) -> None:
+    subject = f"polar.test.v1.{uuid.uuid4().hex[:8]}"
+    sub = await nc.subscribe(kit_settings.nats_prefix + subject)
+    async with sessionmaker() as session, session.begin():
+        event_id = await record_event(session, subject, StringValue(value="h"), source="/test")
+        row = await session.get(OutboxEvent, event_id)
+        assert row is not None
+        # A row's own header may not pass for a CloudEvents attribute.
+        row.headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+        row.headers |= {"X-Request-ID": "r-1", "ce-source": "/forged"}
+    assert await OutboxRelay(sessionmaker, js, kit_settings).run_once() == 1
+    msg = await sub.next_msg(timeout=5)
+    await sub.unsubscribe()
+    assert msg.headers is not None
+    assert msg.headers["traceparent"].startswith("00-0af7")
+    assert msg.headers["X-Request-ID"] == "r-1"
+    assert msg.headers["ce-source"] == "/test"
+
+
+async def test_each_service_relays_and_counts_its_own_events_only(
+    database_url: str, js: JetStreamContext, kit_settings: ServiceSettings
+) -> None:
+    """Each service's relay reads its own schema's outbox (decision 0021): an event of the
+    organization service is neither published nor counted by the repository service's."""
+    makers = {
+        owner: create_sessionmaker(create_engine(database_url, owner=owner))
+        for owner in (ORGANIZATION, REPOSITORY)
+    }
+    subject = f"polar.test.v1.{uuid.uuid4().hex[:8]}"
+    [theirs] = await record(makers[ORGANIZATION], subject)
+    ours = await record(makers[REPOSITORY], subject, 2)
+    before = OUTBOX_PUBLISHED._value.get()
+    relay = OutboxRelay(makers[REPOSITORY], js, kit_settings)
+    published = 0
+    while n := await relay.run_once():  # also what earlier tests left in this outbox
+        published += n
+    assert published >= 2
+    assert OUTBOX_PUBLISHED._value.get() - before == published
+    async with makers[REPOSITORY]() as session:
+        mine = await session.scalars(select(OutboxEvent).where(OutboxEvent.id.in_(ours)))
+        assert all(e.published_at is not None for e in mine)
+        assert await session.get(OutboxEvent, theirs) is None  # not even visible
+    async with makers[ORGANIZATION]() as session:
+        row = await session.get(OutboxEvent, theirs)
+        assert row is not None
+        assert row.published_at is None
+        await session.execute(delete(OutboxEvent).where(OutboxEvent.id == theirs))
+        await session.commit()
+    for maker in makers.values():
+        await maker.kw["bind"].dispose()
 
 
 async def test_relay_crashing_before_marking_republishes_and_jetstream_dedupes(

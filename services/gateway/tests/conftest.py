@@ -1,6 +1,7 @@
-"""The gateway over real HTTP, in front of the real organization and repository services.
+"""The gateway over real HTTP, in front of the real organization, repository and reward
+services.
 
-Both gRPC services run in-process on free ports against the session's PostgreSQL database;
+The gRPC services run in-process on free ports against the session's PostgreSQL database;
 the gateway runs in-process under uvicorn on a free port; NATS is the session's real server
 (its own prefix); GitHub is the local fake, taught here to play the OAuth server and to know
 users and installations per OAuth token (`GitHubWorld`). An outbox relay publishes the
@@ -43,6 +44,8 @@ from gateway_support import (
 from nats.js import JetStreamContext
 from polar.repository.v1 import repository_service_pb2 as repo_pb
 from polar.repository.v1.repository_service_pb2_grpc import RepositoryServiceStub
+from polar_db.models import ORGANIZATION, REPOSITORY, REWARD
+from polar_db.models.repository import KnownOrganization, KnownUser
 from polar_dev.fake_github import FakeGitHub
 from polar_gateway.settings import GatewaySettings
 from polar_gateway.testing import RunningGateway, running_gateway
@@ -50,10 +53,16 @@ from polar_kit.grpc import RunningServer, start_server
 from polar_kit.grpc.auth import operator_channel
 from polar_kit.nats import ensure_streams
 from polar_kit.outbox import OutboxRelay
+from polar_kit.testing import eventually
 from polar_organization.app import service_spec as organization_spec
 from polar_organization.settings import OrganizationSettings
 from polar_repository.app import service_spec as repository_spec
+from polar_repository.consumers import ORGANIZATION_EVENTS_CONSUMER
+from polar_repository.consumers import consumers as repository_consumers
 from polar_repository.settings import RepositorySettings
+from polar_reward.app import service_spec as reward_spec
+from polar_reward.directory import GrpcDirectory
+from polar_reward.settings import RewardSettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 if TYPE_CHECKING:
@@ -78,16 +87,19 @@ class NoSync:
         return False
 
 
+Sessionmakers = dict[str, async_sessionmaker[AsyncSession]]
+
+
 @pytest.fixture(scope="session")
 async def organization_server(
-    settings_env: dict[str, str], sessionmaker: async_sessionmaker[AsyncSession]
+    settings_env: dict[str, str], service_sessionmakers: Sessionmakers
 ) -> AsyncIterator[RunningServer]:
     settings = OrganizationSettings.model_validate(_env(settings_env))
     running = await start_server(
         port=0,
         host="127.0.0.1",
         services=[organization_spec(settings)],
-        sessionmaker=sessionmaker,
+        sessionmaker=service_sessionmakers[ORGANIZATION],
         settings=settings,
     )
     yield running
@@ -96,14 +108,14 @@ async def organization_server(
 
 @pytest.fixture(scope="session")
 async def repository_server(
-    settings_env: dict[str, str], sessionmaker: async_sessionmaker[AsyncSession]
+    settings_env: dict[str, str], service_sessionmakers: Sessionmakers
 ) -> AsyncIterator[RunningServer]:
     settings = RepositorySettings.model_validate(_env(settings_env))
     running = await start_server(
         port=0,
         host="127.0.0.1",
         services=[repository_spec(settings, NoSync())],
-        sessionmaker=sessionmaker,
+        sessionmaker=service_sessionmakers[REPOSITORY],
         settings=settings,
     )
     yield running
@@ -111,21 +123,72 @@ async def repository_server(
 
 
 @pytest.fixture(scope="session")
+async def reward_server(
+    settings_env: dict[str, str],
+    service_sessionmakers: Sessionmakers,
+    organization_server: RunningServer,
+    repository_server: RunningServer,
+) -> AsyncIterator[RunningServer]:
+    """The reward service, asking the two above about issues, organizations and backers."""
+    settings = RewardSettings.model_validate(
+        _env(settings_env)
+        | {
+            "organization_grpc_target": f"127.0.0.1:{organization_server.port}",
+            "repository_grpc_target": f"127.0.0.1:{repository_server.port}",
+        }
+    )
+    directory = GrpcDirectory(settings)
+    running = await start_server(
+        port=0,
+        host="127.0.0.1",
+        services=[reward_spec(directory)],
+        sessionmaker=service_sessionmakers[REWARD],
+        settings=settings,
+    )
+    yield running
+    await running.stop(None)
+    await directory.close()
+
+
+@pytest.fixture(scope="session")
 async def relay(
     settings_env: dict[str, str],
-    sessionmaker: async_sessionmaker[AsyncSession],
+    service_sessionmakers: Sessionmakers,
     js: JetStreamContext,
 ) -> AsyncIterator[None]:
-    """The outbox relay: the services' domain events reach the EVENTS stream."""
-    settings = OrganizationSettings.model_validate(
+    """Each service's outbox relay: their domain events reach the EVENTS stream; and the
+    repository service's consumer of the organization service's events, which keeps its
+    copy of organizations and users (decision 0021)."""
+    settings = RepositorySettings.model_validate(
         _env(settings_env) | {"outbox_poll_seconds": "0.2"}
     )
     await ensure_streams(js, settings)
+    workers: list[Any] = [
+        OutboxRelay(maker, js, settings) for maker in service_sessionmakers.values()
+    ]
+    workers += [
+        c
+        for c in repository_consumers(settings, js, service_sessionmakers[REPOSITORY])
+        if c.name == ORGANIZATION_EVENTS_CONSUMER
+    ]
     stop = asyncio.Event()
-    task = asyncio.create_task(OutboxRelay(sessionmaker, js, settings).run(stop))
+    tasks = [asyncio.create_task(w.run(stop)) for w in workers]
     yield
     stop.set()
-    await asyncio.wait_for(task, 10)
+    await asyncio.wait_for(asyncio.gather(*tasks), 10)
+
+
+async def known_to_the_repository_service(
+    sessionmaker: async_sessionmaker[AsyncSession], model: Any, id: str
+) -> None:
+    """Waits for the organization service's event about `id` to reach the repository
+    service's copy (its RPCs answer from it)."""
+
+    async def known() -> bool:
+        async with sessionmaker() as session:
+            return await session.get(model, uuid.UUID(id)) is not None
+
+    await eventually(known, within=10)
 
 
 @pytest.fixture(scope="session")
@@ -133,6 +196,7 @@ def gateway_settings(
     settings_env: dict[str, str],
     organization_server: RunningServer,
     repository_server: RunningServer,
+    reward_server: RunningServer,
     fake_github_server: FakeGitHub,
 ) -> GatewaySettings:
     return GatewaySettings.model_validate(
@@ -140,6 +204,7 @@ def gateway_settings(
         | {
             "organization_grpc_target": f"127.0.0.1:{organization_server.port}",
             "repository_grpc_target": f"127.0.0.1:{repository_server.port}",
+            "reward_grpc_target": f"127.0.0.1:{reward_server.port}",
             "github_webhook_secret": WEBHOOK_SECRET,
             "github_client_id": CLIENT_ID,
             "github_client_secret": CLIENT_SECRET,
@@ -227,7 +292,12 @@ def github(fake_github: FakeGitHub, world: GitHubWorld) -> FakeGitHub:
 
 
 @pytest.fixture
-def sign_in(gateway: RunningGateway, github: FakeGitHub, world: GitHubWorld) -> SignIn:
+def sign_in(
+    gateway: RunningGateway,
+    github: FakeGitHub,
+    world: GitHubWorld,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> SignIn:
     async def sign() -> Member:
         user = world.new_user()
         async with httpx.AsyncClient(base_url=gateway.url) as http:
@@ -236,13 +306,19 @@ def sign_in(gateway: RunningGateway, github: FakeGitHub, world: GitHubWorld) -> 
             token = http.cookies[SESSION_COOKIE]
             me = await http.get("/api/v2/users/me")
             assert me.status_code == 200, me.text
+        await known_to_the_repository_service(sessionmaker, KnownUser, me.json()["id"])
         return Member(me.json()["id"], token, user)
 
     return sign
 
 
 @pytest.fixture
-def install(client: httpx.AsyncClient, world: GitHubWorld, github: FakeGitHub) -> Install:
+def install(
+    client: httpx.AsyncClient,
+    world: GitHubWorld,
+    github: FakeGitHub,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> Install:
     """install(member): a new GitHub installation the member installs through the API."""
 
     async def make(member: Member) -> Org:
@@ -254,14 +330,20 @@ def install(client: httpx.AsyncClient, world: GitHubWorld, github: FakeGitHub) -
         )
         assert response.status_code == 200, response.text
         body = response.json()
+        # Tests then call the repository service about it, which answers from its copy.
+        await known_to_the_repository_service(sessionmaker, KnownOrganization, body["id"])
         return Org(body["id"], body["name"], installation["id"])
 
     return make
 
 
 @pytest.fixture
-def make_repos(repo_stub: RepositoryServiceAsyncStub) -> MakeRepos:
+def make_repos(
+    repo_stub: RepositoryServiceAsyncStub, sessionmaker: async_sessionmaker[AsyncSession]
+) -> MakeRepos:
     async def make(org: Org, count: int = 1) -> list[Repo]:
+        # An operator's call names the organization: the repository service must know it.
+        await known_to_the_repository_service(sessionmaker, KnownOrganization, org.id)
         inputs = []
         for _ in range(count):
             n = next_id()

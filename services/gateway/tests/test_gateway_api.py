@@ -319,7 +319,8 @@ async def test_a_service_error_names_the_fields_and_the_reason(
     assert invalid.status_code == 422, invalid.text
     error = invalid.json()["error"]
     conforms(schemas.ErrorResponse, invalid.json())
-    assert (error["reason"], error["domain"]) == ("INVALID_ARGUMENT", "polar.repository.v1")
+    # The domain is the service that answered: rewards are the reward service's (decision 0027).
+    assert (error["reason"], error["domain"]) == ("INVALID_ARGUMENT", "polar.reward.v1")
     [detail] = error["details"]
     assert detail["field"] == "amount.currency"
     assert detail["location"] == ["amount", "currency"]

@@ -36,6 +36,7 @@ from gateway_support import (
     sign,
 )
 from polar_db.engine import create_engine, create_sessionmaker
+from polar_db.models import ORGANIZATION, REPOSITORY, REWARD
 from polar_dev.fake_github import FakeGitHub
 from polar_dev.infra import Infra
 from polar_dev.pytest_plugin import delete_streams, temporary_database
@@ -49,6 +50,9 @@ from polar_organization import app as organization_app
 from polar_organization.settings import OrganizationSettings
 from polar_repository import app as repository_app
 from polar_repository.settings import RepositorySettings
+from polar_reward import app as reward_app
+from polar_reward.directory import GrpcDirectory
+from polar_reward.settings import RewardSettings
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
@@ -86,33 +90,57 @@ async def cluster(polar_infra: Infra, fake_github_server: FakeGitHub) -> AsyncIt
         }
         org_settings = OrganizationSettings.model_validate(env)
         repo_settings = RepositorySettings.model_validate(env)
-        engine = create_engine(database_url)
-        sessionmaker = create_sessionmaker(engine)
+        reward_settings = RewardSettings.model_validate(env)
+        # Each service as deployed: its own role, its own schema (decision 0021).
+        engines = {
+            o: create_engine(database_url, owner=o) for o in (ORGANIZATION, REPOSITORY, REWARD)
+        }
+        makers = {o: create_sessionmaker(e) for o, e in engines.items()}
         nc = await connect(org_settings, name="e2e-services")
         js = nc.jetstream()
         await ensure_streams(js, org_settings)
         servers: list[RunningServer] = []
         stop = asyncio.Event()
         workers: list[Worker] = [
-            *organization_app.consumers(org_settings, js, sessionmaker),
-            *repository_app.consumers(repo_settings, js, sessionmaker),
-            OutboxRelay(sessionmaker, js, org_settings),
+            *organization_app.consumers(org_settings, js, makers[ORGANIZATION]),
+            *repository_app.consumers(repo_settings, js, makers[REPOSITORY]),
+            *reward_app.consumers(reward_settings, js, makers[REWARD]),
+            OutboxRelay(makers[ORGANIZATION], js, org_settings),
+            OutboxRelay(makers[REPOSITORY], js, repo_settings),
+            OutboxRelay(makers[REWARD], js, reward_settings),
         ]
         tasks = [asyncio.create_task(w.run(stop)) for w in workers]
         try:
-            for spec, settings in (
-                (organization_app.service_spec(org_settings), org_settings),
-                (repository_app.service_spec(repo_settings, NoSync()), repo_settings),
+            for spec, settings, owner in (
+                (organization_app.service_spec(org_settings), org_settings, ORGANIZATION),
+                (repository_app.service_spec(repo_settings, NoSync()), repo_settings, REPOSITORY),
             ):
                 servers.append(
                     await start_server(
                         port=0,
                         host="127.0.0.1",
                         services=[spec],
-                        sessionmaker=sessionmaker,
+                        sessionmaker=makers[owner],
                         settings=settings,
                     )
                 )
+            # The reward service asks the other two, with its own identity.
+            reward_settings = reward_settings.model_copy(
+                update={
+                    "organization_grpc_target": f"127.0.0.1:{servers[0].port}",
+                    "repository_grpc_target": f"127.0.0.1:{servers[1].port}",
+                }
+            )
+            directory = GrpcDirectory(reward_settings)
+            servers.append(
+                await start_server(
+                    port=0,
+                    host="127.0.0.1",
+                    services=[reward_app.service_spec(directory)],
+                    sessionmaker=makers[REWARD],
+                    settings=reward_settings,
+                )
+            )
             # The gateway holds only its own key, as on Kubernetes (Secret polar-internal).
             gateway_env = {k: v for k, v in env.items() if k != "internal_secret"}
             gateway_settings = GatewaySettings.model_validate(
@@ -121,6 +149,7 @@ async def cluster(polar_infra: Infra, fake_github_server: FakeGitHub) -> AsyncIt
                     "internal_caller_key": caller_key(INTERNAL_SECRET, GATEWAY),
                     "organization_grpc_target": f"127.0.0.1:{servers[0].port}",
                     "repository_grpc_target": f"127.0.0.1:{servers[1].port}",
+                    "reward_grpc_target": f"127.0.0.1:{servers[2].port}",
                     "github_webhook_secret": WEBHOOK_SECRET,
                     "github_client_id": CLIENT_ID,
                     "github_client_secret": CLIENT_SECRET,
@@ -143,7 +172,8 @@ async def cluster(polar_infra: Infra, fake_github_server: FakeGitHub) -> AsyncIt
                 with contextlib.suppress(Exception):
                     await js.delete_key_value(bucket)
             await nc.close()
-            await engine.dispose()
+            for engine in engines.values():
+                await engine.dispose()
             await delete_streams(polar_infra.nats_url, prefix)
 
 

@@ -41,6 +41,7 @@ async def test_readyz_when_everything_answers(client: httpx.AsyncClient) -> None
         "checks": {
             "organization": True,
             "repository": True,
+            "reward": True,
             "nats": True,
             "sessions": True,
             "stream": True,
@@ -62,6 +63,7 @@ async def test_readyz_and_routes_when_a_service_is_down(
         assert ready.json()["checks"] == {
             "organization": False,
             "repository": True,
+            "reward": True,
             "nats": True,
             "sessions": True,
             "stream": True,

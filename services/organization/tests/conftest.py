@@ -9,6 +9,7 @@ import grpc
 import pytest
 from polar.organization.v1 import organization_service_pb2 as pb
 from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceStub
+from polar_db.models.organization import SCHEMA
 
 if TYPE_CHECKING:
     from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceAsyncStub
@@ -22,6 +23,12 @@ from polar_organization.settings import OrganizationSettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 _ids = itertools.count(10_000_000)
+
+
+@pytest.fixture(scope="session")
+def database_owner() -> str:
+    """The tests act as the service does: as its role, within its schema (decision 0021)."""
+    return SCHEMA
 
 
 @pytest.fixture(scope="session")

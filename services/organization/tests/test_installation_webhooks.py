@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from nats.js import JetStreamContext
-from polar_db.models import Organization, OrganizationStatus, OutboxEvent, UserOrganization
+from polar_db.models import OrganizationStatus, OutboxEvent
+from polar_db.models.organization import Organization, UserOrganization
 from polar_kit.consumer import Consumer
 from polar_kit.nats import WEBHOOKS, ensure_streams
 from polar_kit.parked import list_parked, replay

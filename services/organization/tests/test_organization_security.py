@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet
 from polar.common.v1.common_pb2 import PLATFORM_GITHUB
 from polar.organization.v1 import organization_service_pb2 as pb
 from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceStub
-from polar_db.models import OAuthAccount, User
+from polar_db.models.organization import OAuthAccount, User
 from polar_kit.grpc import RunningServer, auth
 from polar_kit.paging import encode_token
 from polar_kit.secrets import InsecureSecretError

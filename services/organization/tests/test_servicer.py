@@ -14,7 +14,8 @@ from polar.organization.v1 import organization_service_pb2 as pb
 
 if TYPE_CHECKING:
     from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceAsyncStub
-from polar_db.models import OutboxEvent, User
+from polar_db.models import OutboxEvent
+from polar_db.models.organization import User
 from polar_organization import superuser
 from polar_organization.settings import OrganizationSettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker

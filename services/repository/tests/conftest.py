@@ -1,8 +1,9 @@
 """Fixtures of the repository service's tests: settings, an in-process gRPC server, a stub,
 and row factories.
 
-The repository service only reads organizations; tests insert organization rows directly
-with polar_db models, standing in for the organization service.
+The repository service keeps its own read model of organizations and users (known.py); tests
+insert those rows directly, standing in for the organization service's events. The tests
+act as the service does: as its role, within its schema (`database_owner`).
 """
 
 from __future__ import annotations
@@ -17,16 +18,15 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from polar.repository.v1.repository_service_pb2_grpc import RepositoryServiceStub
-from polar_db.models import (
+from polar_db.models import IssueState, OrganizationStatus, Platform
+from polar_db.models.repository import (
+    SCHEMA,
     Issue,
-    IssueState,
-    Organization,
-    OrganizationStatus,
-    Platform,
     PullRequest,
     Repository,
-    User,
 )
+from polar_db.models.repository import KnownOrganization as Organization
+from polar_db.models.repository import KnownUser as User
 from polar_kit.grpc import RunningServer, start_server
 from polar_kit.grpc.auth import operator_channel
 from polar_kit.settings import ServiceSettings
@@ -59,6 +59,11 @@ class FakeSync:
         self.running.add(repository_id)
         self.started.append(repository_id)
         return True
+
+
+@pytest.fixture(scope="session")
+def database_owner() -> str:
+    return SCHEMA
 
 
 @pytest.fixture(scope="session")
@@ -119,10 +124,9 @@ def organization_values(**overrides: Any) -> dict[str, Any]:
         "platform": Platform.github,
         "name": f"org-{n}",
         "external_id": n,
-        "avatar_url": None,
-        "is_personal": False,
         "installation_id": n,
         "status": OrganizationStatus.active,
+        "version": 1,
     }
     return values | overrides
 
@@ -239,9 +243,8 @@ def make_pull_requests(sessionmaker: async_sessionmaker[AsyncSession]) -> MakePu
 @pytest.fixture
 def make_user(sessionmaker: async_sessionmaker[AsyncSession]) -> MakeUser:
     async def make(**overrides: Any) -> User:
-        n = next_id()
         async with sessionmaker.begin() as session:
-            user = User(**({"username": f"user-{n}", "email": f"user-{n}@example.com"} | overrides))
+            user = User(**({"id": uuid.uuid4()} | overrides))
             session.add(user)
         return user
 

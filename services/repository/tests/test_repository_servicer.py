@@ -21,7 +21,8 @@ from polar.repository.v1.repository_pb2 import (
     ISSUE_STATE_OPEN,
     ISSUE_STATE_UNSPECIFIED,
 )
-from polar_db.models import Issue, IssueState, Organization, OutboxEvent, Repository, Reward
+from polar_db.models import Issue, IssueState, OutboxEvent, Repository
+from polar_db.models.repository import KnownOrganization as Organization
 from polar_kit.grpc.status import details_of
 from polar_kit.paging import encode_token
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -136,7 +137,7 @@ async def test_unknown_ids_are_not_found(stub: Stub, rpc: str) -> None:
     await expect_code(getattr(stub, rpc)(request_class(id=UNKNOWN_ID)), NOT_FOUND)
 
 
-@pytest.mark.parametrize("rpc", ["ListIssues", "ListPullRequests", "ListRewards"])
+@pytest.mark.parametrize("rpc", ["ListIssues", "ListPullRequests"])
 async def test_lists_by_repository_validate(stub: Stub, make_repo: MakeRepo, rpc: str) -> None:
     request_class = getattr(pb, f"{rpc}Request")
     call = getattr(stub, rpc)
@@ -459,14 +460,11 @@ async def test_batch_upsert_transfer_moves_content(
     make_org: MakeOrg,
     make_repo: MakeRepo,
     make_issues: MakeIssues,
-    make_user: MakeUser,
+    sessionmaker: Sessionmaker,
 ) -> None:
     old, new = await make_org(), await make_org()
     repo = await make_repo(old)
     (issue,) = await make_issues(repo, 1)
-    await stub.CreateReward(
-        pb.CreateRewardRequest(issue_id=str(issue.id), amount=Money(currency="USD", minor_units=5))
-    )
     moved = await stub.BatchUpsertRepositories(
         pb.BatchUpsertRepositoriesRequest(
             repositories=[repo_input(new.id, external_id=repo.external_id, name=repo.name)]
@@ -476,8 +474,10 @@ async def test_batch_upsert_transfer_moves_content(
     assert moved.repositories[0].organization_id == str(new.id)
     got = await stub.GetIssue(pb.GetIssueRequest(id=str(issue.id)))
     assert got.issue.organization_id == str(new.id)
-    rewards = await stub.ListRewards(pb.ListRewardsRequest(repository_id=str(repo.id)))
-    assert [r.organization_id for r in rewards.rewards] == [str(new.id)]
+    # The reward service moves the rewards from this event (services/reward).
+    assert "polar.repository.v1.repository_updated" in await outbox_subjects(
+        sessionmaker, str(repo.id)
+    )
 
 
 async def test_delete_repository(
@@ -667,209 +667,31 @@ async def test_list_pull_requests(
     assert [p.number for p in closed.pull_requests] == [21, 20]
 
 
-# --- rewards ---------------------------------------------------------------------------------
+# --- rewards: moved to the reward service (decision 0027) -------------------------------------
 
 
-async def test_create_reward(
-    stub: Stub,
-    make_repo: MakeRepo,
-    make_issues: MakeIssues,
-    make_user: MakeUser,
-    sessionmaker: Sessionmaker,
-) -> None:
-    repo = await make_repo()
-    (issue,) = await make_issues(repo, 1)
-    user = await make_user()
-    response = await stub.CreateReward(
-        pb.CreateRewardRequest(
-            issue_id=str(issue.id),
-            amount=Money(currency="EUR", minor_units=2500),
-            backer_user_id=str(user.id),
-        )
+async def test_the_deprecated_reward_methods_point_to_the_reward_service(stub: Stub) -> None:
+    details = await expect_code(
+        stub.CreateReward(pb.CreateRewardRequest(issue_id=UNKNOWN_ID, amount=Money())),
+        grpc.StatusCode.UNIMPLEMENTED,
     )
-    reward = response.reward
-    assert (reward.issue_id, reward.repository_id, reward.organization_id) == (
-        str(issue.id),
-        str(repo.id),
-        str(repo.organization_id),
+    assert "polar.reward.v1.RewardService" in details
+    await expect_code(
+        stub.ListRewards(pb.ListRewardsRequest(repository_id=UNKNOWN_ID)),
+        grpc.StatusCode.UNIMPLEMENTED,
     )
-    assert (reward.amount.currency, reward.amount.minor_units, reward.state) == (
-        "EUR",
-        2500,
-        "created",
-    )
-    assert reward.backer_user_id == str(user.id)
-    events = await outbox(sessionmaker, reward.id)
-    assert [s for s, _ in events] == ["polar.repository.v1.reward_created"]
-    assert events_pb2.RewardCreated.FromString(events[0][1]).reward == reward
-
-    by_email = await stub.CreateReward(
-        pb.CreateRewardRequest(
-            issue_id=str(issue.id),
-            amount=Money(currency="USD", minor_units=1),
-            email="backer@example.com",
-        )
-    )
-    assert (by_email.reward.email, by_email.reward.backer_user_id) == ("backer@example.com", "")
 
 
 async def test_required_fields_are_the_contracts(stub: Stub) -> None:
     """REQUIRED (google.api.field_behavior in repository_service.proto) is enforced by the
     server for every method, each missing field named in a BadRequest violation."""
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.CreateReward(pb.CreateRewardRequest(email="x@example.com"))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert details_of(caught.value).field_violations == [
-        ("issue_id", "issue_id is required"),
-        ("amount", "amount is required"),
-    ]
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.LookupRepository(pb.LookupRepositoryRequest(organization_name="o"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [f for f, _ in details_of(caught.value).field_violations] == [
         "platform",
         "repository_name",
     ]
-
-
-async def test_create_reward_retried_with_its_request_id_creates_one_reward(
-    stub: Stub, make_repo: MakeRepo, make_issues: MakeIssues, sessionmaker: Sessionmaker
-) -> None:
-    """AIP-155: retries (one after the other, and concurrent ones) return the first reward."""
-    repo = await make_repo()
-    (issue,) = await make_issues(repo, 1)
-    request = pb.CreateRewardRequest(
-        issue_id=str(issue.id),
-        amount=Money(currency="USD", minor_units=700),
-        email="retry@example.com",
-        request_id=str(uuid.uuid4()),
-    )
-    first = (await stub.CreateReward(request)).reward
-    again = (await stub.CreateReward(request)).reward
-    racing = await asyncio.gather(*(stub.CreateReward(request) for _ in range(5)))
-    assert {again.id, *(r.reward.id for r in racing)} == {first.id}
-    assert again == first
-    async with sessionmaker() as session:
-        rewards = await session.scalar(
-            sa.select(sa.func.count()).select_from(Reward).where(Reward.issue_id == issue.id)
-        )
-    assert rewards == 1
-    assert await outbox_subjects(sessionmaker, first.id) == ["polar.repository.v1.reward_created"]
-
-    # Concurrent first calls: exactly one creates it, the others return it.
-    request.request_id = str(uuid.uuid4())
-    racing = await asyncio.gather(*(stub.CreateReward(request) for _ in range(5)))
-    assert len({r.reward.id for r in racing}) == 1
-    assert len(await outbox_subjects(sessionmaker, racing[0].reward.id)) == 1
-
-    # Without a request_id, each call is a new reward.
-    request.request_id = ""
-    two = [(await stub.CreateReward(request)).reward.id for _ in range(2)]
-    assert len(set(two)) == 2
-
-
-async def test_create_reward_request_id_reused_for_another_reward_is_invalid(
-    stub: Stub, make_repo: MakeRepo, make_issues: MakeIssues
-) -> None:
-    repo = await make_repo()
-    (issue,) = await make_issues(repo, 1)
-    request = pb.CreateRewardRequest(
-        issue_id=str(issue.id),
-        amount=Money(currency="USD", minor_units=700),
-        email="retry@example.com",
-        request_id=str(uuid.uuid4()),
-    )
-    await stub.CreateReward(request)
-    request.amount.minor_units = 800
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.CreateReward(request)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "request_id" in (caught.value.details() or "")
-    request.request_id = "not-a-uuid"
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.CreateReward(request)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-
-
-@pytest.mark.parametrize(
-    ("amount", "fragment"),
-    [
-        (None, "amount is required"),
-        (Money(currency="USD", minor_units=0), "minor_units must be between 1 and"),
-        (Money(currency="USD", minor_units=-100), "minor_units must be between 1 and"),
-        (Money(currency="", minor_units=100), "currency"),
-        (Money(currency="usd", minor_units=100), "currency"),
-        (Money(currency="US", minor_units=100), "currency"),
-        (Money(currency="USDT", minor_units=100), "currency"),
-        (Money(currency="U$D", minor_units=100), "currency"),
-        (Money(minor_units=100), "currency"),
-    ],
-)
-async def test_create_reward_rejects_bad_money(
-    stub: Stub, make_repo: MakeRepo, make_issues: MakeIssues, amount: Money | None, fragment: str
-) -> None:
-    (issue,) = await make_issues(await make_repo(), 1)
-    request = pb.CreateRewardRequest(issue_id=str(issue.id), amount=amount)
-    assert fragment in await expect_code(stub.CreateReward(request), INVALID)
-
-
-async def test_create_reward_validates(
-    stub: Stub, make_repo: MakeRepo, make_issues: MakeIssues, sessionmaker: Sessionmaker
-) -> None:
-    repo = await make_repo()
-    issue, deleted = await make_issues(repo, 2)
-    await soft_delete(sessionmaker, Issue, deleted.id)
-    usd = Money(currency="USD", minor_units=100)
-
-    def request(**fields: Any) -> pb.CreateRewardRequest:
-        values: dict[str, Any] = {"issue_id": str(issue.id), "amount": usd}
-        return pb.CreateRewardRequest(**(values | fields))
-
-    await expect_code(stub.CreateReward(request(issue_id="bad")), INVALID)
-    await expect_code(stub.CreateReward(request(backer_user_id="bad")), INVALID)
-    await expect_code(stub.CreateReward(request(email="not an email")), INVALID)
-    await expect_code(stub.CreateReward(request(email="a@b@c")), INVALID)
-    assert "issue" in await expect_code(stub.CreateReward(request(issue_id=UNKNOWN_ID)), NOT_FOUND)
-    await expect_code(stub.CreateReward(request(issue_id=str(deleted.id))), NOT_FOUND)
-    assert "user" in await expect_code(
-        stub.CreateReward(request(backer_user_id=UNKNOWN_ID)), NOT_FOUND
-    )
-    # No reward was recorded by any of them.
-    listed = await stub.ListRewards(pb.ListRewardsRequest(repository_id=str(repo.id)))
-    assert list(listed.rewards) == []
-
-
-async def test_list_rewards_pages_newest_first(
-    stub: Stub, make_repo: MakeRepo, make_issues: MakeIssues
-) -> None:
-    repo = await make_repo()
-    issues = await make_issues(repo, 3)
-    created = []
-    for i in range(7):
-        created_response = await stub.CreateReward(
-            pb.CreateRewardRequest(
-                issue_id=str(issues[i % 3].id),
-                amount=Money(currency="USD", minor_units=100 * (i + 1)),
-            )
-        )
-        created.append(created_response.reward.id)
-    other = await make_repo()
-    (other_issue,) = await make_issues(other, 1)
-    await stub.CreateReward(
-        pb.CreateRewardRequest(
-            issue_id=str(other_issue.id), amount=Money(currency="USD", minor_units=1)
-        )
-    )
-    seen: list[str] = []
-    token = ""
-    while True:
-        response = await stub.ListRewards(
-            pb.ListRewardsRequest(repository_id=str(repo.id), page_size=3, page_token=token)
-        )
-        seen += [r.id for r in response.rewards]
-        token = response.next_page_token
-        if not token:
-            break
-    assert seen == created[::-1]
 
 
 # --- lists are built by PostgreSQL (listing.py); Get uses mappers: they must agree --------------

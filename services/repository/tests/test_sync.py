@@ -41,12 +41,12 @@ from polar.repository.v1 import repository_service_pb2 as pb
 from polar_db.engine import asyncpg_dsn, create_engine, create_sessionmaker
 from polar_db.models import (
     Issue,
-    Organization,
     OutboxEvent,
     PullRequest,
     Repository,
     SyncJob,
 )
+from polar_db.models.repository import KnownOrganization as Organization
 from polar_dev.fake_github import FakeGitHub, json_response
 from polar_kit.consumer import Delivery, Reject
 from polar_kit.testing import eventually
@@ -226,7 +226,7 @@ async def runner(
 @pytest.fixture
 async def replica(database_url: str, github_app: GitHubApp) -> AsyncIterator[SyncRunner]:
     """A second replica: its own engine, sessions and lock connection."""
-    engine = create_engine(database_url)
+    engine = create_engine(database_url, owner="repository")
     other = SyncRunner(
         database_url, create_sessionmaker(engine), github_app, grace_seconds=2, poll_seconds=0.2
     )
@@ -239,7 +239,7 @@ async def owner_of(sessionmaker: async_sessionmaker[AsyncSession], repo: Reposit
     async with sessionmaker() as session:
         return str(
             await session.scalar(
-                sa.text("SELECT name FROM organizations WHERE id = :id"),
+                sa.text("SELECT name FROM known_organizations WHERE id = :id"),
                 {"id": repo.organization_id},
             )
         )

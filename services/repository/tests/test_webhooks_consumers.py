@@ -22,16 +22,15 @@ import pytest
 import sqlalchemy as sa
 from nats.js import JetStreamContext
 from polar.organization.v1 import events_pb2 as organization_events
+from polar_db import ids
 from polar_db.models import (
     Issue,
     IssueState,
-    Organization,
     OutboxEvent,
     PullRequest,
     Repository,
-    Reward,
-    RewardState,
 )
+from polar_db.models.repository import KnownOrganization as Organization
 from polar_dev.paths import github_fixtures_dir
 from polar_kit.consumer import Consumer
 from polar_kit.nats import EVENTS, WEBHOOKS, ensure_streams
@@ -155,6 +154,8 @@ class World:
         owner = (payload.get("repository") or {}).get("owner") or installation.get("account")
         async with self.sessionmaker.begin() as session:
             org = Organization(
+                id=uuid.uuid4(),
+                version=1,
                 platform="github",
                 name=f"org-{next(_ids)}",
                 external_id=owner["id"] if owner else next(_ids),
@@ -175,13 +176,6 @@ class World:
     async def get(self, model: type[Any], external_id: int) -> Any:
         async with self.sessionmaker() as session:
             return await session.scalar(sa.select(model).where(model.external_id == external_id))
-
-    async def reward_state(self, reward_id: uuid.UUID) -> RewardState | None:
-        async with self.sessionmaker() as session:
-            state: RewardState | None = await session.scalar(
-                sa.select(Reward.state).where(Reward.id == reward_id)
-            )
-            return state
 
     async def events(self, row_id: uuid.UUID, kind: str = "") -> list[str]:
         """Names of the outbox events (of a kind: "repository_"...) whose payload mentions
@@ -421,7 +415,9 @@ async def test_issue_of_a_repository_that_never_comes_is_parked(world: World) ->
     assert "not known yet" in parked[0].error
 
 
-async def test_repository_event_before_its_organization_is_retried(world: World) -> None:
+async def test_repository_event_before_its_installation_is_retried(world: World) -> None:
+    """A repository webhook needs its account known here (from its installation, which this
+    service also consumes, or the organization service's events): until then it waits."""
     renamed = world.load("repository", "renamed.payload.json")
     await world.send("repository", renamed)
     assert await world.fetch_once() == ["retried"]
@@ -429,6 +425,22 @@ async def test_repository_event_before_its_organization_is_retried(world: World)
     await world.drain()
     repo = await world.get(Repository, renamed["repository"]["id"])
     assert (repo.organization_id, repo.name) == (org.id, renamed["repository"]["name"])
+
+
+async def test_installation_before_the_organization_service_needs_no_wait(
+    world: World,
+) -> None:
+    """The organization service has not told us of the account yet: its installation's
+    repositories are stored at once, under the id both services derive from the account."""
+    added = world.load("installation_repositories", "added.payload.json")
+    account = added["installation"]["account"]
+    await world.send("installation_repositories", added)
+    assert await world.fetch_once() == ["acked"]
+    [listed] = added["repositories_added"][:1]
+    repo = await world.get(Repository, listed["id"])
+    assert repo.organization_id == ids.organization_id("github", account["id"])
+    org = await world.get(Organization, account["id"])
+    assert (org.id, org.name, org.version) == (repo.organization_id, account["login"], 0)
 
 
 async def test_deleted_issue_is_not_revived_by_a_late_delivery(world: World) -> None:
@@ -537,7 +549,6 @@ async def test_repository_deleted_removes_its_content(world: World) -> None:
     repo = await world.repo(org, opened["repository"])
     await world.send("issues", opened)
     await world.drain()
-    reward = await add_reward(world, opened["issue"]["id"])
     deleted = copy.deepcopy(opened) | {"action": "deleted"}
     del deleted["issue"]
     await world.send("repository", deleted)
@@ -546,27 +557,12 @@ async def test_repository_deleted_removes_its_content(world: World) -> None:
     await world.drain()
     assert (await world.get(Repository, repo.external_id)).deleted_at is not None
     assert (await world.get(Issue, opened["issue"]["id"])).deleted_at is not None
-    assert await world.reward_state(reward) == RewardState.cancelled
     assert await world.events(repo.id, "repository_") == [
         "repository_created",
         "repository_deleted",
     ]
     issue = await world.get(Issue, opened["issue"]["id"])
     assert await world.events(issue.id, "issue_") == ["issue_created", "issue_deleted"]
-
-
-async def add_reward(world: World, issue_external_id: int) -> uuid.UUID:
-    issue = await world.get(Issue, issue_external_id)
-    async with world.sessionmaker.begin() as session:
-        reward = Reward(
-            issue_id=issue.id,
-            repository_id=issue.repository_id,
-            organization_id=issue.organization_id,
-            amount=5000,
-            currency="USD",
-        )
-        session.add(reward)
-    return reward.id
 
 
 async def test_organization_deleted_removes_its_content(world: World) -> None:
@@ -579,7 +575,6 @@ async def test_organization_deleted_removes_its_content(world: World) -> None:
     await world.send("issues", opened)
     await world.send("pull_request", pull)
     await world.drain()
-    reward = await add_reward(world, opened["issue"]["id"])
 
     event_id = await world.send_organization_deleted(org)
     await world.drain()
@@ -599,7 +594,6 @@ async def test_organization_deleted_removes_its_content(world: World) -> None:
         (PullRequest, pull["pull_request"]["id"]),
     ):
         assert (await world.get(model, external_id)).deleted_at is not None
-    assert await world.reward_state(reward) == RewardState.cancelled
     assert await world.events(repo.id, "repository_") == [
         "repository_created",
         "repository_deleted",

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from polar_db.models import Issue, IssueState, Organization, OutboxEvent, PullRequest, Repository
+from polar_db.models import Issue, IssueState, OutboxEvent, PullRequest, Repository
+from polar_db.models.repository import KnownOrganization as Organization
 from polar_repository import ingest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -114,7 +115,14 @@ def test_parse_time() -> None:
 async def new_repo(sessionmaker: Sessionmaker) -> Repository:
     n = next(_ids)
     async with sessionmaker.begin() as session:
-        org = Organization(platform="github", name=f"ingest-{n}", external_id=n, installation_id=n)
+        org = Organization(
+            id=uuid.uuid4(),
+            platform="github",
+            name=f"ingest-{n}",
+            external_id=n,
+            installation_id=n,
+            status="active",
+        )
         session.add(org)
         await session.flush()
         [repo] = await ingest.upsert_repositories(

@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from polar_db.models.base import role_of
+
 _POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+asyncpg"}
 # What orjson would encode differently from json.dumps (which refuses them) raises instead.
 _PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -58,8 +60,28 @@ def asyncpg_dsn(url: str) -> str:
     return _parse(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def create_engine(url: str, **kw: Any) -> AsyncEngine:
+def server_settings(owner: str | None, role: str | None = None) -> dict[str, str]:
+    """Start-up parameters of a connection acting for service `owner` (decision 0021): its
+    role (`polar_<owner>` unless `role` says otherwise; "" keeps the login user's), which may
+    use its own schema only, and a search_path of that schema, where unqualified names (the
+    outbox, processed marks, raw SQL) find the service's own tables. Set at start-up rather
+    than by SET, so no statement, RESET or pool hand-over can run without them."""
+    if owner is None:
+        return {}
+    settings = {"search_path": owner}
+    role = role_of(owner) if role is None else role
+    if role:
+        settings["role"] = role
+    return settings
+
+
+def create_engine(
+    url: str, *, owner: str | None = None, role: str | None = None, **kw: Any
+) -> AsyncEngine:
     """An AsyncEngine for postgresql://, postgres:// or postgresql+asyncpg:// URLs.
+
+    `owner`: the service whose connections these are, acting as its role within its
+    schema (server_settings); None for tools and tests that see every schema.
 
     Defaults suit one service process: a pool of 10 connections (plus 10 overflow). No
     pre-ping: it would add a round trip to every request (doubling the cost of a simple
@@ -76,6 +98,8 @@ def create_engine(url: str, **kw: Any) -> AsyncEngine:
         "json_serializer": json_dumps,
         "json_deserializer": json_loads,
     }
+    if settings := server_settings(owner, role):
+        options["connect_args"] = {"server_settings": settings}
     options.update(kw)
     return create_async_engine(sqlalchemy_url(url), **options)
 

@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from polar_db.models import IssueState, OrganizationStatus, Platform
+from polar_db.models import OWNERS, IssueState, OrganizationStatus, Platform
 
 
 def external_id() -> int:
@@ -54,3 +54,18 @@ def issue_row(
         "issue_created_at": datetime(2024, 1, 1, tzinfo=UTC),
         **overrides,
     }
+
+
+# Tests that look at the whole database as one (cluster and chaos tests): every service's
+# tables by their names, and each service's outbox and processed marks as one.
+SEARCH_PATH_ALL = ", ".join(OWNERS)
+
+
+def all_services_views() -> str:
+    """SQL creating temporary views `outbox_events` and `processed_messages` over every
+    service's own (decision 0021); run it on a connection with SEARCH_PATH_ALL."""
+    return ";\n".join(
+        f"CREATE TEMP VIEW {table} AS "
+        + " UNION ALL ".join(f"SELECT * FROM {owner}.{table}" for owner in OWNERS)
+        for table in ("outbox_events", "processed_messages")
+    )

@@ -9,8 +9,12 @@ database (`polar_test_<hex>`, migrated to head, dropped at the end) and its own 
 | ---------------- | -------- | ----------------------------------- |
 | polar_infra      | session  | polar_dev.infra.Infra               |
 | database_url     | session  | str (the per-run database)          |
-| engine           | session  | sqlalchemy AsyncEngine              |
+| database_owner   | session  | str or None: a service's conftest   |
+|                  |          | names its schema (decision 0021)    |
+| database_role    | session  | str or None (None: polar_<owner>)   |
+| engine           | session  | sqlalchemy AsyncEngine (as owner)   |
 | sessionmaker     | session  | async_sessionmaker[AsyncSession]    |
+| service_sessionmakers | session | {owner: async_sessionmaker}    |
 | nats_url         | session  | str                                 |
 | nats_prefix      | session  | str, e.g. "t3f9a0c1d2e."            |
 | nc / js          | session  | nats Client / JetStreamContext      |
@@ -100,11 +104,27 @@ async def database_url(polar_infra: Infra) -> AsyncIterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def database_owner() -> str | None:
+    """The service whose tests these are: `engine` then acts as it does, as its role within
+    its schema (decision 0021). A service's conftest overrides it; None sees everything."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def database_role() -> str | None:
+    """The role `engine` acts as: None, the owner's (`polar_<owner>`); "" the login user's
+    (tests of the shared runtime that also administer the database)."""
+    return None
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+async def engine(
+    database_url: str, database_owner: str | None, database_role: str | None
+) -> AsyncIterator[AsyncEngine]:
     from polar_db.engine import create_engine
 
-    created = create_engine(database_url)
+    created = create_engine(database_url, owner=database_owner, role=database_role)
     yield created
     await created.dispose()
 
@@ -114,6 +134,21 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     from polar_db.engine import create_sessionmaker
 
     return create_sessionmaker(engine)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def service_sessionmakers(
+    database_url: str,
+) -> AsyncIterator[dict[str, async_sessionmaker[AsyncSession]]]:
+    """owner -> sessions acting as that service does (its role, its schema): for tests that
+    run several services in one process."""
+    from polar_db.engine import create_engine, create_sessionmaker
+    from polar_db.models import OWNERS
+
+    engines = {owner: create_engine(database_url, owner=owner) for owner in OWNERS}
+    yield {owner: create_sessionmaker(engine) for owner, engine in engines.items()}
+    for engine in engines.values():
+        await engine.dispose()
 
 
 @pytest.fixture(scope="session")

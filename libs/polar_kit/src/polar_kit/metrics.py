@@ -267,6 +267,14 @@ def outbox_metrics(service: str, table: str) -> OutboxMetrics:
     return OutboxMetrics(service, table)
 
 
+READ_MODEL_GAPS = Counter(
+    "polar_read_model_gaps_total",
+    "Events of another service that skipped versions of what they describe (healed by the "
+    "event's full state; see docs/consistency.md).",
+    ["model"],
+)
+
+
 # --- serving -----------------------------------------------------------------------------------
 
 _started: set[int] = set()

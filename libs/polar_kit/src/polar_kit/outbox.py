@@ -7,6 +7,10 @@ higher one) with FOR UPDATE SKIP LOCKED, so every replica can run a relay withou
 them publishing the same row. A relay that dies after publishing but before marking leaves
 the rows unpublished; the next run publishes them again with the same Nats-Msg-Id and
 JetStream's duplicate window drops the copies.
+
+Each service has its own outbox table in its own schema (decision 0021; the connection's
+search_path finds it), so a relay publishes, counts and fails on its own service's events
+only.
 """
 
 from __future__ import annotations
@@ -216,7 +220,8 @@ class OutboxRelay:
             subject_for(self._settings, event.subject),
             event.payload,
             msg_id=str(event.id),
-            headers=cloudevent_headers(event),
+            # A row's extra headers (e.g. traceparent) never replace the CloudEvents ones.
+            headers={**(event.headers or {}), **cloudevent_headers(event)},
         )
 
     async def _mark(self, session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:

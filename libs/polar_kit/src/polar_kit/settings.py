@@ -43,6 +43,14 @@ class ServiceSettings(BaseSettings):
         "postgresql://postgres@127.0.0.1:5432/polar",
         description="PostgreSQL URL (postgresql://, postgres:// or postgresql+asyncpg://).",
     )
+    database_role: str | None = Field(
+        None,
+        description=(
+            "PostgreSQL role the service acts as on every connection (it may use only the "
+            "service's own schema; decision 0021). Unset: `polar_<service>`; empty: the login "
+            "user's own (when it is that role already)."
+        ),
+    )
     nats_url: str = Field(
         "nats://127.0.0.1:4222",
         description="NATS server URL(s), comma-separated for a cluster.",

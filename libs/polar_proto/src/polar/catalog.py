@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 
 from polar.organization.v1 import events_pb2 as organization_v1_events
 from polar.repository.v1 import events_pb2 as repository_v1_events
+from polar.reward.v1 import events_pb2 as reward_v1_events
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,10 +154,16 @@ REPOSITORY_SYNC_FAILED = EventType(
     repository_v1_events.RepositorySyncFailed,
     'a sync attempt failed: the reason (rate limit, access revoked, repository gone, GitHub unavailable) and when it is retried, if it is',
 )
-REWARD_CREATED = EventType(
+REPOSITORY_REWARD_CREATED = EventType(
     'polar.repository.v1.reward_created',
     'POLAR_EVENTS',
     repository_v1_events.RewardCreated,
+    'deprecated, no longer published: see polar.reward.v1.reward_created',
+)
+REWARD_CREATED = EventType(
+    'polar.reward.v1.reward_created',
+    'POLAR_EVENTS',
+    reward_v1_events.RewardCreated,
     'a backer pledged on an issue',
 )
 
@@ -182,6 +189,7 @@ EVENTS: tuple[EventType, ...] = (
     REPOSITORY_SYNC_PROGRESS,
     REPOSITORY_SYNC_COMPLETED,
     REPOSITORY_SYNC_FAILED,
+    REPOSITORY_REWARD_CREATED,
     REWARD_CREATED,
 )
 BY_TYPE: dict[str, EventType] = {e.type: e for e in EVENTS}

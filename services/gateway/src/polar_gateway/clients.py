@@ -18,6 +18,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from polar.organization.v1 import organization_service_pb2, organization_service_pb2_grpc
 from polar.repository.v1 import repository_service_pb2, repository_service_pb2_grpc
+from polar.reward.v1 import reward_service_pb2, reward_service_pb2_grpc
 from polar_kit.grpc.auth import GATEWAY, credentials
 from polar_kit.metrics import init_grpc_metrics, rpc_metrics
 
@@ -27,6 +28,7 @@ from .settings import GatewaySettings
 if TYPE_CHECKING:
     from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceAsyncStub
     from polar.repository.v1.repository_service_pb2_grpc import RepositoryServiceAsyncStub
+    from polar.reward.v1.reward_service_pb2_grpc import RewardServiceAsyncStub
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -37,6 +39,7 @@ ORGANIZATION_SERVICE = organization_service_pb2.DESCRIPTOR.services_by_name[
 REPOSITORY_SERVICE = repository_service_pb2.DESCRIPTOR.services_by_name[
     "RepositoryService"
 ].full_name
+REWARD_SERVICE = reward_service_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
 
 
 def service_config(service: str, max_attempts: int) -> str:
@@ -88,13 +91,17 @@ class Clients:
         self.repository_channel = open_channel(
             settings.repository_grpc_target, REPOSITORY_SERVICE, attempts
         )
+        self.reward_channel = open_channel(settings.reward_grpc_target, REWARD_SERVICE, attempts)
         self.org: OrganizationServiceAsyncStub = (
             organization_service_pb2_grpc.OrganizationServiceStub(self.organization_channel)
         )
         self.repo: RepositoryServiceAsyncStub = repository_service_pb2_grpc.RepositoryServiceStub(
             self.repository_channel
         )
-        init_grpc_metrics("client", [ORGANIZATION_SERVICE, REPOSITORY_SERVICE])
+        self.reward: RewardServiceAsyncStub = reward_service_pb2_grpc.RewardServiceStub(
+            self.reward_channel
+        )
+        init_grpc_metrics("client", [ORGANIZATION_SERVICE, REPOSITORY_SERVICE, REWARD_SERVICE])
 
     async def call(
         self,
@@ -131,6 +138,7 @@ class Clients:
         for name, channel, service in (
             ("organization", self.organization_channel, ORGANIZATION_SERVICE),
             ("repository", self.repository_channel, REPOSITORY_SERVICE),
+            ("reward", self.reward_channel, REWARD_SERVICE),
         ):
             stub = health_pb2_grpc.HealthStub(channel)
             try:
@@ -143,3 +151,4 @@ class Clients:
     async def close(self) -> None:
         await self.organization_channel.close()
         await self.repository_channel.close()
+        await self.reward_channel.close()

@@ -31,7 +31,9 @@ import grpc.aio
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from polar_kit.grpc.status import ErrorDetails, details_of
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+from polar_kit.grpc.status import DETAILS_KEY, ErrorDetails, details_of
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -189,6 +191,36 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, request: Request | None = None) ->
     if request is not None:
         return _answer(request, status, code.name.lower(), message, **kw)
     return error_response(status, code.name.lower(), message, **kw)
+
+
+def body_fields(exc: grpc.aio.AioRpcError, field: str) -> grpc.aio.AioRpcError:
+    """The same error with its field violations named relative to the request field the HTTP
+    body stands for (`reward.amount.currency` -> `amount.currency`): an HTTP caller names the
+    fields of its body, whatever message the service wraps them in."""
+    prefix = f"{field}."
+    trailing = grpc.aio.Metadata()
+    for key, value in exc.trailing_metadata() or ():
+        if key == DETAILS_KEY and isinstance(value, bytes):
+            value = _rebased(value, prefix)
+        trailing.add(key, value)
+    return grpc.aio.AioRpcError(
+        exc.code(), exc.initial_metadata(), trailing, exc.details(), exc.debug_error_string()
+    )
+
+
+def _rebased(value: bytes, prefix: str) -> bytes:
+    try:
+        status = status_pb2.Status.FromString(value)
+    except DecodeError:
+        return value
+    for packed in status.details:
+        bad = error_details_pb2.BadRequest()
+        if packed.Unpack(bad):
+            for violation in bad.field_violations:
+                violation.field = violation.field.removeprefix(prefix)
+                violation.description = violation.description.removeprefix(prefix)
+            packed.Pack(bad)
+    return bytes(status.SerializeToString())
 
 
 def _rich_error(rich: ErrorDetails) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:

@@ -18,6 +18,7 @@ from polar.organization.v1 import events_pb2 as organization_events
 from polar.organization.v1 import organization_pb2
 from polar.repository.v1 import events_pb2 as repository_events
 from polar.repository.v1 import repository_pb2
+from polar.reward.v1 import events_pb2 as reward_events
 
 
 def _registry(*modules: ModuleType) -> dict[str, type[Message]]:
@@ -28,7 +29,9 @@ def _registry(*modules: ModuleType) -> dict[str, type[Message]]:
     return types
 
 
-EVENT_TYPES: Mapping[str, type[Message]] = _registry(organization_events, repository_events)
+EVENT_TYPES: Mapping[str, type[Message]] = _registry(
+    organization_events, repository_events, reward_events
+)
 
 
 @dataclass

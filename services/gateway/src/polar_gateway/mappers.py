@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from polar.common.v1 import common_pb2
 from polar.organization.v1 import organization_pb2
 from polar.repository.v1 import repository_pb2
+from polar.reward.v1 import reward_pb2
 
 from . import schemas
 
@@ -200,7 +201,7 @@ def pull_request(m: repository_pb2.PullRequest) -> JSON:
     }
 
 
-def reward(m: repository_pb2.Reward) -> JSON:
+def reward(m: reward_pb2.Reward) -> JSON:
     return {
         "id": m.id,
         "issue_id": m.issue_id,

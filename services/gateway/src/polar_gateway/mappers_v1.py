@@ -19,6 +19,7 @@ from polar.common.v1 import common_pb2
 from polar.organization.v1 import organization_pb2
 from polar.repository.v1 import events_pb2 as repository_events
 from polar.repository.v1 import repository_pb2
+from polar.reward.v1 import reward_pb2
 
 from . import schemas_v1
 from .events import Event
@@ -190,7 +191,7 @@ def pull_request(m: repository_pb2.PullRequest) -> JSON:
     }
 
 
-def reward(m: repository_pb2.Reward) -> JSON:
+def reward(m: reward_pb2.Reward) -> JSON:
     return {
         "issue_id": m.issue_id,
         "amount": m.amount.minor_units,
@@ -202,7 +203,7 @@ def reward(m: repository_pb2.Reward) -> JSON:
     }
 
 
-def shown(m: repository_pb2.Reward) -> bool:
+def shown(m: reward_pb2.Reward) -> bool:
     """Whether v1 can show this reward: in US dollars, in a state its enum names."""
     return m.amount.currency == USD and m.state in V1_REWARD_STATES
 

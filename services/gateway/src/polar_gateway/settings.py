@@ -33,10 +33,18 @@ class GatewaySettings(ServiceSettings):
             "empty: 127.0.0.1 on POLAR_REPOSITORY_GRPC_PORT."
         ),
     )
+    reward_grpc_target: str = Field(
+        "",
+        description=(
+            "gRPC target (host:port) of the reward service; "
+            "empty: 127.0.0.1 on POLAR_REWARD_GRPC_PORT."
+        ),
+    )
     # The dev cluster runner gives every service the others' port variables: with only
     # these set, the gateway still finds the services wherever they listen.
     organization_grpc_port: int = Field(50051, description="See organization_grpc_target.")
     repository_grpc_port: int = Field(50052, description="See repository_grpc_target.")
+    reward_grpc_port: int = Field(50053, description="See reward_grpc_target.")
     grpc_deadline_seconds: float = Field(
         5, gt=0, description="Deadline of every call to a service (retries included)."
     )
@@ -243,6 +251,8 @@ class GatewaySettings(ServiceSettings):
             self.organization_grpc_target = f"127.0.0.1:{self.organization_grpc_port}"
         if not self.repository_grpc_target:
             self.repository_grpc_target = f"127.0.0.1:{self.repository_grpc_port}"
+        if not self.reward_grpc_target:
+            self.reward_grpc_target = f"127.0.0.1:{self.reward_grpc_port}"
         if "*" in self.cors_origins:
             # Starlette answers a credentialed request to "*" by echoing its Origin: any site
             # could then read the API with the visitor's session cookie.

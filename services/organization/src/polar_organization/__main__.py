@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from polar_db.engine import create_engine, create_sessionmaker
+from polar_db.models.organization import SCHEMA
 from polar_kit.grpc import serve
 from polar_kit.logging import configure_logging
 from polar_kit.nats import connect, ensure_streams
@@ -18,7 +19,7 @@ from .settings import OrganizationSettings
 async def main() -> None:
     settings = OrganizationSettings()
     configure_logging(settings.log_level, settings.log_json)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, owner=SCHEMA, role=settings.database_role)
     sessionmaker = create_sessionmaker(engine)
     nc = await connect(settings, name="polar-organization")
     js = nc.jetstream()

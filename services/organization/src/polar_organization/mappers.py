@@ -9,7 +9,8 @@ from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 from polar.common.v1 import common_pb2
 from polar.organization.v1 import organization_pb2
-from polar_db.models import Organization, OrganizationStatus, Platform, User, UserOrganization
+from polar_db.models import OrganizationStatus, Platform
+from polar_db.models.organization import Organization, User, UserOrganization
 from polar_kit.errors import InvalidArgument
 
 _PLATFORM_TO_PROTO = {Platform.github: common_pb2.PLATFORM_GITHUB}
@@ -60,6 +61,7 @@ def organization(org: Organization) -> organization_pb2.Organization:
         installation_permissions=struct(org.installation_permissions),
         created_at=timestamp(org.created_at),
         modified_at=timestamp(org.modified_at),
+        version=org.version,
     )
 
 

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from polar_db.models import OAuthAccount, Organization, Platform, User, UserOrganization
+from polar_db.models import Platform
+from polar_db.models.organization import OAuthAccount, Organization, User, UserOrganization
 from polar_db.upsert import excluded, upsert_many
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession

@@ -11,14 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from polar_db.models import (
-    OAuthAccount,
-    Organization,
-    OrganizationStatus,
-    Platform,
-    User,
-    UserOrganization,
-)
+from polar_db import ids
+from polar_db.models import OrganizationStatus, Platform
+from polar_db.models.organization import OAuthAccount, Organization, User, UserOrganization
 from polar_kit import paging
 from polar_kit.paging import Page
 from sqlalchemy.exc import IntegrityError
@@ -91,7 +86,8 @@ async def list_organizations(
 def _installation_values(installation: Installation) -> dict[str, Any]:
     suspended = installation.suspended_at is not None
     return {
-        "id": uuid.uuid4(),
+        # Derived, so the repository service files its repositories under it unasked.
+        "id": ids.organization_id(Platform.github, installation.account_id),
         "platform": Platform.github,
         "name": installation.account_login,
         "external_id": installation.account_id,

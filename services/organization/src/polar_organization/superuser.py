@@ -11,6 +11,7 @@ import argparse
 import asyncio
 
 from polar_db.engine import create_engine, create_sessionmaker
+from polar_db.models.organization import SCHEMA
 from polar_kit.errors import DomainError
 
 from . import service
@@ -18,7 +19,7 @@ from .settings import OrganizationSettings
 
 
 async def run(key: str, value: bool, settings: OrganizationSettings) -> int:
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, owner=SCHEMA, role=settings.database_role)
     try:
         async with create_sessionmaker(engine).begin() as session:
             user = await service.set_superuser(session, key, value)

@@ -88,9 +88,10 @@ async def reencrypt_all(session: AsyncSession, cipher: TokenCipher) -> tuple[int
 
 async def _reencrypt(settings: OrganizationSettings) -> int:
     from polar_db.engine import create_engine, create_sessionmaker
+    from polar_db.models.organization import SCHEMA
 
     cipher = TokenCipher.from_settings(settings)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, owner=SCHEMA, role=settings.database_role)
     try:
         async with create_sessionmaker(engine).begin() as session:
             rewritten, unreadable = await reencrypt_all(session, cipher)

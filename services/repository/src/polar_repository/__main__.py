@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from polar_db.engine import create_engine, create_sessionmaker
+from polar_db.models.repository import SCHEMA
 from polar_kit.grpc import Worker, serve
 from polar_kit.logging import configure_logging
 from polar_kit.nats import connect, ensure_streams
@@ -19,7 +20,7 @@ from .settings import RepositorySettings
 async def main() -> None:
     settings = RepositorySettings()
     configure_logging(settings.log_level, settings.log_json)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, owner=SCHEMA, role=settings.database_role)
     sessionmaker = create_sessionmaker(engine)
     nc = await connect(settings, name="polar-repository")
     js = nc.jetstream()

@@ -11,7 +11,7 @@ from nats.js import JetStreamContext
 from polar.repository.v1 import repository_service_pb2, repository_service_pb2_grpc
 from polar_kit.consumer import Consumer
 from polar_kit.grpc import ServiceSpec
-from polar_kit.grpc.auth import ALL, GATEWAY, OPERATOR, AllowList
+from polar_kit.grpc.auth import ALL, GATEWAY, OPERATOR, REWARD, AllowList
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import consumers as webhook_consumers
@@ -23,9 +23,11 @@ from .sync import SyncRunner, sync_on_install_consumer
 
 SERVICE_NAME = repository_service_pb2.DESCRIPTOR.services_by_name["RepositoryService"].full_name
 
-# Who may call what (polar_kit.grpc.auth). The gateway reads and creates rewards;
-# repositories, issues and pull requests come from GitHub (webhooks, the sync), or from an
-# operator.
+# Who may call what (polar_kit.grpc.auth). The gateway reads; the reward service checks the
+# issue a reward is put on (and the repository a list is of); repositories, issues and pull
+# requests come from GitHub (webhooks, the sync), or from an operator. CreateReward and
+# ListRewards are deprecated (decision 0027): nobody may call them, and they are not
+# implemented (UNIMPLEMENTED).
 CALLERS: AllowList = {
     GATEWAY: frozenset(
         {
@@ -36,11 +38,10 @@ CALLERS: AllowList = {
             "ListIssues",
             "GetPullRequest",
             "ListPullRequests",
-            "CreateReward",
-            "ListRewards",
             "GetRepositorySyncState",
         }
     ),
+    REWARD: frozenset({"GetIssue", "GetRepository"}),
     OPERATOR: ALL,
 }
 

@@ -6,7 +6,9 @@ one transaction. Within a batch, installation and repository events go first, on
 under a savepoint (they are rare, and one failing must not undo the others); then every
 issue and pull request event of the batch is stored with one upsert per table (ingest.py).
 
-Order and repeats: an event about an organization or repository we do not know yet is
+Order and repeats: the organization a webhook names is taken from this service's read model
+or, when not known yet, written to it from the webhook itself (known.py): no delivery waits
+for the organization service. An issue or pull request of a repository we do not know yet is
 retried for up to `consumer_wait_max_seconds` (then parked for an operator), and so is a
 repository whose new name another one still holds (renames seen out of order); an older
 object never overwrites a newer one and a repeat changes nothing (see ingest.py); events
@@ -29,7 +31,8 @@ from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
 from polar import catalog
 from polar.organization.v1 import events_pb2 as organization_events
-from polar_db.models import Organization, Repository
+from polar.organization.v1 import organization_pb2
+from polar_db.models.repository import KnownOrganization, Repository
 from polar_kit.consumer import Consumer, Delivery, Reject, Retry
 from polar_kit.errors import UNIQUE_VIOLATION, sqlstate
 from polar_kit.nats import EVENTS, WEBHOOKS
@@ -37,7 +40,7 @@ from polar_kit.outage import brief
 from polar_kit.settings import ServiceSettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from . import ingest
+from . import ingest, known
 from .ingest import InvalidObject
 
 log = structlog.get_logger()
@@ -51,7 +54,18 @@ WEBHOOK_SUBJECTS = [
     "github.webhook.issues.*",
     "github.webhook.pull_request.*",
 ]
-ORGANIZATION_DELETED = catalog.ORGANIZATION_DELETED.subject
+ORGANIZATION_EVENTS = [
+    e.subject
+    for e in (
+        catalog.ORGANIZATION_CREATED,
+        catalog.ORGANIZATION_UPDATED,
+        catalog.ORGANIZATION_SUSPENDED,
+        catalog.ORGANIZATION_UNSUSPENDED,
+        catalog.ORGANIZATION_DELETED,
+        catalog.USER_CREATED,
+        catalog.USER_UPDATED,
+    )
+]
 
 # A payload lacking what we need, or of the wrong shape: it will never succeed.
 MALFORMED = (InvalidObject, KeyError, TypeError, ValueError, AttributeError)
@@ -84,7 +98,7 @@ def consumers(
         Consumer(
             ORGANIZATION_EVENTS_CONSUMER,
             EVENTS,
-            [ORGANIZATION_DELETED],
+            ORGANIZATION_EVENTS,
             batch_handler=on_organization_events,
             **common,
         ),
@@ -146,28 +160,26 @@ async def on_webhooks(
 
 
 async def organization_of(
-    session: AsyncSession, *, account_id: int | None, installation_id: int | None
-) -> Organization | None:
-    """The organization of a GitHub account (preferred) or installation; Retry when neither
-    is known yet (the organization service may not have processed the installation)."""
-    conditions = []
-    if account_id:
-        conditions.append(Organization.external_id == account_id)
-    if installation_id:
-        conditions.append(Organization.installation_id == installation_id)
-    if not conditions:
-        raise Reject("the webhook names neither an account nor an installation")
-    order = Organization.external_id == account_id if account_id else sa.true()
-    org: Organization | None = await session.scalar(
-        sa.select(Organization).where(sa.or_(*conditions)).order_by(order.desc()).limit(1)
-    )
-    if org is None:
-        known = f"account {account_id} / installation {installation_id}"
-        raise Retry(f"organization of {known} is not known yet")
-    if org.deleted_at is not None:
-        log.info("webhook for a deleted organization ignored", organization_id=str(org.id))
-        return None
-    return org
+    session: AsyncSession, account: Any, installation: Any = None, *, installed: bool = False
+) -> KnownOrganization | None:
+    """The organization of a GitHub account object of a webhook (known, or, for an
+    installation webhook, written now from it: known.organization_of); None when it is
+    deleted; Retry when a repository webhook comes before its installation."""
+    account_id = _id(account)
+    login = account.get("login") if isinstance(account, Mapping) else None
+    if account_id is None:
+        raise Reject("the webhook names no account")
+    suspended = isinstance(installation, Mapping) and bool(installation.get("suspended_at"))
+    try:
+        return await known.organization_of(
+            session,
+            known.Account(
+                account_id, login if isinstance(login, str) else None, _id(installation), suspended
+            ),
+            installed=installed,
+        )
+    except known.NotKnownYet as e:
+        raise Retry(f"organization of {e} is not known yet") from e
 
 
 def _id(obj: Any) -> int | None:
@@ -178,10 +190,9 @@ def _id(obj: Any) -> int | None:
 async def on_structural(session: AsyncSession, webhook: Webhook) -> None:
     payload, action = webhook.payload, webhook.action
     installation = payload.get("installation")
-    installation_id = _id(installation)
     if webhook.event in ("installation", "installation_repositories"):
-        account_id = _id(installation.get("account")) if isinstance(installation, dict) else None
-        org = await organization_of(session, account_id=account_id, installation_id=installation_id)
+        account = installation.get("account") if isinstance(installation, dict) else None
+        org = await organization_of(session, account, installation, installed=True)
         if org is None:
             return
         if webhook.event == "installation":  # created: the repositories it was given
@@ -209,9 +220,7 @@ async def on_structural(session: AsyncSession, webhook: Webhook) -> None:
         )
         return
     # After a transfer the owner is the new one: the repository moves to its organization.
-    org = await organization_of(
-        session, account_id=_id(repo.get("owner")), installation_id=installation_id
-    )
+    org = await organization_of(session, repo.get("owner"), installation)
     if org is not None:
         await ingest.upsert_repositories(session, org.id, [row])
 
@@ -234,9 +243,9 @@ async def known_repositories(
             Repository.external_id,
             Repository.id,
             Repository.organization_id,
-            sa.or_(Repository.deleted_at.is_not(None), Organization.deleted_at.is_not(None)),
+            sa.or_(Repository.deleted_at.is_not(None), KnownOrganization.deleted_at.is_not(None)),
         )
-        .join(Organization, Organization.id == Repository.organization_id)
+        .outerjoin(KnownOrganization, KnownOrganization.id == Repository.organization_id)
         .where(Repository.external_id.in_(external_ids))
     )
     return {ext: KnownRepository(id, org, bool(gone)) for ext, id, org, gone in rows}
@@ -316,24 +325,61 @@ async def on_items(
 
 # --- the organization service's events -------------------------------------------------------
 
+# Events carrying the whole organization, or a user: subject -> its parser.
+_ORGANIZATION_SNAPSHOTS: dict[str, Callable[[bytes], organization_pb2.Organization]] = {
+    catalog.ORGANIZATION_CREATED.subject: lambda data: (
+        organization_events.OrganizationCreated.FromString(data).organization
+    ),
+    catalog.ORGANIZATION_UPDATED.subject: lambda data: (
+        organization_events.OrganizationUpdated.FromString(data).organization
+    ),
+    catalog.ORGANIZATION_SUSPENDED.subject: lambda data: (
+        organization_events.OrganizationSuspended.FromString(data).organization
+    ),
+    catalog.ORGANIZATION_UNSUSPENDED.subject: lambda data: (
+        organization_events.OrganizationUnsuspended.FromString(data).organization
+    ),
+}
+_USER_EVENTS: dict[str, Callable[[bytes], organization_pb2.User]] = {
+    catalog.USER_CREATED.subject: lambda data: (
+        organization_events.UserCreated.FromString(data).user
+    ),
+    catalog.USER_UPDATED.subject: lambda data: (
+        organization_events.UserUpdated.FromString(data).user
+    ),
+}
+
 
 async def on_organization_events(
     session: AsyncSession, deliveries: list[Delivery]
 ) -> dict[str, Retry | Reject]:
-    """polar.organization.v1.deleted: the organization's repositories, issues and pull
-    requests are soft-deleted and its open rewards cancelled (idempotent)."""
+    """The organization service's organizations and users, kept as this service's read
+    models (known.py); polar.organization.v1.deleted also soft-deletes the organization's
+    repositories, issues and pull requests and cancels its open rewards (idempotent)."""
     failures: dict[str, Retry | Reject] = {}
     for delivery in deliveries:
         try:
-            event = organization_events.OrganizationDeleted.FromString(delivery.data)
-            organization_id = uuid.UUID(event.organization_id)
+            await _on_organization_event(session, delivery.subject, delivery.data)
         except (DecodeError, ValueError) as e:
-            failures[delivery.message_id] = Reject(f"malformed OrganizationDeleted: {e!r}")
-            continue
+            failures[delivery.message_id] = Reject(f"malformed organization event: {e!r}")
+    return failures
+
+
+async def _on_organization_event(session: AsyncSession, subject: str, data: bytes) -> None:
+    if snapshot := _ORGANIZATION_SNAPSHOTS.get(subject):
+        await known.apply_organization(session, snapshot(data))
+    elif user := _USER_EVENTS.get(subject):
+        await known.add_user(session, uuid.UUID(user(data).id))
+    elif subject == catalog.ORGANIZATION_DELETED.subject:
+        event = organization_events.OrganizationDeleted.FromString(data)
+        organization_id = uuid.UUID(event.organization_id)
+        if not await known.apply_deleted(
+            session, organization_id, event.external_id, event.name, event.version
+        ):
+            return  # a repeat, or older than a new installation of the account
         deleted = await ingest.delete_organization_content(session, organization_id)
         log.info(
             "organization content deleted",
             organization_id=str(organization_id),
             repositories=len(deleted),
         )
-    return failures

@@ -16,7 +16,7 @@ from typing import Any
 from google.protobuf.message import Message
 from polar import catalog
 from polar.repository.v1 import events_pb2
-from polar_db.models import Issue, PullRequest, Repository, Reward
+from polar_db.models import Issue, PullRequest, Repository
 from polar_db.upsert import Upserted
 from polar_kit import outbox
 from polar_kit.outbox import record_event
@@ -37,7 +37,6 @@ PULL_REQUEST_DELETED = catalog.PULL_REQUEST_DELETED.subject
 SYNC_PROGRESS = catalog.REPOSITORY_SYNC_PROGRESS.subject
 SYNC_COMPLETED = catalog.REPOSITORY_SYNC_COMPLETED.subject
 SYNC_FAILED = catalog.REPOSITORY_SYNC_FAILED.subject
-REWARD_CREATED = catalog.REWARD_CREATED.subject
 
 Event = tuple[str, Message]  # (subject, payload)
 # What a deletion event says of an issue or pull request: (id, repository_id, organization_id).
@@ -251,8 +250,3 @@ async def sync_failed(
 
 
 # --- rewards ---------------------------------------------------------------------------------
-
-
-async def reward_created(session: AsyncSession, reward: Reward) -> None:
-    message = events_pb2.RewardCreated(reward=mappers.reward(reward))
-    await record_event(session, REWARD_CREATED, message, source=SOURCE)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
 
-from polar_kit.errors import FailedPrecondition, NotFound
+import grpc
+from polar_kit.errors import DomainError, FailedPrecondition, NotFound
 
 
 class RepositoryNotFound(NotFound):
@@ -57,4 +59,16 @@ class OrganizationSuspended(FailedPrecondition):
         super().__init__(
             f"organization {key} is suspended (its GitHub App installation is suspended): "
             "no new rewards or syncs until it is unsuspended on GitHub"
+        )
+
+
+class MovedToRewardService(DomainError):
+    """The deprecated reward RPCs of this service (decision 0027)."""
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNIMPLEMENTED
+
+    def __init__(self, method: str) -> None:
+        super().__init__(
+            f"{method} moved to polar.reward.v1.RewardService (the reward service); "
+            "this deprecated method is no longer served here"
         )

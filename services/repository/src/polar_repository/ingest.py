@@ -32,8 +32,6 @@ from polar_db.models import (
     Platform,
     PullRequest,
     Repository,
-    Reward,
-    RewardState,
 )
 from polar_db.upsert import Upserted, excluded, upsert_many
 from sqlalchemy import ColumnElement
@@ -395,7 +393,7 @@ async def upsert_repositories(
     `revive` (the installation has access to it again) it also brings back a deleted one.
     A short row (installation listing: name and privacy only) creates the repository, moves
     it to this organization or revives it, and otherwise leaves a repository described by a
-    full object alone. Moving a repository moves its issues, pull requests and rewards too.
+    full object alone. Moving a repository moves its issues and pull requests too.
     """
     table = Repository.__table__
     assert isinstance(table, sa.Table)
@@ -458,9 +456,10 @@ async def _free_names(
 
 
 async def _move_content(session: AsyncSession, repository_ids: Sequence[uuid.UUID]) -> None:
-    """Give issues, pull requests and rewards the organization of their repository (after a
-    transfer); a no-op (index lookup) for repositories that did not move."""
-    for model in (Issue, PullRequest, Reward):
+    """Give issues and pull requests the organization of their repository (after a transfer;
+    the reward service follows from repository_updated); a no-op (index lookup) for
+    repositories that did not move."""
+    for model in (Issue, PullRequest):
         await session.execute(
             sa.update(model)
             .where(
@@ -585,8 +584,8 @@ async def delete_repositories(
 ) -> list[Repository]:
     """Soft-delete the repositories matching `where`; repository_deleted events for those
     deleted now. With `content` (the repository is gone on GitHub), their issues and pull
-    requests are soft-deleted too and their open rewards cancelled, even if the repository
-    itself was deleted before (e.g. removed from the installation first)."""
+    requests are soft-deleted too (the reward service then cancels their open rewards), even
+    if the repository itself was deleted before (e.g. removed from the installation first)."""
     now = datetime.now(UTC)
     if content:
         ids = list(await session.scalars(sa.select(Repository.id).where(*where)))
@@ -608,7 +607,7 @@ async def delete_organization_content(
     session: AsyncSession, organization_id: uuid.UUID
 ) -> list[Repository]:
     """Everything of a deleted organization: repositories, issues and pull requests
-    soft-deleted, open rewards cancelled. Idempotent."""
+    soft-deleted (open rewards: the reward service). Idempotent."""
     await _delete_content(session, organization_id=organization_id)
     return await delete_repositories(
         session, Repository.organization_id == organization_id, content=False
@@ -622,8 +621,8 @@ async def _delete_content(
     organization_id: uuid.UUID | None = None,
 ) -> None:
     """Soft-delete the issues and pull requests of some repositories (or of an organization)
-    with their issue_deleted / pull_request_deleted events, and cancel their rewards that
-    are not paid or refunded yet."""
+    with their issue_deleted / pull_request_deleted events (the reward service cancels the
+    issues' open rewards on issue_deleted)."""
     now = datetime.now(UTC)
     ids, org = repository_ids, organization_id
     for model, record in (
@@ -639,10 +638,3 @@ async def _delete_content(
             .execution_options(synchronize_session=False)
         )
         await record(session, deleted.all())
-    scope = Reward.repository_id.in_(ids) if ids is not None else Reward.organization_id == org
-    await session.execute(
-        sa.update(Reward)
-        .where(scope, Reward.state.in_([RewardState.created, RewardState.pending]))
-        .values(state=RewardState.cancelled, modified_at=now)
-        .execution_options(synchronize_session=False)
-    )

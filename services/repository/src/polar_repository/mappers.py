@@ -24,7 +24,6 @@ from polar_db.models import (
     Platform,
     PullRequest,
     Repository,
-    Reward,
     SyncJob,
     SyncStatus,
 )
@@ -281,20 +280,6 @@ def listed_issue(fields: dict[str, Any]) -> repository_pb2.Issue:
 
 def listed_pull_request(fields: dict[str, Any]) -> repository_pb2.PullRequest:
     return repository_pb2.PullRequest(**fields)
-
-
-def reward(r: Reward) -> repository_pb2.Reward:
-    return repository_pb2.Reward(
-        id=str(r.id),
-        issue_id=str(r.issue_id),
-        repository_id=str(r.repository_id),
-        organization_id=str(r.organization_id),
-        amount=money(r.amount, r.currency),
-        state=r.state.value,
-        backer_user_id=str(r.backer_user_id) if r.backer_user_id else "",
-        email=r.email or "",
-        created_at=timestamp(r.created_at),
-    )
 
 
 # GitHub's own rule for repository names.

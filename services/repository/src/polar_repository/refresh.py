@@ -17,7 +17,8 @@ import uuid
 
 import sqlalchemy as sa
 import structlog
-from polar_db.models import Organization, OrganizationStatus, Repository
+from polar_db.models import OrganizationStatus
+from polar_db.models.repository import KnownOrganization, Repository
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import ingest
@@ -71,8 +72,8 @@ class Refresher:
             async with self._sessionmaker() as session:
                 row = (
                     await session.execute(
-                        sa.select(Repository, Organization)
-                        .join(Organization, Organization.id == Repository.organization_id)
+                        sa.select(Repository, KnownOrganization)
+                        .join(KnownOrganization, KnownOrganization.id == Repository.organization_id)
                         .where(Repository.id == repository_id, Repository.deleted_at.is_(None))
                     )
                 ).one_or_none()

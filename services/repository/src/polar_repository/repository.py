@@ -14,32 +14,26 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from polar_db.models import (
+from polar_db.models import IssueState, OrganizationStatus, Platform
+from polar_db.models.repository import (
     Issue,
-    IssueState,
-    Organization,
-    OrganizationStatus,
-    Platform,
+    KnownOrganization,
     PullRequest,
     Repository,
-    Reward,
-    User,
 )
 from polar_db.upsert import Upserted, upsert_many
-from polar_kit.errors import UNIQUE_VIOLATION, sqlstate
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import listing
 
-# --- organizations (read only: the organization service owns them) ----------------------------
+# --- organizations (this service's read model of them: known.py) ----------------------------
 
 
 async def organization_status(
     session: AsyncSession, organization_id: uuid.UUID
 ) -> OrganizationStatus | None:
     return await session.scalar(
-        sa.select(Organization.status).where(Organization.id == organization_id)
+        sa.select(KnownOrganization.status).where(KnownOrganization.id == organization_id)
     )
 
 
@@ -47,11 +41,21 @@ async def live_organization_ids(
     session: AsyncSession, ids: Collection[uuid.UUID]
 ) -> set[uuid.UUID]:
     rows = await session.scalars(
-        sa.select(Organization.id).where(
-            Organization.id.in_(ids), Organization.deleted_at.is_(None)
+        sa.select(KnownOrganization.id).where(
+            KnownOrganization.id.in_(ids), KnownOrganization.deleted_at.is_(None)
         )
     )
     return set(rows)
+
+
+async def rekey_organization(session: AsyncSession, old: uuid.UUID, new: uuid.UUID) -> None:
+    """Everything filed under a provisional organization id moves to the organization's
+    real one (known.py: only an organization created during a rolling upgrade differs)."""
+    for model in (Repository, Issue, PullRequest):
+        await session.execute(
+            sa.update(model).where(model.organization_id == old).values(organization_id=new)
+        )
+    await session.execute(sa.delete(KnownOrganization).where(KnownOrganization.id == old))
 
 
 # --- repositories ----------------------------------------------------------------------------
@@ -68,11 +72,11 @@ async def lookup_repository(
 ) -> Repository | None:
     return await session.scalar(
         sa.select(Repository)
-        .join(Organization, Organization.id == Repository.organization_id)
+        .join(KnownOrganization, KnownOrganization.id == Repository.organization_id)
         .where(
-            Organization.platform == platform,
-            Organization.name == organization_name,
-            Organization.deleted_at.is_(None),
+            KnownOrganization.platform == platform,
+            KnownOrganization.name == organization_name,
+            KnownOrganization.deleted_at.is_(None),
             Repository.name == name,
             Repository.deleted_at.is_(None),
         )
@@ -136,8 +140,9 @@ async def upsert_repositories(
 async def move_repository_content(
     session: AsyncSession, repository_id: uuid.UUID, organization_id: uuid.UUID
 ) -> None:
-    """A transferred repository takes its issues, pull requests and rewards along."""
-    for model in (Issue, PullRequest, Reward):
+    """A transferred repository takes its issues and pull requests along (its rewards follow
+    in the reward service, from repository_updated)."""
+    for model in (Issue, PullRequest):
         await session.execute(
             sa.update(model)
             .where(model.repository_id == repository_id)
@@ -210,43 +215,3 @@ async def list_pull_requests(
         limit=limit,
         github_objects=github_objects,
     )
-
-
-# --- rewards ---------------------------------------------------------------------------------
-
-
-async def get_user(session: AsyncSession, id: uuid.UUID) -> User | None:
-    return await session.scalar(sa.select(User).where(User.id == id, User.deleted_at.is_(None)))
-
-
-async def add_reward(session: AsyncSession, reward: Reward) -> Reward | None:
-    """None when a reward with the same request_id exists (a concurrent retry committed it
-    first: the unique constraint decides, under a savepoint so the transaction goes on)."""
-    try:
-        async with session.begin_nested():
-            session.add(reward)
-            await session.flush()
-    except IntegrityError as e:
-        if reward.request_id is None or sqlstate(e) != UNIQUE_VIOLATION:
-            raise
-        return None
-    return reward
-
-
-async def get_reward_by_request_id(session: AsyncSession, request_id: uuid.UUID) -> Reward | None:
-    return await session.scalar(sa.select(Reward).where(Reward.request_id == request_id))
-
-
-async def list_rewards(
-    session: AsyncSession,
-    repository_id: uuid.UUID,
-    *,
-    before: tuple[datetime, uuid.UUID] | None,
-    limit: int,
-) -> Sequence[Reward]:
-    """Newest first: ordered by (created_at, id) descending."""
-    query = sa.select(Reward).where(Reward.repository_id == repository_id)
-    if before is not None:
-        query = query.where(sa.tuple_(Reward.created_at, Reward.id) < sa.tuple_(*before))
-    query = query.order_by(Reward.created_at.desc(), Reward.id.desc()).limit(limit)
-    return (await session.scalars(query)).all()

@@ -18,13 +18,11 @@ from polar_db.models import (
     Platform,
     PullRequest,
     Repository,
-    Reward,
-    RewardState,
     SyncJob,
 )
 from polar_db.upsert import Upserted
 from polar_kit import paging
-from polar_kit.errors import AlreadyExists, InvalidArgument
+from polar_kit.errors import AlreadyExists
 from polar_kit.paging import Page
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,7 +35,6 @@ from .exceptions import (
     OrganizationSuspended,
     PullRequestNotFound,
     RepositoryNotFound,
-    UserNotFound,
 )
 from .listing import Message
 
@@ -45,8 +42,6 @@ LIVE_NAME_INDEX = "ix_repositories_live_organization_id_name"
 
 # Rewards: at most 1,000,000.00 in the currency's minor units, in a currency we can pay out.
 # Only currencies with two decimals, so the bound means the same amount of units everywhere.
-MAX_REWARD_MINOR_UNITS = 100_000_000
-REWARD_CURRENCIES = frozenset({"USD", "EUR", "GBP", "CAD", "AUD", "CHF"})
 
 
 class SyncStarter(Protocol):
@@ -253,87 +248,3 @@ async def _number_page(
         # Nothing listed: an empty page of a live repository, or NOT_FOUND.
         await get_repository(session, repository_id)
     return paging.page(rows, page_size, lambda m: (m["number"],))
-
-
-# --- rewards ---------------------------------------------------------------------------------
-
-
-async def create_reward(
-    session: AsyncSession,
-    issue_id: uuid.UUID,
-    *,
-    amount: int,
-    currency: str,
-    backer_user_id: uuid.UUID | None,
-    email: str | None,
-    request_id: uuid.UUID | None = None,
-) -> Reward:
-    """`amount` in the currency's minor units. Refused for an organization whose GitHub
-    installation is suspended (decision 0006).
-
-    With a `request_id` (AIP-155), a retry returns the reward the first call created, even
-    if a concurrent call with the same id is still committing it (the unique constraint on
-    rewards.request_id decides who created it)."""
-    request = (issue_id, amount, currency, backer_user_id, email)
-    if request_id is not None:
-        first = await repo.get_reward_by_request_id(session, request_id)
-        if first is not None:
-            return _same_request(first, request, request_id)
-    if not 0 < amount <= MAX_REWARD_MINOR_UNITS:
-        raise InvalidArgument(
-            f"amount.minor_units must be between 1 and {MAX_REWARD_MINOR_UNITS} "
-            f"(1,000,000.00), got {amount}",
-            field="amount.minor_units",
-        )
-    if currency not in REWARD_CURRENCIES:
-        raise InvalidArgument(
-            f"amount.currency must be one of {', '.join(sorted(REWARD_CURRENCIES))}, "
-            f"got {currency[:16]!r}",
-            field="amount.currency",
-        )
-    issue = await get_issue(session, issue_id)
-    await _require_active(session, issue.organization_id)
-    if backer_user_id is not None and await repo.get_user(session, backer_user_id) is None:
-        raise UserNotFound(backer_user_id)
-    reward = await repo.add_reward(
-        session,
-        Reward(
-            id=uuid.uuid4(),
-            issue_id=issue.id,
-            repository_id=issue.repository_id,
-            organization_id=issue.organization_id,
-            amount=amount,
-            currency=currency,
-            state=RewardState.created,
-            backer_user_id=backer_user_id,
-            email=email,
-            request_id=request_id,
-        ),
-    )
-    if reward is None:  # the same request_id was committed meanwhile
-        assert request_id is not None
-        first = await repo.get_reward_by_request_id(session, request_id)
-        assert first is not None
-        return _same_request(first, request, request_id)
-    await events.reward_created(session, reward)
-    return reward
-
-
-def _same_request(first: Reward, request: tuple[object, ...], request_id: uuid.UUID) -> Reward:
-    """A retry must repeat its request: reusing an id for another reward is a caller's bug."""
-    if (first.issue_id, first.amount, first.currency, first.backer_user_id, first.email) != request:
-        raise InvalidArgument(
-            f"request_id {request_id} was already used for another reward: "
-            "a retry must send the same request, a new reward needs a new request_id",
-            field="request_id",
-        )
-    return first
-
-
-async def list_rewards(
-    session: AsyncSession, repository_id: uuid.UUID, *, page_size: int, page_token: str
-) -> Page[Reward]:
-    before = paging.decode_token(page_token, paging.timestamp, paging.uuid_)
-    await get_repository(session, repository_id)
-    rows = await repo.list_rewards(session, repository_id, before=before, limit=page_size + 1)
-    return paging.page(rows, page_size, lambda r: (r.created_at, r.id))

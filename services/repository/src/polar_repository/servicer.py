@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any, TypeAlias
 
@@ -11,17 +10,16 @@ from polar.repository.v1 import repository_service_pb2 as pb
 from polar.repository.v1 import repository_service_pb2_grpc as pb_grpc
 from polar_kit.errors import InvalidArgument
 from polar_kit.grpc import current_session
-from polar_kit.validation import optional_uuid, page_size, parse_uuid, require_text
+from polar_kit.validation import page_size, parse_uuid, require_text
 
 from . import mappers, service
+from .exceptions import MovedToRewardService
 from .service import SyncStarter
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 MAX_ORGANIZATION_IDS = 100
 MAX_BATCH = 1000
-# Deliberately loose: one @, something on each side, no spaces. Deliverability is not ours.
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 
 class RepositoryServicer(pb_grpc.RepositoryServiceServicer):
@@ -155,40 +153,17 @@ class RepositoryServicer(pb_grpc.RepositoryServiceServicer):
             next_page_token=page.next_page_token,
         )
 
-    # --- rewards ---------------------------------------------------------------------------
+    # --- rewards: moved to the reward service (decision 0027) ------------------------------
 
     async def CreateReward(
         self, request: pb.CreateRewardRequest, context: Context
     ) -> pb.CreateRewardResponse:
-        issue_id = parse_uuid("issue_id", request.issue_id)
-        email = request.email.strip() or None
-        if email is not None and (len(email) > 320 or not _EMAIL.fullmatch(email)):
-            raise InvalidArgument(
-                f"email must be an email address, got {email[:64]!r}", field="email"
-            )
-        reward = await service.create_reward(
-            current_session(),
-            issue_id,
-            amount=request.amount.minor_units,
-            currency=request.amount.currency,
-            backer_user_id=optional_uuid("backer_user_id", request.backer_user_id),
-            email=email,
-            request_id=optional_uuid("request_id", request.request_id),
-        )
-        return pb.CreateRewardResponse(reward=mappers.reward(reward))
+        raise MovedToRewardService("CreateReward")
 
     async def ListRewards(
         self, request: pb.ListRewardsRequest, context: Context
     ) -> pb.ListRewardsResponse:
-        page = await service.list_rewards(
-            current_session(),
-            parse_uuid("repository_id", request.repository_id),
-            page_size=page_size(request.page_size),
-            page_token=request.page_token,
-        )
-        return pb.ListRewardsResponse(
-            rewards=[mappers.reward(r) for r in page.items], next_page_token=page.next_page_token
-        )
+        raise MovedToRewardService("ListRewards")
 
 
 def _check_unique(rows: list[dict[str, Any]]) -> None:

@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from polar_db.models import (
-    Organization,
-    OrganizationStatus,
+from polar_db.models import OrganizationStatus
+from polar_db.models.repository import (
+    KnownOrganization,
     PullRequest,
     Repository,
     SyncJob,
@@ -115,12 +115,12 @@ async def update(
 
 async def target(
     session: AsyncSession, repository_id: uuid.UUID
-) -> tuple[Repository, Organization] | None:
+) -> tuple[Repository, KnownOrganization] | None:
     """The repository (deleted or not) and its organization."""
     row = (
         await session.execute(
-            sa.select(Repository, Organization)
-            .join(Organization, Organization.id == Repository.organization_id)
+            sa.select(Repository, KnownOrganization)
+            .join(KnownOrganization, KnownOrganization.id == Repository.organization_id)
             .where(Repository.id == repository_id)
         )
     ).one_or_none()
@@ -204,7 +204,7 @@ async def schedule(session: AsyncSession, *, interval: int, margin: int) -> int:
                            + mod(abs(hashtextextended(r.id::text, 0)), :interval)
                        ) AS slot
                 FROM repositories r
-                JOIN organizations o ON o.id = r.organization_id
+                JOIN known_organizations o ON o.id = r.organization_id
                 WHERE r.deleted_at IS NULL AND o.deleted_at IS NULL
                   AND o.installation_id IS NOT NULL AND o.status <> :suspended
             )

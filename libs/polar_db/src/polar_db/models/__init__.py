@@ -1,26 +1,64 @@
-"""Every Polar table. Import models from here: `from polar_db.models import Organization`."""
+"""Every Polar table, organized by owner (decision 0021).
+
+A service imports its own tables from its owner's package (`polar_db.models.repository`),
+the shared types from here, and the outbox tables from `polar_db.models.messaging`;
+tests/test_ownership.py fails on a service importing another owner's table. Everything is
+also re-exported here for migrations, tests and tools.
+"""
+
+from sqlalchemy import MetaData
 
 from polar_db.models.base import (
     NAMING_CONVENTION,
+    ORGANIZATION,
+    OWNERS,
+    REPOSITORY,
+    REWARD,
     Base,
     IssueState,
     OrganizationStatus,
     Platform,
     RewardState,
+    role_of,
 )
-from polar_db.models.issue import Issue, PullRequest
 from polar_db.models.messaging import OutboxEvent, ProcessedMessage
-from polar_db.models.organization import Organization
-from polar_db.models.repository import Repository
+from polar_db.models.organization import OAuthAccount, Organization, User, UserOrganization
+from polar_db.models.repository import (
+    Issue,
+    KnownOrganization,
+    KnownUser,
+    PullRequest,
+    Repository,
+    SyncJob,
+    SyncStatus,
+)
 from polar_db.models.reward import Reward
-from polar_db.models.sync_job import SyncJob, SyncStatus
-from polar_db.models.user import OAuthAccount, User, UserOrganization
+
+
+def metadata_of(owner: str) -> MetaData:
+    """The tables of `owner` as they exist in its schema: its own tables, plus its copies of
+    the tables every service keeps (outbox, processed marks: no schema in the models, each
+    service's `search_path` finds its own)."""
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    for table in Base.metadata.tables.values():
+        if table.schema == owner:
+            table.to_metadata(metadata)
+        elif table.schema is None:
+            table.to_metadata(metadata, schema=owner)
+    return metadata
+
 
 __all__ = [
     "NAMING_CONVENTION",
+    "ORGANIZATION",
+    "OWNERS",
+    "REPOSITORY",
+    "REWARD",
     "Base",
     "Issue",
     "IssueState",
+    "KnownOrganization",
+    "KnownUser",
     "OAuthAccount",
     "Organization",
     "OrganizationStatus",
@@ -35,4 +73,6 @@ __all__ = [
     "SyncStatus",
     "User",
     "UserOrganization",
+    "metadata_of",
+    "role_of",
 ]

@@ -15,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 # Deterministic constraint names: autogenerate can then match, drop and rename
 # constraints across revisions instead of seeing anonymous, server-named ones.
 NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_N_label)s",
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
@@ -23,6 +23,24 @@ NAMING_CONVENTION = {
 }
 
 bigint = Annotated[int, "bigint"]
+
+# The services that own tables, each in the PostgreSQL schema of its name (decision 0021),
+# in the order their migration histories run. A service's role is `polar_<schema>`.
+ORGANIZATION = "organization"
+REPOSITORY = "repository"
+REWARD = "reward"
+OWNERS = (ORGANIZATION, REPOSITORY, REWARD)
+
+
+def role_of(owner: str) -> str:
+    """The database role a service acts as: it may use its own schema and nothing else."""
+    return f"polar_{owner}"
+
+
+def in_schema(schema: str, *args: Any) -> tuple[Any, ...]:
+    """`__table_args__` of a table owned by `schema`: its constraints and indexes, then the
+    schema (SQLAlchemy takes keyword options as the tuple's last element)."""
+    return (*args, {"schema": schema})
 
 
 class Base(DeclarativeBase):

@@ -1,9 +1,14 @@
-"""Transactional outbox and consumer idempotency records (see polar_kit.outbox/consumer)."""
+"""Transactional outbox and consumer idempotency records (see polar_kit.outbox/consumer).
+
+No schema here: every service has its own copy of both tables in its own schema, found
+through the connection's search_path (decision 0021), so a relay sees only its service's
+events and a consumer only its own marks."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Identity, Index, LargeBinary
@@ -38,6 +43,8 @@ class OutboxEvent(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)  # serialized protobuf
     created_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())
     published_at: Mapped[datetime | None]
+    # Extra NATS headers the relay sends with the event (e.g. traceparent, X-Request-ID).
+    headers: Mapped[dict[str, Any] | None]
 
 
 class ProcessedMessage(Base):

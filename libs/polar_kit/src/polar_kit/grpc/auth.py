@@ -45,8 +45,13 @@ CLOCK_SKEW_SECONDS = 30
 GATEWAY = "gateway"
 ORGANIZATION = "organization"
 REPOSITORY = "repository"
+REWARD = "reward"
 OPERATOR = "operator"
-CALLERS = frozenset({GATEWAY, ORGANIZATION, REPOSITORY, OPERATOR})
+CALLERS = frozenset({GATEWAY, ORGANIZATION, REPOSITORY, REWARD, OPERATOR})
+# Any other domain service is an identity too, by its name (`make new-service`, decision
+# 0026): the name is inside the MAC, so only a holder of the secret (or of that name's key)
+# can use it, and a server knows the names its allow-lists mention.
+IDENTITY = re.compile(r"[a-z]{2,20}")
 
 # Public (here and in polar_kit.secrets.PUBLISHED_SECRETS): only POLAR_DEV_MODE accepts it.
 DEV_INTERNAL_SECRET = "dev-only-internal-secret"
@@ -73,8 +78,8 @@ class CallerCredentials:
     """A caller's name and key; makes the token of each call."""
 
     def __init__(self, caller: str, key: str) -> None:
-        if caller not in CALLERS:
-            raise ValueError(f"unknown caller {caller!r}; one of {sorted(CALLERS)}")
+        if not IDENTITY.fullmatch(caller):
+            raise ValueError(f"a caller is 2-20 lower-case letters, not {caller!r}")
         self.caller = caller
         self._key = key
 
@@ -131,7 +136,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self, secret: str, allow: Mapping[str, AllowList], clock: Callable[[], float] = time.time
     ) -> None:
-        self._keys = {caller: caller_key(secret, caller) for caller in CALLERS}
+        # The known identities and every one an allow-list names (a service's own callers).
+        named = {caller for callers in allow.values() for caller in callers}
+        self._keys = {caller: caller_key(secret, caller) for caller in CALLERS | named}
         self._allow = allow
         self._clock = clock
 
@@ -242,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m polar_kit.grpc.auth", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     key = sub.add_parser("key", help="print a caller's key")
-    key.add_argument("caller", choices=sorted(CALLERS))
+    key.add_argument("caller", help=f"e.g. {', '.join(sorted(CALLERS))}, or a service's name")
     args = parser.parse_args(argv)
+    if not IDENTITY.fullmatch(args.caller):
+        parser.error(f"a caller is 2-20 lower-case letters, not {args.caller!r}")
     settings = ServiceSettings()
     secret = settings.internal_secret.get_secret_value()
     if not secret:

@@ -1,4 +1,5 @@
-"""Repositories, their issues and pull requests, and rewards on issues.
+"""Repositories, their issues and pull requests (the repository service), and rewards on
+issues (the reward service).
 
 Every route resolves the repository and requires the caller to be a member of its
 organization (unknown, or not the caller's: the same 404), then asks the repository service.
@@ -12,13 +13,16 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import grpc
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
 from polar.common.v1 import common_pb2
 from polar.repository.v1 import repository_pb2
 from polar.repository.v1 import repository_service_pb2 as repo_pb
+from polar.reward.v1 import reward_pb2
+from polar.reward.v1 import reward_service_pb2 as reward_pb
 
-from .. import mappers, mappers_v1, schemas, schemas_v1
+from .. import errors, mappers, mappers_v1, schemas, schemas_v1
 from ..auth import CurrentSession, GatewayDep
 from ..schemas import IssueState, Platform
 from ..state import Gateway
@@ -188,7 +192,7 @@ async def _create_reward(
     issue_id: str,
     amount: common_pb2.Money,
     idempotency_key: str | None = None,
-) -> repository_pb2.Reward:
+) -> reward_pb2.Reward:
     clients = gateway.clients
     issue = await clients.call(clients.repo.GetIssue, repo_pb.GetIssueRequest(id=issue_id))
     await gateway.memberships.require(user_id, issue.issue.organization_id)
@@ -198,15 +202,15 @@ async def _create_reward(
         request_id = uuid.uuid4()
     else:
         request_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{user_id}\n{idempotency_key}")
-    response = await clients.call(
-        clients.repo.CreateReward,
-        repo_pb.CreateRewardRequest(
-            issue_id=issue_id,
-            amount=amount,
-            backer_user_id=user_id,
-            request_id=str(request_id),
-        ),
+    request = reward_pb.CreateRewardRequest(
+        reward=reward_pb2.Reward(issue_id=issue_id, amount=amount, backer_user_id=user_id),
+        request_id=str(request_id),
     )
+    try:
+        response = await clients.call(clients.reward.CreateReward, request)
+    except grpc.aio.AioRpcError as exc:
+        # The HTTP body is the reward: its fields are named as the body names them.
+        raise errors.body_fields(exc, "reward") from None
     return response.reward
 
 
@@ -233,10 +237,12 @@ async def list_rewards(
 
 async def _rewards(
     gateway: Gateway, repository_id: str, limit: int, token: str
-) -> repo_pb.ListRewardsResponse:
+) -> reward_pb.ListRewardsResponse:
     return await gateway.clients.call(
-        gateway.clients.repo.ListRewards,
-        repo_pb.ListRewardsRequest(repository_id=repository_id, page_size=limit, page_token=token),
+        gateway.clients.reward.ListRewards,
+        reward_pb.ListRewardsRequest(
+            repository_id=repository_id, page_size=limit, page_token=token
+        ),
     )
 
 

@@ -26,7 +26,7 @@ from polar.options.v1 import event_options_pb2 as polar_dot_options_dot_v1_dot_e
 from polar.organization.v1 import organization_pb2 as polar_dot_organization_dot_v1_dot_organization__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"polar/organization/v1/events.proto\x12\x15polar.organization.v1\x1a$polar/options/v1/event_options.proto\x1a(polar/organization/v1/organization.proto\"\xaf\x01\n\x13OrganizationCreated\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization:]\x82\xb5\x18Y\n\x1dpolar.organization.v1.created\x12\x0cPOLAR_EVENTS\x1a*an installation created a new organization\"\xaf\x01\n\x13OrganizationUpdated\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization:]\x82\xb5\x18Y\n\x1dpolar.organization.v1.updated\x12\x0cPOLAR_EVENTS\x1a*an installation or its permissions changed\"\xb0\x01\n\x15OrganizationSuspended\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization:\\\x82\xb5\x18X\n\x1fpolar.organization.v1.suspended\x12\x0cPOLAR_EVENTS\x1a\'installation suspended (webhook or RPC)\"\xa5\x01\n\x17OrganizationUnsuspended\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization:O\x82\xb5\x18K\n!polar.organization.v1.unsuspended\x12\x0cPOLAR_EVENTS\x1a\x18installation unsuspended\"\xc8\x01\n\x13OrganizationDeleted\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\x03\x12\x17\n\x0finstallation_id\x18\x03 \x01(\x03\x12\x0c\n\x04name\x18\x04 \x01(\t:\\\x82\xb5\x18X\n\x1dpolar.organization.v1.deleted\x12\x0cPOLAR_EVENTS\x1a)installation deleted / DeleteOrganization\"\x93\x01\n\x0bMemberAdded\x12-\n\x06member\x18\x01 \x01(\x0b\x32\x1d.polar.organization.v1.Member:U\x82\xb5\x18Q\n\"polar.organization.v1.member_added\x12\x0cPOLAR_EVENTS\x1a\x1d\x61 user joined an organization\"\xa2\x01\n\rMemberRemoved\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t:g\x82\xb5\x18\x63\n$polar.organization.v1.member_removed\x12\x0cPOLAR_EVENTS\x1a-a user left (or the organization was deleted)\"\x86\x01\n\x0bUserCreated\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.polar.organization.v1.User:L\x82\xb5\x18H\n\"polar.organization.v1.user_created\x12\x0cPOLAR_EVENTS\x1a\x14\x66irst GitHub sign-in\"\x97\x01\n\x0bUserUpdated\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.polar.organization.v1.User:]\x82\xb5\x18Y\n\"polar.organization.v1.user_updated\x12\x0cPOLAR_EVENTS\x1a%a later sign-in refreshed the profileb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"polar/organization/v1/events.proto\x12\x15polar.organization.v1\x1a$polar/options/v1/event_options.proto\x1a(polar/organization/v1/organization.proto\"\xaf\x01\n\x13OrganizationCreated\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization:]\x82\xb5\x18Y\n\x1dpolar.organization.v1.created\x12\x0cPOLAR_EVENTS\x1a*an installation created a new organization\"\xaf\x01\n\x13OrganizationUpdated\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization:]\x82\xb5\x18Y\n\x1dpolar.organization.v1.updated\x12\x0cPOLAR_EVENTS\x1a*an installation or its permissions changed\"\xb0\x01\n\x15OrganizationSuspended\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization:\\\x82\xb5\x18X\n\x1fpolar.organization.v1.suspended\x12\x0cPOLAR_EVENTS\x1a\'installation suspended (webhook or RPC)\"\xa5\x01\n\x17OrganizationUnsuspended\x12\x39\n\x0corganization\x18\x01 \x01(\x0b\x32#.polar.organization.v1.Organization:O\x82\xb5\x18K\n!polar.organization.v1.unsuspended\x12\x0cPOLAR_EVENTS\x1a\x18installation unsuspended\"\xd9\x01\n\x13OrganizationDeleted\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\x03\x12\x17\n\x0finstallation_id\x18\x03 \x01(\x03\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03:\\\x82\xb5\x18X\n\x1dpolar.organization.v1.deleted\x12\x0cPOLAR_EVENTS\x1a)installation deleted / DeleteOrganization\"\x93\x01\n\x0bMemberAdded\x12-\n\x06member\x18\x01 \x01(\x0b\x32\x1d.polar.organization.v1.Member:U\x82\xb5\x18Q\n\"polar.organization.v1.member_added\x12\x0cPOLAR_EVENTS\x1a\x1d\x61 user joined an organization\"\xa2\x01\n\rMemberRemoved\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t:g\x82\xb5\x18\x63\n$polar.organization.v1.member_removed\x12\x0cPOLAR_EVENTS\x1a-a user left (or the organization was deleted)\"\x86\x01\n\x0bUserCreated\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.polar.organization.v1.User:L\x82\xb5\x18H\n\"polar.organization.v1.user_created\x12\x0cPOLAR_EVENTS\x1a\x14\x66irst GitHub sign-in\"\x97\x01\n\x0bUserUpdated\x12)\n\x04user\x18\x01 \x01(\x0b\x32\x1b.polar.organization.v1.User:]\x82\xb5\x18Y\n\"polar.organization.v1.user_updated\x12\x0cPOLAR_EVENTS\x1a%a later sign-in refreshed the profileb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,13 +60,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORGANIZATIONUNSUSPENDED']._serialized_start=677
   _globals['_ORGANIZATIONUNSUSPENDED']._serialized_end=842
   _globals['_ORGANIZATIONDELETED']._serialized_start=845
-  _globals['_ORGANIZATIONDELETED']._serialized_end=1045
-  _globals['_MEMBERADDED']._serialized_start=1048
-  _globals['_MEMBERADDED']._serialized_end=1195
-  _globals['_MEMBERREMOVED']._serialized_start=1198
-  _globals['_MEMBERREMOVED']._serialized_end=1360
-  _globals['_USERCREATED']._serialized_start=1363
-  _globals['_USERCREATED']._serialized_end=1497
-  _globals['_USERUPDATED']._serialized_start=1500
-  _globals['_USERUPDATED']._serialized_end=1651
+  _globals['_ORGANIZATIONDELETED']._serialized_end=1062
+  _globals['_MEMBERADDED']._serialized_start=1065
+  _globals['_MEMBERADDED']._serialized_end=1212
+  _globals['_MEMBERREMOVED']._serialized_start=1215
+  _globals['_MEMBERREMOVED']._serialized_end=1377
+  _globals['_USERCREATED']._serialized_start=1380
+  _globals['_USERCREATED']._serialized_end=1514
+  _globals['_USERUPDATED']._serialized_start=1517
+  _globals['_USERUPDATED']._serialized_end=1668
 # @@protoc_insertion_point(module_scope)

@@ -114,10 +114,13 @@ class OrganizationDeleted(_message.Message):
     EXTERNAL_ID_FIELD_NUMBER: _builtins.int
     INSTALLATION_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     external_id: _builtins.int
     installation_id: _builtins.int
     name: _builtins.str
+    version: _builtins.int
+    """The organization's version after its deletion (see Organization.version)."""
     def __init__(
         self,
         *,
@@ -125,10 +128,11 @@ class OrganizationDeleted(_message.Message):
         external_id: _builtins.int = ...,
         installation_id: _builtins.int = ...,
         name: _builtins.str = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["external_id", b"external_id", "installation_id", b"installation_id", "name", b"name", "organization_id", b"organization_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["external_id", b"external_id", "installation_id", b"installation_id", "name", b"name", "organization_id", b"organization_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

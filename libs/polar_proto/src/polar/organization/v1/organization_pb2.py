@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from polar.common.v1 import common_pb2 as polar_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(polar/organization/v1/organization.proto\x12\x15polar.organization.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cpolar/common/v1/common.proto\"\x83\x05\n\x0cOrganization\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x31\n\x08platform\x18\x02 \x01(\x0e\x32\x19.polar.common.v1.PlatformB\x04\xe2\x41\x01\x05\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x19\n\x0b\x65xternal_id\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x05\x12\x12\n\navatar_url\x18\x05 \x01(\t\x12\x13\n\x0bis_personal\x18\x06 \x01(\x08\x12\x17\n\x0finstallation_id\x18\x07 \x01(\x03\x12?\n\x06status\x18\x08 \x01(\x0e\x32).polar.organization.v1.OrganizationStatusB\x04\xe2\x41\x01\x03\x12;\n\x17installation_created_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x17installation_updated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x19installation_suspended_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x19installation_suspended_by\x18\x0c \x01(\t\x12\x39\n\x18installation_permissions\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x34\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bmodified_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x98\x02\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x10\n\x08username\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x16\n\x0e\x65mail_verified\x18\x04 \x01(\x08\x12\x12\n\navatar_url\x18\x05 \x01(\t\x12\x34\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bmodified_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cis_superuser\x18\x08 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12(\n\x07profile\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\"\x8c\x01\n\x06Member\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x05\x12\x1d\n\x0forganization_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x16\n\x08username\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*\x9e\x01\n\x12OrganizationStatus\x12#\n\x1fORGANIZATION_STATUS_UNSPECIFIED\x10\x00\x12 \n\x1cORGANIZATION_STATUS_INACTIVE\x10\x01\x12\x1e\n\x1aORGANIZATION_STATUS_ACTIVE\x10\x02\x12!\n\x1dORGANIZATION_STATUS_SUSPENDED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(polar/organization/v1/organization.proto\x12\x15polar.organization.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cpolar/common/v1/common.proto\"\x9a\x05\n\x0cOrganization\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x31\n\x08platform\x18\x02 \x01(\x0e\x32\x19.polar.common.v1.PlatformB\x04\xe2\x41\x01\x05\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x19\n\x0b\x65xternal_id\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x05\x12\x12\n\navatar_url\x18\x05 \x01(\t\x12\x13\n\x0bis_personal\x18\x06 \x01(\x08\x12\x17\n\x0finstallation_id\x18\x07 \x01(\x03\x12?\n\x06status\x18\x08 \x01(\x0e\x32).polar.organization.v1.OrganizationStatusB\x04\xe2\x41\x01\x03\x12;\n\x17installation_created_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x17installation_updated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x19installation_suspended_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x19installation_suspended_by\x18\x0c \x01(\t\x12\x39\n\x18installation_permissions\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x34\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bmodified_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07version\x18\x10 \x01(\x03\x42\x04\xe2\x41\x01\x03\"\x98\x02\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x10\n\x08username\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x16\n\x0e\x65mail_verified\x18\x04 \x01(\x08\x12\x12\n\navatar_url\x18\x05 \x01(\t\x12\x34\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bmodified_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cis_superuser\x18\x08 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12(\n\x07profile\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\"\x8c\x01\n\x06Member\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x05\x12\x1d\n\x0forganization_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x16\n\x08username\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*\x9e\x01\n\x12OrganizationStatus\x12#\n\x1fORGANIZATION_STATUS_UNSPECIFIED\x10\x00\x12 \n\x1cORGANIZATION_STATUS_INACTIVE\x10\x01\x12\x1e\n\x1aORGANIZATION_STATUS_ACTIVE\x10\x02\x12!\n\x1dORGANIZATION_STATUS_SUSPENDED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,6 +47,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORGANIZATION'].fields_by_name['created_at']._serialized_options = b'\342A\001\003'
   _globals['_ORGANIZATION'].fields_by_name['modified_at']._loaded_options = None
   _globals['_ORGANIZATION'].fields_by_name['modified_at']._serialized_options = b'\342A\001\003'
+  _globals['_ORGANIZATION'].fields_by_name['version']._loaded_options = None
+  _globals['_ORGANIZATION'].fields_by_name['version']._serialized_options = b'\342A\001\003'
   _globals['_USER'].fields_by_name['id']._loaded_options = None
   _globals['_USER'].fields_by_name['id']._serialized_options = b'\342A\001\003'
   _globals['_USER'].fields_by_name['created_at']._loaded_options = None
@@ -63,12 +65,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMBER'].fields_by_name['username']._serialized_options = b'\342A\001\003'
   _globals['_MEMBER'].fields_by_name['created_at']._loaded_options = None
   _globals['_MEMBER'].fields_by_name['created_at']._serialized_options = b'\342A\001\003'
-  _globals['_ORGANIZATIONSTATUS']._serialized_start=1266
-  _globals['_ORGANIZATIONSTATUS']._serialized_end=1424
+  _globals['_ORGANIZATIONSTATUS']._serialized_start=1289
+  _globals['_ORGANIZATIONSTATUS']._serialized_end=1447
   _globals['_ORGANIZATION']._serialized_start=194
-  _globals['_ORGANIZATION']._serialized_end=837
-  _globals['_USER']._serialized_start=840
-  _globals['_USER']._serialized_end=1120
-  _globals['_MEMBER']._serialized_start=1123
-  _globals['_MEMBER']._serialized_end=1263
+  _globals['_ORGANIZATION']._serialized_end=860
+  _globals['_USER']._serialized_start=863
+  _globals['_USER']._serialized_end=1143
+  _globals['_MEMBER']._serialized_start=1146
+  _globals['_MEMBER']._serialized_end=1286
 # @@protoc_insertion_point(module_scope)

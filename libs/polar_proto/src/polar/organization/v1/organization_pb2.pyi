@@ -61,6 +61,7 @@ class Organization(_message.Message):
     INSTALLATION_PERMISSIONS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     MODIFIED_AT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     platform: _common_pb2.Platform.ValueType
     name: _builtins.str
@@ -72,6 +73,10 @@ class Organization(_message.Message):
     status: Global___OrganizationStatus.ValueType
     installation_suspended_by: _builtins.str
     """GitHub login of whoever suspended the installation, empty when not suspended."""
+    version: _builtins.int
+    """+1 with every change published about the organization: a consumer keeping a copy
+    ignores an event whose version it has, and sees a gap when one is skipped.
+    """
     @_builtins.property
     def installation_created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -102,10 +107,11 @@ class Organization(_message.Message):
         installation_permissions: _struct_pb2.Struct | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         modified_at: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "installation_created_at", b"installation_created_at", "installation_permissions", b"installation_permissions", "installation_suspended_at", b"installation_suspended_at", "installation_updated_at", b"installation_updated_at", "modified_at", b"modified_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["avatar_url", b"avatar_url", "created_at", b"created_at", "external_id", b"external_id", "id", b"id", "installation_created_at", b"installation_created_at", "installation_id", b"installation_id", "installation_permissions", b"installation_permissions", "installation_suspended_at", b"installation_suspended_at", "installation_suspended_by", b"installation_suspended_by", "installation_updated_at", b"installation_updated_at", "is_personal", b"is_personal", "modified_at", b"modified_at", "name", b"name", "platform", b"platform", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avatar_url", b"avatar_url", "created_at", b"created_at", "external_id", b"external_id", "id", b"id", "installation_created_at", b"installation_created_at", "installation_id", b"installation_id", "installation_permissions", b"installation_permissions", "installation_suspended_at", b"installation_suspended_at", "installation_suspended_by", b"installation_suspended_by", "installation_updated_at", b"installation_updated_at", "is_personal", b"is_personal", "modified_at", b"modified_at", "name", b"name", "platform", b"platform", "status", b"status", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -19,6 +19,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
@@ -359,8 +364,13 @@ class RepositorySyncFailed(_message.Message):
 
 Global___RepositorySyncFailed: _TypeAlias = RepositorySyncFailed  # noqa: Y015
 
+@_deprecated("""This message has been marked as deprecated using proto message options.""")
 @_typing.final
 class RewardCreated(_message.Message):
+    """Deprecated: no longer published; rewards moved to the reward service, which publishes
+    polar.reward.v1.RewardCreated (decision 0027).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REWARD_FIELD_NUMBER: _builtins.int

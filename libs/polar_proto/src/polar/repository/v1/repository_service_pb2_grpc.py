@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class RepositoryServiceStub:
-    """Repositories, issues, pull requests and rewards, and their sync from GitHub.
+    """Repositories, issues and pull requests, and their sync from GitHub.
     Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
     """
 
@@ -104,7 +104,7 @@ class RepositoryServiceStub:
 
 
 class RepositoryServiceServicer:
-    """Repositories, issues, pull requests and rewards, and their sync from GitHub.
+    """Repositories, issues and pull requests, and their sync from GitHub.
     Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
     """
 
@@ -179,13 +179,16 @@ class RepositoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateReward(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Deprecated: rewards moved to polar.reward.v1.RewardService (decision 0027); this
+        service answers UNIMPLEMENTED.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListRewards(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Deprecated: see CreateReward.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -267,7 +270,7 @@ def add_RepositoryServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RepositoryService:
-    """Repositories, issues, pull requests and rewards, and their sync from GitHub.
+    """Repositories, issues and pull requests, and their sync from GitHub.
     Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
     """
 

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from grpc import aio as _aio
 from polar.repository.v1 import repository_service_pb2 as _repository_service_pb2
 import abc as _abc_1
+import builtins as _builtins
 import grpc as _grpc
 import sys
 import typing as _typing
@@ -15,6 +16,11 @@ if sys.version_info >= (3, 11):
     from typing import Self as _Self
 else:
     from typing_extensions import Self as _Self
+
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
 
 _T = _typing.TypeVar("_T")
 
@@ -27,7 +33,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RepositoryServiceStub:
-    """Repositories, issues, pull requests and rewards, and their sync from GitHub.
+    """Repositories, issues and pull requests, and their sync from GitHub.
     Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
     """
 
@@ -51,12 +57,20 @@ class RepositoryServiceStub:
     ListIssues: _grpc.UnaryUnaryMultiCallable[_repository_service_pb2.ListIssuesRequest, _repository_service_pb2.ListIssuesResponse]
     GetPullRequest: _grpc.UnaryUnaryMultiCallable[_repository_service_pb2.GetPullRequestRequest, _repository_service_pb2.GetPullRequestResponse]
     ListPullRequests: _grpc.UnaryUnaryMultiCallable[_repository_service_pb2.ListPullRequestsRequest, _repository_service_pb2.ListPullRequestsResponse]
-    CreateReward: _grpc.UnaryUnaryMultiCallable[_repository_service_pb2.CreateRewardRequest, _repository_service_pb2.CreateRewardResponse]
-    ListRewards: _grpc.UnaryUnaryMultiCallable[_repository_service_pb2.ListRewardsRequest, _repository_service_pb2.ListRewardsResponse]
+    @_builtins.property
+    @_deprecated("""This method has been marked as deprecated using proto method options.""")
+    def CreateReward(self) -> _grpc.UnaryUnaryMultiCallable[_repository_service_pb2.CreateRewardRequest, _repository_service_pb2.CreateRewardResponse]:
+        """Deprecated: rewards moved to polar.reward.v1.RewardService (decision 0027); this
+        service answers UNIMPLEMENTED.
+        """
+    @_builtins.property
+    @_deprecated("""This method has been marked as deprecated using proto method options.""")
+    def ListRewards(self) -> _grpc.UnaryUnaryMultiCallable[_repository_service_pb2.ListRewardsRequest, _repository_service_pb2.ListRewardsResponse]:
+        """Deprecated: see CreateReward."""
 
 @_typing.type_check_only
 class RepositoryServiceAsyncStub(RepositoryServiceStub):
-    """Repositories, issues, pull requests and rewards, and their sync from GitHub.
+    """Repositories, issues and pull requests, and their sync from GitHub.
     Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
     """
 
@@ -77,11 +91,19 @@ class RepositoryServiceAsyncStub(RepositoryServiceStub):
     ListIssues: _aio.UnaryUnaryMultiCallable[_repository_service_pb2.ListIssuesRequest, _repository_service_pb2.ListIssuesResponse]  # type: ignore[assignment]
     GetPullRequest: _aio.UnaryUnaryMultiCallable[_repository_service_pb2.GetPullRequestRequest, _repository_service_pb2.GetPullRequestResponse]  # type: ignore[assignment]
     ListPullRequests: _aio.UnaryUnaryMultiCallable[_repository_service_pb2.ListPullRequestsRequest, _repository_service_pb2.ListPullRequestsResponse]  # type: ignore[assignment]
-    CreateReward: _aio.UnaryUnaryMultiCallable[_repository_service_pb2.CreateRewardRequest, _repository_service_pb2.CreateRewardResponse]  # type: ignore[assignment]
-    ListRewards: _aio.UnaryUnaryMultiCallable[_repository_service_pb2.ListRewardsRequest, _repository_service_pb2.ListRewardsResponse]  # type: ignore[assignment]
+    @_builtins.property
+    @_deprecated("""This method has been marked as deprecated using proto method options.""")
+    def CreateReward(self) -> _aio.UnaryUnaryMultiCallable[_repository_service_pb2.CreateRewardRequest, _repository_service_pb2.CreateRewardResponse]:  # type: ignore[override]
+        """Deprecated: rewards moved to polar.reward.v1.RewardService (decision 0027); this
+        service answers UNIMPLEMENTED.
+        """
+    @_builtins.property
+    @_deprecated("""This method has been marked as deprecated using proto method options.""")
+    def ListRewards(self) -> _aio.UnaryUnaryMultiCallable[_repository_service_pb2.ListRewardsRequest, _repository_service_pb2.ListRewardsResponse]:  # type: ignore[override]
+        """Deprecated: see CreateReward."""
 
 class RepositoryServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Repositories, issues, pull requests and rewards, and their sync from GitHub.
+    """Repositories, issues and pull requests, and their sync from GitHub.
     Methods marked NO_SIDE_EFFECTS only read: the server runs them without a transaction.
     """
 
@@ -167,18 +189,24 @@ class RepositoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_repository_service_pb2.ListPullRequestsResponse, _abc.Awaitable[_repository_service_pb2.ListPullRequestsResponse]]: ...
 
+    @_deprecated("""Deprecated: rewards moved to polar.reward.v1.RewardService (decision 0027); this\nservice answers UNIMPLEMENTED.""")
     @_abc_1.abstractmethod
     def CreateReward(
         self,
         request: _repository_service_pb2.CreateRewardRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_repository_service_pb2.CreateRewardResponse, _abc.Awaitable[_repository_service_pb2.CreateRewardResponse]]: ...
+    ) -> _typing.Union[_repository_service_pb2.CreateRewardResponse, _abc.Awaitable[_repository_service_pb2.CreateRewardResponse]]:
+        """Deprecated: rewards moved to polar.reward.v1.RewardService (decision 0027); this
+        service answers UNIMPLEMENTED.
+        """
 
+    @_deprecated("""Deprecated: see CreateReward.""")
     @_abc_1.abstractmethod
     def ListRewards(
         self,
         request: _repository_service_pb2.ListRewardsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_repository_service_pb2.ListRewardsResponse, _abc.Awaitable[_repository_service_pb2.ListRewardsResponse]]: ...
+    ) -> _typing.Union[_repository_service_pb2.ListRewardsResponse, _abc.Awaitable[_repository_service_pb2.ListRewardsResponse]]:
+        """Deprecated: see CreateReward."""
 
 def add_RepositoryServiceServicer_to_server(servicer: RepositoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

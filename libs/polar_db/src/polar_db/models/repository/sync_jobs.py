@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy import ForeignKey, Index
 from sqlalchemy.orm import Mapped, mapped_column
 
-from polar_db.models.base import Base, TimestampMixin, str_enum
+from polar_db.models.base import REPOSITORY, Base, TimestampMixin, in_schema, str_enum
 
 
 class SyncStatus(enum.StrEnum):
@@ -25,13 +25,14 @@ class SyncStatus(enum.StrEnum):
 
 class SyncJob(TimestampMixin, Base):
     __tablename__ = "sync_jobs"
-    __table_args__ = (
+    __table_args__ = in_schema(
+        REPOSITORY,
         # The runners' poll: due jobs, oldest first.
         Index("ix_sync_jobs_due_run_at", "run_at", postgresql_where=sa.text("run_at IS NOT NULL")),
     )
 
     repository_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+        ForeignKey("repository.repositories.id", ondelete="CASCADE"), primary_key=True
     )
     job_id: Mapped[uuid.UUID]  # a new one per requested sync: the sync's log context
     status: Mapped[SyncStatus] = mapped_column(str_enum(SyncStatus))

@@ -9,11 +9,21 @@ import sqlalchemy as sa
 from sqlalchemy import ForeignKey, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from polar_db.models.base import Base, IdMixin, Platform, SoftDeleteMixin, TimestampMixin, str_enum
+from polar_db.models.base import (
+    ORGANIZATION,
+    Base,
+    IdMixin,
+    Platform,
+    SoftDeleteMixin,
+    TimestampMixin,
+    in_schema,
+    str_enum,
+)
 
 
 class User(IdMixin, TimestampMixin, SoftDeleteMixin, Base):
     __tablename__ = "users"
+    __table_args__ = in_schema(ORGANIZATION)
 
     username: Mapped[str] = mapped_column(unique=True)
     email: Mapped[str | None] = mapped_column(unique=True)
@@ -26,7 +36,7 @@ class User(IdMixin, TimestampMixin, SoftDeleteMixin, Base):
 
 class OAuthAccount(IdMixin, TimestampMixin, Base):
     __tablename__ = "oauth_accounts"
-    __table_args__ = (UniqueConstraint("platform", "account_id"),)
+    __table_args__ = in_schema(ORGANIZATION, UniqueConstraint("platform", "account_id"))
 
     platform: Mapped[Platform] = mapped_column(str_enum(Platform))
     access_token: Mapped[str]
@@ -35,17 +45,20 @@ class OAuthAccount(IdMixin, TimestampMixin, Base):
     account_id: Mapped[str]
     account_email: Mapped[str]
     user_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), index=True
+        ForeignKey("organization.users.id", ondelete="CASCADE"), index=True
     )
 
 
 class UserOrganization(TimestampMixin, Base):
     __tablename__ = "user_organizations"
+    __table_args__ = in_schema(ORGANIZATION)
 
     user_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+        ForeignKey("organization.users.id", ondelete="CASCADE"), primary_key=True
     )
     # The PK (user_id, organization_id) serves lookups by user; this index serves "members of".
     organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True, index=True
+        ForeignKey("organization.organizations.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
     )

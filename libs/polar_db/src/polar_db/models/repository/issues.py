@@ -11,6 +11,7 @@ from sqlalchemy import ForeignKey, Index, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from polar_db.models.base import (
+    REPOSITORY,
     Base,
     IdMixin,
     IssueState,
@@ -18,12 +19,14 @@ from polar_db.models.base import (
     SoftDeleteMixin,
     TimestampMixin,
     bigint,
+    in_schema,
     str_enum,
 )
 
 
 def _table_args(table: str) -> tuple[Any, ...]:
-    return (
+    return in_schema(
+        REPOSITORY,
         # Also serves lookups and cascades by organization_id (leading column).
         UniqueConstraint("organization_id", "repository_id", "number"),
         # List by repository, newest number first (keyset on number), and the
@@ -43,11 +46,10 @@ def _table_args(table: str) -> tuple[Any, ...]:
 class IssueFields(IdMixin, TimestampMixin, SoftDeleteMixin):
     platform: Mapped[Platform] = mapped_column(str_enum(Platform))
     external_id: Mapped[bigint] = mapped_column(unique=True)
-    organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE")
-    )
+    # The organization service's id; no foreign key: that table is not ours (decision 0021).
+    organization_id: Mapped[uuid.UUID]
     repository_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("repositories.id", ondelete="CASCADE")
+        ForeignKey("repository.repositories.id", ondelete="CASCADE")
     )
     number: Mapped[int]
     title: Mapped[str]

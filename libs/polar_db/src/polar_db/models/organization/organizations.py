@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from polar_db.models.base import (
+    ORGANIZATION,
     Base,
     IdMixin,
     OrganizationStatus,
@@ -15,6 +17,7 @@ from polar_db.models.base import (
     SoftDeleteMixin,
     TimestampMixin,
     bigint,
+    in_schema,
     str_enum,
 )
 
@@ -24,6 +27,7 @@ class Organization(IdMixin, TimestampMixin, SoftDeleteMixin, Base):
     redelivered installation.created for the same installation id cannot resurrect it."""
 
     __tablename__ = "organizations"
+    __table_args__ = in_schema(ORGANIZATION)
 
     platform: Mapped[Platform] = mapped_column(str_enum(Platform))
     name: Mapped[str] = mapped_column(unique=True)
@@ -42,3 +46,6 @@ class Organization(IdMixin, TimestampMixin, SoftDeleteMixin, Base):
         str_enum(OrganizationStatus), default=OrganizationStatus.inactive
     )
     onboarded_at: Mapped[datetime | None]
+    # +1 with every event about the organization (its events carry it): a consumer keeping
+    # a copy ignores an older or repeated one and sees a gap when one is missing.
+    version: Mapped[bigint] = mapped_column(default=1, server_default=sa.text("1"))

@@ -7,23 +7,26 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import ForeignKey, Index
+from sqlalchemy import Index
 from sqlalchemy.orm import Mapped, mapped_column
 
 from polar_db.models.base import (
+    REPOSITORY,
     Base,
     IdMixin,
     Platform,
     SoftDeleteMixin,
     TimestampMixin,
     bigint,
+    in_schema,
     str_enum,
 )
 
 
 class Repository(IdMixin, TimestampMixin, SoftDeleteMixin, Base):
     __tablename__ = "repositories"
-    __table_args__ = (
+    __table_args__ = in_schema(
+        REPOSITORY,
         # A name is unique among the live repositories of an organization only: a deleted
         # repository's tombstone must not block a new one of the same name (GitHub allows
         # deleting a repository and creating another with its name). Also serves lookups
@@ -39,10 +42,9 @@ class Repository(IdMixin, TimestampMixin, SoftDeleteMixin, Base):
 
     platform: Mapped[Platform] = mapped_column(str_enum(Platform))
     external_id: Mapped[bigint] = mapped_column(unique=True)
-    # Indexed over every row (tombstones too) for the ON DELETE CASCADE from organizations.
-    organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
-    )
+    # The organization service's id (no foreign key: not our table, decision 0021); indexed
+    # over every row, tombstones too, for the organization's deletion.
+    organization_id: Mapped[uuid.UUID] = mapped_column(index=True)
     name: Mapped[str]
     description: Mapped[str | None]
     open_issues: Mapped[int | None]
