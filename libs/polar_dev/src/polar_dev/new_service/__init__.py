@@ -205,7 +205,7 @@ EDITS: tuple[Edit, ...] = (
     Insert(
         "deploy/observability/prometheus/prometheus.yml",
         r"^  - job_name: polar-gateway\n",
-        "  - job_name: polar-$domain\n    static_configs:\n      - targets: [\"$domain:9090\"]\n",
+        '  - job_name: polar-$domain\n    static_configs:\n      - targets: ["$domain:9090"]\n',
         before=True,
     ),
     # Kubernetes: its manifests and its ConfigMap.
