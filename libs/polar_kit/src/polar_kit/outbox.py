@@ -34,6 +34,7 @@ from polar_kit.metrics import OUTBOX_ERRORS, OUTBOX_PUBLISHED
 from polar_kit.nats import publish, subject_for
 from polar_kit.outage import Outage
 from polar_kit.settings import ServiceSettings
+from polar_kit.tracing import outgoing_headers, relaying
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +58,7 @@ async def record_event(
         type=message.DESCRIPTOR.full_name,
         source=source,
         payload=message.SerializeToString(),
+        headers=outgoing_headers(),
     )
     session.add(event)
     session.info[_NOTIFY] = True
@@ -70,6 +72,7 @@ async def record_events(
     their ids in order, which is also their publish (seq) order."""
     ids = []
     rows = []
+    headers = outgoing_headers()  # one context for the batch
     for subject, message in events:
         ids.append(uuid.uuid4())
         rows.append(
@@ -79,6 +82,7 @@ async def record_events(
                 "type": message.DESCRIPTOR.full_name,
                 "source": source,
                 "payload": message.SerializeToString(),
+                "headers": headers,
             }
         )
     if rows:
@@ -173,13 +177,15 @@ class OutboxRelay:
         return len(published)
 
     async def _publish(self, event: OutboxEvent) -> PubAck:
-        return await publish(
-            self._js,
-            subject_for(self._settings, event.subject),
-            event.payload,
-            msg_id=str(event.id),
-            headers=cloudevent_headers(event),
-        )
+        headers = {**(event.headers or {}), **cloudevent_headers(event)}
+        with relaying(event.subject, event.headers, headers):
+            return await publish(
+                self._js,
+                subject_for(self._settings, event.subject),
+                event.payload,
+                msg_id=str(event.id),
+                headers=headers,
+            )
 
     async def _mark(self, session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
         if ids:

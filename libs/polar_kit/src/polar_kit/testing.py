@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from polar_kit.logging import configure_logging
 from polar_kit.nats import StreamSpec
 from polar_kit.settings import ServiceSettings
 
@@ -36,3 +39,23 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10) -
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def log_lines() -> Iterator[list[str]]:
+    """Every log line meanwhile, rendered as a service renders it (JSON)."""
+    configure_logging("INFO", json=True)
+    root = logging.getLogger()
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    keep = Keep()
+    keep.setFormatter(root.handlers[0].formatter)
+    root.addHandler(keep)
+    try:
+        yield lines
+    finally:
+        root.removeHandler(keep)

@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from polar_kit import tracing
 from polar_kit.metrics import start_metrics_server
 from starlette.types import ASGIApp
 
@@ -92,4 +94,11 @@ def asgi(app: FastAPI, settings: GatewaySettings) -> ASGIApp:
     headers and is counted, and a webhook delivery costs none of the framework's machinery."""
     ingress = webhooks.WebhookIngress(app, gateway_app=app)
     limited = RateLimitMiddleware(ingress, settings)
-    return RequestContextMiddleware(SecurityHeadersMiddleware(limited, gateway_app=app))
+    served = RequestContextMiddleware(SecurityHeadersMiddleware(limited, gateway_app=app))
+    if not tracing.enabled():
+        return served
+    # Outermost, so the request's log lines carry its trace id; one span per request (not
+    # one per ASGI message: a live stream sends thousands), probes not traced.
+    return OpenTelemetryMiddleware(
+        served, excluded_urls="/healthz,/readyz,/metrics", exclude_spans=["receive", "send"]
+    )

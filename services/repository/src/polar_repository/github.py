@@ -33,6 +33,7 @@ from githubkit.cache import MemCacheStrategy
 from githubkit.cache.mem_cache import MemCache
 from githubkit.exception import RequestError, RequestFailed
 from githubkit.response import Response
+from polar_kit import tracing
 
 from .settings import RepositorySettings
 
@@ -389,12 +390,14 @@ class InstallationClient:
         if wait > self._app.policy.max_wait or attempt > self._app.policy.max_rate_limited:
             raise RateLimited(wait)
         log.warning("github rate limited, waiting", request=what, status=status, wait=wait)
-        await self._sleep(wait)
+        with tracing.span("github rate-limit wait", seconds=wait, status=status):
+            await self._sleep(wait)
 
     async def _backoff(self, what: str, attempt: int, reason: str) -> None:
         delay = min(2.0 ** (attempt - 1), 30.0)
         log.warning("github request failed, retrying", request=what, reason=reason, delay=delay)
-        await self._sleep(delay)
+        with tracing.span("github retry wait", seconds=delay, reason=reason):
+            await self._sleep(delay)
 
     async def _pace(self, response: Response[Any]) -> None:
         delay = pacing_delay(response.headers, self._app.policy, time.time())
@@ -404,4 +407,5 @@ class InstallationClient:
                 remaining=response.headers.get("x-ratelimit-remaining"),
                 delay=round(delay, 2),
             )
-            await self._sleep(delay)
+            with tracing.span("github rate-limit pacing", seconds=delay):
+                await self._sleep(delay)

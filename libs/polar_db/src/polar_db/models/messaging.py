@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Identity, Index, LargeBinary
@@ -38,6 +39,9 @@ class OutboxEvent(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)  # serialized protobuf
     created_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())
     published_at: Mapped[datetime | None]
+    # Extra NATS headers for the message: the W3C traceparent of the span that wrote the row,
+    # the request id and the GitHub delivery id it stems from (polar_kit.tracing).
+    headers: Mapped[dict[str, Any] | None]
 
 
 class ProcessedMessage(Base):

@@ -32,11 +32,13 @@ import orjson
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from polar_kit import tracing
 from polar_kit.nats import publish, subject_for
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import mappers_v1
 from ..bus import NatsUnavailable
+from ..context import current_request_id
 from ..errors import ApiError, error_body, v1_error_body
 from ..metrics import WEBHOOKS
 from ..schemas import WebhookAccepted
@@ -141,16 +143,21 @@ async def ingest(
         raise Rejected(400, "`action` must be a lower-case word")
 
     subject = f"github.webhook.{event}" + (f".{action}" if action else "")
+    headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery}
+    if request_id := current_request_id():
+        headers["X-Request-ID"] = request_id
     try:
         js = gateway.bus.jetstream()
-        ack = await publish(
-            js,
-            subject_for(gateway.settings, subject),
-            body,
-            msg_id=delivery,
-            headers={"X-GitHub-Event": event, "X-GitHub-Delivery": delivery},
-            timeout=gateway.settings.webhook_publish_timeout_seconds,
-        )
+        with tracing.publishing(subject, headers, delivery=delivery) as span:
+            ack = await publish(
+                js,
+                subject_for(gateway.settings, subject),
+                body,
+                msg_id=delivery,
+                headers=headers,
+                timeout=gateway.settings.webhook_publish_timeout_seconds,
+            )
+            tracing.annotate(span, stream_sequence=ack.seq)
     except NatsUnavailable:
         UNAVAILABLE.inc()
         raise
@@ -161,8 +168,15 @@ async def ingest(
         log.warning("webhook not stored", delivery=delivery, subject=subject, error=repr(exc))
         raise NatsUnavailable("the delivery could not be stored, redeliver it later") from exc
     (DUPLICATE if ack.duplicate else ACCEPTED).inc()
-    # The delivery id is the NATS message id: the consumer logs it too (`message_id`).
-    log.info("webhook accepted", delivery=delivery, subject=subject, duplicate=ack.duplicate)
+    # Every message this delivery causes carries its id: each consumer logs it (`delivery`).
+    log.info(
+        "webhook accepted",
+        delivery=delivery,
+        github_event=event,
+        subject=subject,
+        stream_sequence=ack.seq,
+        duplicate=ack.duplicate,
+    )  # with request_id (bound) and trace_id (polar_kit.tracing.add_trace_ids)
     return 202, WebhookAccepted(status="accepted", delivery=delivery, duplicate=bool(ack.duplicate))
 
 
