@@ -73,12 +73,12 @@ class ServiceSettings(BaseSettings):
             "is a terminal."
         ),
     )
-    trace_file: str = Field(
+    trace_dir: str = Field(
         "",
         description=(
-            "Also write this process's spans to this file, one JSON object a line "
-            "(`make dev` sets .dev/traces/<service>.jsonl; `make trace ID=...` reads them). "
-            "Tracing is otherwise set by the standard OTEL_* variables (README)."
+            "Also write this process's spans to <dir>/<service>.<pid>.jsonl, one JSON object "
+            "a line (`make dev` sets .dev/traces; `make trace ID=...` reads them). Tracing is "
+            "otherwise set by the standard OTEL_* variables (README)."
         ),
     )
     github_api_url: str = Field(

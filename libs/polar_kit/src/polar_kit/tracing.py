@@ -3,7 +3,7 @@
 `configure_tracing()` is called once by each process at start-up. It reads the standard
 variables: OTEL_SDK_DISABLED, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
 OTEL_TRACES_SAMPLER(_ARG), OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT and the exporter's other
-OTEL_EXPORTER_OTLP_* settings (OTLP over gRPC), plus POLAR_TRACE_FILE (spans as JSON lines,
+OTEL_EXPORTER_OTLP_* settings (OTLP over gRPC), plus POLAR_TRACE_DIR (spans as JSON lines,
 what `make dev` and `python -m polar_dev.trace` use). With neither an endpoint nor a file,
 or with OTEL_SDK_DISABLED=true, nothing is instrumented and the hooks below return at once.
 
@@ -53,7 +53,6 @@ REQUEST_ID = "X-Request-ID"
 DELIVERY = "X-GitHub-Delivery"
 # Correlation carried from a message (or an RPC) to the events it causes.
 CARRIED = (REQUEST_ID, DELIVERY)
-TRACE_FILE_ENV = "POLAR_TRACE_FILE"
 
 _tracer = trace.get_tracer("polar_kit")
 _enabled = False
@@ -68,14 +67,13 @@ def enabled() -> bool:
 # --- set-up --------------------------------------------------------------------------------
 
 
-def configure_tracing(service_name: str, trace_file: str | None = None) -> bool:
+def configure_tracing(service_name: str, trace_dir: str = "") -> bool:
     """Install the tracer provider and the instrumentations; True when tracing is on.
 
-    `trace_file` (POLAR_TRACE_FILE) adds a JSON-lines exporter, for local viewing."""
+    `trace_dir` (POLAR_TRACE_DIR) adds a JSON-lines exporter, for local viewing."""
     env = os.environ
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    trace_file = trace_file or env.get(TRACE_FILE_ENV) or None
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
@@ -84,8 +82,9 @@ def configure_tracing(service_name: str, trace_file: str | None = None) -> bool:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         exporters.append(OTLPSpanExporter())  # endpoint, headers, timeout... from OTEL_*
-    if trace_file:
-        exporters.append(JsonLinesExporter(Path(trace_file)))
+    if trace_dir:
+        path = Path(trace_dir) / f"{service_name}.{os.getpid()}.jsonl"
+        exporters.append(JsonLinesExporter(path))
     if not exporters:
         return False
     provider = TracerProvider(

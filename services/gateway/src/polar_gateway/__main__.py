@@ -38,7 +38,7 @@ def main() -> None:
         print(f"polar_gateway refuses to start: {exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging(settings.log_level, settings.log_json)
-    configure_tracing("polar-gateway", settings.trace_file)
+    configure_tracing("polar-gateway", settings.trace_dir)
     # After its graceful shutdown uvicorn restores the handler it found and raises the signal
     # again, so with the default one the process would end killed by SIGTERM (status 143)
     # although everything was drained and closed: end with 0, like the gRPC services.

@@ -19,7 +19,7 @@ from .settings import OrganizationSettings
 async def main() -> None:
     settings = OrganizationSettings()
     configure_logging(settings.log_level, settings.log_json)
-    configure_tracing("polar-organization", settings.trace_file)
+    configure_tracing("polar-organization", settings.trace_dir)
     engine = create_engine(settings.database_url)
     sessionmaker = create_sessionmaker(engine)
     nc = await connect(settings, name="polar-organization")

@@ -20,7 +20,7 @@ from .settings import RepositorySettings
 async def main() -> None:
     settings = RepositorySettings()
     configure_logging(settings.log_level, settings.log_json)
-    configure_tracing("polar-repository", settings.trace_file)
+    configure_tracing("polar-repository", settings.trace_dir)
     engine = create_engine(settings.database_url)
     sessionmaker = create_sessionmaker(engine)
     nc = await connect(settings, name="polar-repository")
