@@ -187,6 +187,25 @@ class NoLoneClientSpans(Sampler):
 
 
 @contextlib.contextmanager
+def serving(
+    method: str, route: str, headers: Mapping[str, str], **attributes: Any
+) -> Iterator[Any]:
+    """A SERVER span for a request served on a fast path, without the ASGI instrumentation
+    (whose generic work costs more than the webhook ingress itself); an incoming
+    `traceparent` is continued. Yields the span, or None when tracing is off."""
+    if not _enabled:
+        yield None
+        return
+    with _tracer.start_as_current_span(
+        f"{method} {route}",
+        context=propagate.extract(headers),
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": method, "http.route": route, **_named(attributes)},
+    ) as span:
+        yield span
+
+
+@contextlib.contextmanager
 def publishing(subject: str, headers: MutableMapping[str, str], **attributes: Any) -> Iterator[Any]:
     """A PRODUCER span around a JetStream publish; its context goes into `headers`. Yields
     the span (set the stream sequence on it), or None when tracing is off."""

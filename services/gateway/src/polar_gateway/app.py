@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from polar_kit import tracing
 from polar_kit.metrics import start_metrics_server
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .docs import install_docs
 from .errors import install_error_handlers
@@ -98,7 +98,14 @@ def asgi(app: FastAPI, settings: GatewaySettings) -> ASGIApp:
     if not tracing.enabled():
         return served
     # Outermost, so the request's log lines carry its trace id; one span per request (not
-    # one per ASGI message: a live stream sends thousands), probes not traced.
-    return OpenTelemetryMiddleware(
+    # one per ASGI message: a live stream sends thousands), probes not traced. Not around
+    # the webhook ingress, which starts a lighter span of its own (webhooks.ingest).
+    traced = OpenTelemetryMiddleware(
         served, excluded_urls="/healthz,/readyz,/metrics", exclude_spans=["receive", "send"]
     )
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        untraced = scope.get("path") in (webhooks.PATH, webhooks.PATH_V1)
+        await (served if untraced else traced)(scope, receive, send)
+
+    return dispatch

@@ -52,6 +52,7 @@ router = APIRouter(prefix=V2, tags=["webhooks"])
 router_v1 = APIRouter(prefix=V1, tags=["webhooks"])
 PATH = V2 + "/integrations/github/webhook"
 PATH_V1 = V1 + "/integrations/github/webhook"
+ROUTE = "/integrations/github/webhook"  # the span's name, either version
 
 _WORD = re.compile(r"^[a-z0-9_]{1,64}$")
 _DELIVERY = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -115,7 +116,16 @@ async def ingest(
     gateway: Gateway, headers: Mapping[str, str], chunks: AsyncIterator[bytes]
 ) -> tuple[int, WebhookAccepted]:
     """One delivery, whatever serves HTTP: (status, answer), or an ApiError. `headers` has
-    lower-case names."""
+    lower-case names. Its trace starts here (app.asgi leaves this route untraced)."""
+    with tracing.serving("POST", ROUTE, headers, request_id=current_request_id()) as span:
+        status, answer = await _ingest(gateway, headers, chunks)
+        tracing.annotate(span, **{"http.response.status_code": status})
+        return status, answer
+
+
+async def _ingest(
+    gateway: Gateway, headers: Mapping[str, str], chunks: AsyncIterator[bytes]
+) -> tuple[int, WebhookAccepted]:
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _JSON_TYPES:
         raise Rejected(415, "deliveries must be application/json")
