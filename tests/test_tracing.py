@@ -25,8 +25,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from polar_db.engine import create_engine, create_sessionmaker
@@ -34,7 +33,7 @@ from polar_dev.infra import Infra
 from polar_dev.pytest_plugin import delete_streams, temporary_database
 from polar_gateway.settings import GatewaySettings
 from polar_gateway.testing import running_gateway
-from polar_kit import testing, tracing
+from polar_kit import testing
 from polar_kit.consumer import Consumer, Delivery
 from polar_kit.grpc import Worker
 from polar_kit.grpc.auth import GATEWAY, caller_key
@@ -58,80 +57,69 @@ REPOSITORY_CREATED = (
 class Cluster:
     gateway_url: str
     exporter: InMemorySpanExporter
-    provider: TracerProvider
     next_seen: list[Delivery] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module")
 async def cluster(polar_infra: Infra) -> AsyncIterator[Cluster]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=tracing.sampler_from_env())
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)  # before any server, channel or engine is made
     prefix = f"t{secrets.token_hex(5)}."
-    try:
-        with testing.log_lines() as logs:
-            async with temporary_database(polar_infra.database_url) as database_url:
-                env = {
-                    "database_url": database_url,
-                    "nats_url": polar_infra.nats_url,
-                    "nats_prefix": prefix,
-                    "consumer_retry_base_seconds": "0.2",
-                    "outbox_poll_seconds": "0.2",
-                    "internal_secret": secrets.token_hex(32),
-                    "token_encryption_keys": Fernet.generate_key().decode(),
-                    "dev_mode": "true",
+    with testing.recorded_spans() as exporter, testing.log_lines() as logs:
+        async with temporary_database(polar_infra.database_url) as database_url:
+            env = {
+                "database_url": database_url,
+                "nats_url": polar_infra.nats_url,
+                "nats_prefix": prefix,
+                "consumer_retry_base_seconds": "0.2",
+                "outbox_poll_seconds": "0.2",
+                "internal_secret": secrets.token_hex(32),
+                "token_encryption_keys": Fernet.generate_key().decode(),
+                "dev_mode": "true",
+            }
+            org_settings = OrganizationSettings.model_validate(env)
+            engine = create_engine(database_url)
+            sessionmaker = create_sessionmaker(engine)
+            nc = await connect(org_settings, name="tracing-services")
+            js = nc.jetstream()
+            await ensure_streams(js, org_settings)
+            seen: list[Delivery] = []
+
+            async def next_one(session: AsyncSession, delivery: Delivery) -> None:
+                seen.append(delivery)
+
+            stop = asyncio.Event()
+            workers: list[Worker] = [
+                *organization_app.consumers(org_settings, js, sessionmaker),
+                *repository_app.consumers(RepositorySettings.model_validate(env), js, sessionmaker),
+                OutboxRelay(sessionmaker, js, org_settings),
+                Consumer(
+                    NEXT,
+                    EVENTS,
+                    ["polar.>"],
+                    next_one,
+                    sessionmaker=sessionmaker,
+                    js=js,
+                    settings=org_settings,
+                ),
+            ]
+            tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+            gateway_settings = GatewaySettings.model_validate(
+                {k: v for k, v in env.items() if k != "internal_secret"}
+                | {
+                    "internal_caller_key": caller_key(env["internal_secret"], GATEWAY),
+                    "github_webhook_secret": WEBHOOK_SECRET,
+                    "session_secret": secrets.token_urlsafe(32),
                 }
-                org_settings = OrganizationSettings.model_validate(env)
-                engine = create_engine(database_url)
-                sessionmaker = create_sessionmaker(engine)
-                nc = await connect(org_settings, name="tracing-services")
-                js = nc.jetstream()
-                await ensure_streams(js, org_settings)
-                seen: list[Delivery] = []
-
-                async def next_one(session: AsyncSession, delivery: Delivery) -> None:
-                    seen.append(delivery)
-
-                stop = asyncio.Event()
-                workers: list[Worker] = [
-                    *organization_app.consumers(org_settings, js, sessionmaker),
-                    *repository_app.consumers(
-                        RepositorySettings.model_validate(env), js, sessionmaker
-                    ),
-                    OutboxRelay(sessionmaker, js, org_settings),
-                    Consumer(
-                        NEXT,
-                        EVENTS,
-                        ["polar.>"],
-                        next_one,
-                        sessionmaker=sessionmaker,
-                        js=js,
-                        settings=org_settings,
-                    ),
-                ]
-                tasks = [asyncio.create_task(w.run(stop)) for w in workers]
-                gateway_settings = GatewaySettings.model_validate(
-                    {k: v for k, v in env.items() if k != "internal_secret"}
-                    | {
-                        "internal_caller_key": caller_key(env["internal_secret"], GATEWAY),
-                        "github_webhook_secret": WEBHOOK_SECRET,
-                        "session_secret": secrets.token_urlsafe(32),
-                    }
-                )
-                try:
-                    async with running_gateway(gateway_settings) as gateway:
-                        yield Cluster(gateway.url, exporter, provider, seen, logs)
-                finally:
-                    stop.set()
-                    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
-                    await nc.close()
-                    await engine.dispose()
-                    await delete_streams(polar_infra.nats_url, prefix)
-    finally:
-        tracing.uninstall()
-        exporter.clear()
+            )
+            try:
+                async with running_gateway(gateway_settings) as gateway:
+                    yield Cluster(gateway.url, exporter, seen, logs)
+            finally:
+                stop.set()
+                await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
+                await nc.close()
+                await engine.dispose()
+                await delete_streams(polar_infra.nats_url, prefix)
 
 
 async def deliver(cluster: Cluster, event: str, payload: dict[str, Any]) -> tuple[str, str]:
@@ -180,7 +168,6 @@ async def test_a_delivery_is_one_trace_through_every_hop(
         return {"polar.organization.v1.created", REPOSITORY_CREATED} <= subjects
 
     await eventually(reached, within=30)
-    cluster.provider.force_flush()
     spans = list(cluster.exporter.get_finished_spans())
     by_id = {s.context.span_id: s for s in spans}
 

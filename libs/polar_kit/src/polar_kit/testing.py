@@ -10,7 +10,11 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from polar_kit import tracing
 from polar_kit.logging import configure_logging
 from polar_kit.nats import StreamSpec
 from polar_kit.settings import ServiceSettings
@@ -59,3 +63,25 @@ def log_lines() -> Iterator[list[str]]:
         yield lines
     finally:
         root.removeHandler(keep)
+
+
+_spans: InMemorySpanExporter | None = None
+_provider: TracerProvider | None = None
+
+
+@contextlib.contextmanager
+def recorded_spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for the block (the servers, channels and engines made in it are traced),
+    every finished span kept in memory. One provider for the whole process: OpenTelemetry
+    lets a process set its provider once."""
+    global _spans, _provider
+    if _provider is None or _spans is None:
+        _spans = InMemorySpanExporter()
+        _provider = TracerProvider(sampler=tracing.sampler_from_env())
+        _provider.add_span_processor(SimpleSpanProcessor(_spans))
+    tracing.install(_provider)
+    try:
+        yield _spans
+    finally:
+        tracing.uninstall()
+        _spans.clear()

@@ -100,7 +100,8 @@ def install(provider: TracerProvider) -> None:
     """Make `provider` the global one and instrument grpc.aio, asyncpg and httpx (tests
     call this with an in-memory exporter). Channels and servers made before are not traced."""
     global _enabled
-    trace.set_tracer_provider(provider)
+    if trace.get_tracer_provider() is not provider:
+        trace.set_tracer_provider(provider)
     for cls in _instrumentors():
         instrumentor = cls()
         if not instrumentor.is_instrumented_by_opentelemetry:
