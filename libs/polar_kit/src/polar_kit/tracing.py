@@ -213,6 +213,10 @@ def publishing(subject: str, headers: MutableMapping[str, str], **attributes: An
     if not _enabled:
         yield None
         return
+    if _unsampled(otel_context.get_current()):
+        propagate.inject(headers)  # the trace id and "not sampled" go on, no span needed
+        yield None
+        return
     with _tracer.start_as_current_span(
         f"publish {subject}", kind=SpanKind.PRODUCER, attributes=_messaging(subject, attributes)
     ) as span:
@@ -230,6 +234,9 @@ def relaying(
         yield
         return
     parent = propagate.extract(stored or {})
+    if _unsampled(parent):  # `headers` carry the stored traceparent already
+        yield
+        return
     with _tracer.start_as_current_span(
         f"publish {subject}",
         context=parent,
@@ -251,10 +258,15 @@ def consuming(subject: str, headers: Mapping[str, str], *, consumer: str) -> Ite
         if not _enabled:
             yield
             return
+        parent = propagate.extract(headers)
+        if _unsampled(parent):
+            with _attached(parent):  # what it writes and calls carries the trace on
+                yield
+            return
         attributes = {"messaging.consumer.group.name": consumer, **_ids(carried)}
         with _tracer.start_as_current_span(
             f"process {subject}",
-            context=propagate.extract(headers),
+            context=parent,
             kind=SpanKind.CONSUMER,
             attributes=_messaging(subject, attributes),
         ):
@@ -283,6 +295,10 @@ def consuming_batch(
             yield
             return
         contexts = [propagate.extract(h) for _, h in items]
+        if all(_unsampled(c) for c in contexts):
+            with _attached(contexts[0]):
+                yield
+            return
         links = [
             Link(c)
             for c in (trace.get_current_span(ctx).get_span_context() for ctx in contexts)
@@ -303,7 +319,7 @@ def consuming_batch(
 @contextlib.contextmanager
 def span(name: str, **attributes: Any) -> Iterator[None]:
     """An internal span (a sync, a page, a wait); nothing when tracing is off."""
-    if not _enabled:
+    if not _enabled or _unsampled(otel_context.get_current()):
         yield
         return
     with _tracer.start_as_current_span(name, attributes=_named(attributes)):
@@ -355,6 +371,22 @@ def add_trace_ids(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
 
 def _messaging(subject: str, extra: Mapping[str, Any]) -> dict[str, Any]:
     return {"messaging.system": "nats", "messaging.destination.name": subject, **_named(extra)}
+
+
+def _unsampled(ctx: otel_context.Context) -> bool:
+    """Within a trace that is not sampled: spans would be created only to be dropped (at 1%
+    sampling, 99 times in 100), so the hooks pass the context on without one."""
+    parent = trace.get_current_span(ctx).get_span_context()
+    return parent.is_valid and not parent.trace_flags.sampled
+
+
+@contextlib.contextmanager
+def _attached(ctx: otel_context.Context) -> Iterator[None]:
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def _ids(carried: Mapping[str, str]) -> dict[str, str]:
