@@ -3,6 +3,9 @@ make, and that a trace not sampled is carried on without any."""
 
 from __future__ import annotations
 
+import asyncio
+
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanKind
 from polar_kit import testing, tracing
@@ -70,3 +73,14 @@ def test_log_fields_read_the_trace_id_from_the_traceparent() -> None:
         "request_id": "r-1",
         "trace_id": TRACE,
     }
+
+
+async def test_an_untraced_task_makes_no_instrumentation_spans() -> None:
+    async def worker() -> tuple[bool, bool]:
+        before = is_instrumentation_enabled()
+        tracing.untraced_task()
+        return before, is_instrumentation_enabled()
+
+    with testing.recorded_spans():
+        assert await asyncio.create_task(worker()) == (True, False)
+        assert is_instrumentation_enabled()  # the caller's context is untouched

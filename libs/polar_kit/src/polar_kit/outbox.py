@@ -34,7 +34,7 @@ from polar_kit.metrics import OUTBOX_ERRORS, OUTBOX_PUBLISHED
 from polar_kit.nats import publish, subject_for
 from polar_kit.outage import Outage
 from polar_kit.settings import ServiceSettings
-from polar_kit.tracing import outgoing_headers, relaying
+from polar_kit.tracing import outgoing_headers, relaying, untraced_task
 
 log = structlog.get_logger(__name__)
 
@@ -195,6 +195,7 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set; the batch in hand is finished first."""
+        untraced_task()  # its polls and claims are no trace; each publish is (relaying)
         listener = asyncio.create_task(self._listen(stop), name="outbox-listen")
         failures = 0
         try:

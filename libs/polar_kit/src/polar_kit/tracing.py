@@ -27,6 +27,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -260,8 +261,8 @@ def consuming(subject: str, headers: Mapping[str, str], *, consumer: str) -> Ite
             return
         parent = propagate.extract(headers)
         if _unsampled(parent):
-            with _attached(parent):  # what it writes and calls carries the trace on
-                yield
+            with _attached(parent), suppress_instrumentation():
+                yield  # its queries make no spans; what it writes carries the trace on
             return
         attributes = {"messaging.consumer.group.name": consumer, **_ids(carried)}
         with _tracer.start_as_current_span(
@@ -296,7 +297,7 @@ def consuming_batch(
             return
         contexts = [propagate.extract(h) for _, h in items]
         if all(_unsampled(c) for c in contexts):
-            with _attached(contexts[0]):
+            with _attached(contexts[0]), suppress_instrumentation():
                 yield
             return
         links = [
@@ -330,6 +331,15 @@ def annotate(span: Any = None, /, **attributes: Any) -> None:
     """Attributes (`polar.<name>`) on `span`, or on the current span."""
     if _enabled:
         (span or trace.get_current_span()).set_attributes(_named(attributes))
+
+
+def untraced_task() -> None:
+    """The rest of the current task makes no spans through the instrumentations: a worker
+    whose own queries are no trace worth keeping (the outbox relay; its publishes still are,
+    see relaying()). Spares the instrumentations' work for spans the sampler drops anyway."""
+    if _enabled:
+        # The plain-string key every instrumentation checks (instrumentation.utils).
+        otel_context.attach(otel_context.set_value("suppress_instrumentation", True))
 
 
 def outgoing_headers(request_id: str | None = None) -> dict[str, str] | None:
