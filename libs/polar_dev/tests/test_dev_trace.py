@@ -1,4 +1,4 @@
-"""polar_dev.trace: the spans a process writes (polar_kit.tracing.JsonLinesExporter) printed
+"""polar_dev.trace: the spans a process writes (polar_kit.tracing_setup.JsonLinesExporter) printed
 as a tree, found by delivery id, request id or trace id."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 from polar_dev import trace
-from polar_kit.tracing import JsonLinesExporter
+from polar_kit.tracing_setup import JsonLinesExporter
 
 
 def write_spans(folder: Path) -> str:

@@ -8,7 +8,7 @@ import asyncio
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanKind
-from polar_kit import testing, tracing
+from polar_kit import testing, tracing, tracing_setup
 from polar_kit.grpc.context import request_id_var
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -60,7 +60,7 @@ def test_a_trace_not_sampled_goes_on_without_spans() -> None:
 
 
 def test_a_query_outside_any_request_or_message_is_no_trace() -> None:
-    sampler = tracing.sampler_from_env()
+    sampler = tracing_setup.sampler_from_env()
     lone = sampler.should_sample(None, 1, "SELECT", SpanKind.CLIENT)
     assert lone.decision == Decision.DROP
     root = sampler.should_sample(None, 1, "POST /x", SpanKind.SERVER)

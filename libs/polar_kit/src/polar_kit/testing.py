@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from polar_kit import tracing
+from polar_kit import tracing, tracing_setup
 from polar_kit.logging import configure_logging
 from polar_kit.nats import StreamSpec
 from polar_kit.settings import ServiceSettings
@@ -77,7 +77,7 @@ def recorded_spans() -> Iterator[InMemorySpanExporter]:
     global _spans, _provider
     if _provider is None or _spans is None:
         _spans = InMemorySpanExporter()
-        _provider = TracerProvider(sampler=tracing.sampler_from_env())
+        _provider = TracerProvider(sampler=tracing_setup.sampler_from_env())
         _provider.add_span_processor(SimpleSpanProcessor(_spans))
     tracing.install(_provider)
     try:

@@ -17,38 +17,21 @@ followed in every process's logs by that id alone, and in its trace.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import threading
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
-from opentelemetry.sdk.trace.sampling import (
-    ALWAYS_OFF,
-    ALWAYS_ON,
-    Decision,
-    ParentBased,
-    Sampler,
-    SamplingResult,
-    TraceIdRatioBased,
-)
 from opentelemetry.trace import Link, SpanKind
-from opentelemetry.util.types import Attributes
 from structlog.typing import EventDict, WrappedLogger
 
 from polar_kit.grpc.context import current_request_id
+
+if TYPE_CHECKING:  # the SDK is imported only when tracing is on (it costs ~4 MB a process)
+    from opentelemetry.sdk.trace import TracerProvider
 
 REQUEST_ID = "X-Request-ID"
 DELIVERY = "X-GitHub-Delivery"
@@ -75,6 +58,12 @@ def configure_tracing(service_name: str, trace_dir: str = "") -> bool:
     env = os.environ
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+    from polar_kit.tracing_setup import JsonLinesExporter, sampler_from_env
+
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
@@ -133,56 +122,6 @@ def uninstall() -> None:
     for cls in _instrumentors():
         cls().uninstrument()
     _enabled = False
-
-
-def sampler_from_env() -> Sampler:
-    """OTEL_TRACES_SAMPLER(_ARG) as the SDK reads them (default parentbased_always_on), with
-    database and outgoing calls made outside any request or message not traced: a relay's
-    or a poller's query alone is no trace worth keeping."""
-    name = os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
-    try:
-        ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
-    except ValueError:
-        ratio = 1.0
-    root: Sampler = {
-        "always_on": ALWAYS_ON,
-        "always_off": ALWAYS_OFF,
-        "traceidratio": TraceIdRatioBased(ratio),
-        "parentbased_always_on": ALWAYS_ON,
-        "parentbased_always_off": ALWAYS_OFF,
-        "parentbased_traceidratio": TraceIdRatioBased(ratio),
-    }.get(name, ALWAYS_ON)
-    if name.startswith("parentbased_") or name not in ("always_on", "always_off", "traceidratio"):
-        return ParentBased(NoLoneClientSpans(root))
-    return NoLoneClientSpans(root)
-
-
-class NoLoneClientSpans(Sampler):
-    """Drops a root span of kind CLIENT (a query or call with no request or message around
-    it); asks `root` about every other root span."""
-
-    def __init__(self, root: Sampler) -> None:
-        self._root = root
-
-    def should_sample(
-        self,
-        parent_context: otel_context.Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: trace.TraceState | None = None,
-    ) -> SamplingResult:
-        parent = trace.get_current_span(parent_context).get_span_context()
-        if kind == SpanKind.CLIENT and not parent.is_valid:
-            return SamplingResult(Decision.DROP)
-        return self._root.should_sample(
-            parent_context, trace_id, name, kind, attributes, links, trace_state
-        )
-
-    def get_description(self) -> str:
-        return f"NoLoneClientSpans{{{self._root.get_description()}}}"
 
 
 # --- hooks at each hop ---------------------------------------------------------------------
@@ -261,7 +200,7 @@ def consuming(subject: str, headers: Mapping[str, str], *, consumer: str) -> Ite
             return
         parent = propagate.extract(headers)
         if _unsampled(parent):
-            with _attached(parent), suppress_instrumentation():
+            with _attached(parent), _suppressed():
                 yield  # its queries make no spans; what it writes carries the trace on
             return
         attributes = {"messaging.consumer.group.name": consumer, **_ids(carried)}
@@ -297,7 +236,7 @@ def consuming_batch(
             return
         contexts = [propagate.extract(h) for _, h in items]
         if all(_unsampled(c) for c in contexts):
-            with _attached(contexts[0]), suppress_instrumentation():
+            with _attached(contexts[0]), _suppressed():
                 yield
             return
         links = [
@@ -391,6 +330,13 @@ def _unsampled(ctx: otel_context.Context) -> bool:
 
 
 @contextlib.contextmanager
+def _suppressed() -> Iterator[None]:
+    # The plain-string key every instrumentation checks (opentelemetry.instrumentation.utils).
+    with _attached(otel_context.set_value("suppress_instrumentation", True)):
+        yield
+
+
+@contextlib.contextmanager
 def _attached(ctx: otel_context.Context) -> Iterator[None]:
     token = otel_context.attach(ctx)
     try:
@@ -411,50 +357,3 @@ def _ids(carried: Mapping[str, str]) -> dict[str, str]:
 
 def _named(attributes: Mapping[str, Any]) -> dict[str, Any]:
     return {k if "." in k else f"polar.{k}": v for k, v in attributes.items()}
-
-
-# --- local viewing -------------------------------------------------------------------------
-
-
-class JsonLinesExporter(SpanExporter):
-    """Appends each finished span as one JSON object per line (polar_dev.trace reads them)."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a", encoding="utf-8")
-        self._lock = threading.Lock()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = [json.dumps(span_record(s), default=str) + "\n" for s in spans]
-        with self._lock:
-            self._file.writelines(lines)
-            self._file.flush()
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        with self._lock:
-            self._file.close()
-
-
-def span_record(span: ReadableSpan) -> dict[str, Any]:
-    ctx = span.get_span_context()
-    assert ctx is not None
-    return {
-        "trace_id": format(ctx.trace_id, "032x"),
-        "span_id": format(ctx.span_id, "016x"),
-        "parent_id": format(span.parent.span_id, "016x") if span.parent else None,
-        "name": span.name,
-        "kind": span.kind.name,
-        "service": span.resource.attributes.get(SERVICE_NAME),
-        "start": span.start_time,
-        "end": span.end_time,
-        "status": span.status.status_code.name,
-        "attributes": dict(span.attributes or {}),
-        "links": [
-            {
-                "trace_id": format(link.context.trace_id, "032x"),
-                "span_id": format(link.context.span_id, "016x"),
-            }
-            for link in span.links
-        ],
-    }

@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from polar_kit import tracing
 from polar_kit.metrics import start_metrics_server
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -97,6 +96,8 @@ def asgi(app: FastAPI, settings: GatewaySettings) -> ASGIApp:
     served = RequestContextMiddleware(SecurityHeadersMiddleware(limited, gateway_app=app))
     if not tracing.enabled():
         return served
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware  # (only when on)
+
     # Outermost, so the request's log lines carry its trace id; one span per request (not
     # one per ASGI message: a live stream sends thousands), probes not traced. Not around
     # the webhook ingress, which starts a lighter span of its own (webhooks.ingest).

@@ -9,8 +9,9 @@ secret, compared in constant time), missing or odd X-GitHub-Event / X-GitHub-Del
 headers (400), a body that is not a JSON object or an `action` that is not a word (400).
 
 Then the raw body is published to `github.webhook.<event>.<action>` (`github.webhook.<event>`
-for events without an action) with Nats-Msg-Id = X-GitHub-Delivery, and answered 202 only
-after JetStream's PubAck: an accepted delivery is stored. A redelivery within the duplicate
+for events without an action) with Nats-Msg-Id = X-GitHub-Delivery (headers: X-GitHub-Event,
+X-GitHub-Delivery, X-Request-ID, the W3C traceparent: polar_kit.tracing), and answered 202
+only after JetStream's PubAck: an accepted delivery is stored. A redelivery within the duplicate
 window is acknowledged as a duplicate and stored once. NATS down or no ack in time: 503, so
 GitHub redelivers. `ping` is answered 200 and not published.
 
@@ -153,18 +154,18 @@ async def _ingest(
         raise Rejected(400, "`action` must be a lower-case word")
 
     subject = f"github.webhook.{event}" + (f".{action}" if action else "")
-    headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery}
+    message_headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery}
     if request_id := current_request_id():
-        headers["X-Request-ID"] = request_id
+        message_headers["X-Request-ID"] = request_id
     try:
         js = gateway.bus.jetstream()
-        with tracing.publishing(subject, headers, delivery=delivery) as span:
+        with tracing.publishing(subject, message_headers, delivery=delivery) as span:
             ack = await publish(
                 js,
                 subject_for(gateway.settings, subject),
                 body,
                 msg_id=delivery,
-                headers=headers,
+                headers=message_headers,
                 timeout=gateway.settings.webhook_publish_timeout_seconds,
             )
             tracing.annotate(span, stream_sequence=ack.seq)
