@@ -268,7 +268,8 @@ class Consumer:
         """Handle one message; returns the outcome (acked, duplicate, retried, parked, skipped)."""
         delivery = self._delivery(msg)
         start = time.perf_counter()
-        with self._bound(delivery):
+        # A message this consumer skips (NATS < 2.10 filters client side) gets no span.
+        with self._bound(delivery) if self._wanted(msg.subject) else contextlib.nullcontext():
             outcome = await self._process(msg, delivery)
         _log_handled(delivery, outcome)
         CONSUMER_MESSAGES.labels(self.name, outcome).inc()
