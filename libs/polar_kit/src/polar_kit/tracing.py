@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from structlog.typing import EventDict, WrappedLogger
 
 from polar_kit.grpc.context import current_request_id
@@ -39,6 +40,10 @@ DELIVERY = "X-GitHub-Delivery"
 CARRIED = (REQUEST_ID, DELIVERY)
 
 _tracer = trace.get_tracer("polar_kit")
+# W3C trace context only, not the global propagators (OTEL_PROPAGATORS): messages carry
+# `traceparent`/`tracestate` and nothing else, and the baggage propagator's work per hop is
+# as large as this one's.
+_W3C = TraceContextTextMapPropagator()
 _enabled = False
 # The correlation headers of the message (or RPC) being handled; outbox rows copy them.
 _carried: ContextVar[Mapping[str, str] | None] = ContextVar("polar_carried", default=None)
@@ -139,7 +144,7 @@ def serving(
         return
     with _tracer.start_as_current_span(
         f"{method} {route}",
-        context=propagate.extract(headers),
+        context=_W3C.extract(headers),
         kind=SpanKind.SERVER,
         attributes={"http.request.method": method, "http.route": route, **_named(attributes)},
     ) as span:
@@ -154,13 +159,13 @@ def publishing(subject: str, headers: MutableMapping[str, str], **attributes: An
         yield None
         return
     if _unsampled(otel_context.get_current()):
-        propagate.inject(headers)  # the trace id and "not sampled" go on, no span needed
+        _W3C.inject(headers)  # the trace id and "not sampled" go on, no span needed
         yield None
         return
     with _tracer.start_as_current_span(
         f"publish {subject}", kind=SpanKind.PRODUCER, attributes=_messaging(subject, attributes)
     ) as span:
-        propagate.inject(headers)
+        _W3C.inject(headers)
         yield span
 
 
@@ -173,7 +178,7 @@ def relaying(
     if not _enabled:
         yield
         return
-    parent = propagate.extract(stored or {})
+    parent = _W3C.extract(stored or {})
     if _unsampled(parent):  # `headers` carry the stored traceparent already
         yield
         return
@@ -183,7 +188,7 @@ def relaying(
         kind=SpanKind.PRODUCER,
         attributes=_messaging(subject, {"outbox": True, **_ids(stored or {})}),
     ):
-        propagate.inject(headers)
+        _W3C.inject(headers)
         yield
 
 
@@ -198,7 +203,7 @@ def consuming(subject: str, headers: Mapping[str, str], *, consumer: str) -> Ite
         if not _enabled:
             yield
             return
-        parent = propagate.extract(headers)
+        parent = _W3C.extract(headers)
         if _unsampled(parent):
             with _attached(parent), _suppressed():
                 yield  # its queries make no spans; what it writes carries the trace on
@@ -234,7 +239,7 @@ def consuming_batch(
         if not _enabled:
             yield
             return
-        contexts = [propagate.extract(h) for _, h in items]
+        contexts = [_W3C.extract(h) for _, h in items]
         if all(_unsampled(c) for c in contexts):
             with _attached(contexts[0]), _suppressed():
                 yield
@@ -267,9 +272,11 @@ def span(name: str, **attributes: Any) -> Iterator[None]:
 
 
 def annotate(span: Any = None, /, **attributes: Any) -> None:
-    """Attributes (`polar.<name>`) on `span`, or on the current span."""
+    """Attributes (`polar.<name>`) on `span`, or on the current span, if it is recorded."""
     if _enabled:
-        (span or trace.get_current_span()).set_attributes(_named(attributes))
+        span = span or trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes(_named(attributes))
 
 
 def untraced_task() -> None:
@@ -290,7 +297,7 @@ def outgoing_headers(request_id: str | None = None) -> dict[str, str] | None:
     elif REQUEST_ID not in headers and (rid := current_request_id()):
         headers[REQUEST_ID] = rid
     if _enabled:
-        propagate.inject(headers)
+        _W3C.inject(headers)
     return headers or None
 
 
@@ -311,6 +318,8 @@ def log_fields(headers: Mapping[str, str]) -> dict[str, str]:
 def add_trace_ids(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     """structlog processor: trace_id and span_id of the current span, when there is one
     (fields bound already, e.g. a message's, are kept)."""
+    if not _enabled:
+        return event
     ctx = trace.get_current_span().get_span_context()
     if ctx.is_valid:
         event.setdefault("trace_id", format(ctx.trace_id, "032x"))
