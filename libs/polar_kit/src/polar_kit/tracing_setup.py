@@ -69,8 +69,10 @@ class NoLoneClientSpans(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: trace.TraceState | None = None,
     ) -> SamplingResult:
-        parent = trace.get_current_span(parent_context).get_span_context()
-        if kind == SpanKind.CLIENT and not parent.is_valid:
+        if (
+            kind == SpanKind.CLIENT
+            and not trace.get_current_span(parent_context).get_span_context().is_valid
+        ):
             return SamplingResult(Decision.DROP)
         return self._root.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
