@@ -30,7 +30,8 @@ def write_spans(folder: Path) -> str:
         ) as publish,
         other.start_as_current_span("process issues"),
     ):
-        pass
+        for _ in range(2):
+            other.start_span("INSERT", attributes={"db.system": "postgresql"}).end()
     consumer.get_tracer("t").start_span("unrelated").end()
     gateway.shutdown()
     consumer.shutdown()
@@ -44,15 +45,23 @@ def test_a_delivery_is_printed_as_a_tree(
     for wanted in ("d-1", "r-1", trace_id):
         assert trace.main([wanted, "--dir", str(tmp_path)]) == 0
         lines = capsys.readouterr().out.splitlines()
-        assert lines[0].startswith(f"trace {trace_id}: 3 spans")
+        assert lines[0].startswith(f"trace {trace_id}: 5 spans")
         assert [line.split("  [")[0] for line in lines[1:]] == [
             "└─ POST /webhook",
             "   └─ publish github.webhook.issues.opened",
             "      └─ process issues",
         ]
         assert "[polar-repository]" in lines[3]
+        assert "(2 queries, " in lines[3]  # summed up on their parent's line
 
 
 def test_an_unknown_id_is_said(tmp_path: Path) -> None:
     write_spans(tmp_path)
     assert trace.main(["nope", "--dir", str(tmp_path)]) == 1
+
+
+def test_queries_can_be_listed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_spans(tmp_path)
+    assert trace.main(["d-1", "--dir", str(tmp_path), "--queries"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.strip("│└├─ ").split("  [")[0] for line in lines[4:]] == ["INSERT", "INSERT"]

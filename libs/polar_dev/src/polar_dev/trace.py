@@ -3,8 +3,9 @@
 Reads the spans `make dev` writes (POLAR_TRACE_DIR: .dev/traces/<service>.<pid>.jsonl, see
 polar_kit.tracing), finds the traces where ID is a GitHub delivery id, a request id or a
 trace id, and prints each as a tree: span, service, duration and start after the trace's
-start. Spans another trace links to (a batch that handled several deliveries) are listed
-under it. `make trace ID=...` runs it.
+start; a span's database queries are summed up on its line (`--queries`: one line each).
+Traces that link to it (a batch that handled several deliveries) are named under it.
+`make trace ID=...` runs it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,14 @@ def traces_of(spans: Iterable[dict[str, Any]], wanted: str) -> list[str]:
     return list(found)
 
 
-def render(spans: Sequence[dict[str, Any]], trace_id: str) -> list[str]:
+def is_query(span: dict[str, Any]) -> bool:
+    attributes = span.get("attributes") or {}
+    return "db.system" in attributes or "db.system.name" in attributes
+
+
+def render(spans: Sequence[dict[str, Any]], trace_id: str, queries: bool = False) -> list[str]:
+    """The trace as a tree; database queries are summed up on their parent's line unless
+    `queries`."""
     mine = sorted((s for s in spans if s["trace_id"] == trace_id), key=lambda s: s["start"])
     if not mine:
         return []
@@ -54,14 +62,21 @@ def render(spans: Sequence[dict[str, Any]], trace_id: str) -> list[str]:
     end = max(s["end"] or s["start"] for s in mine)
     lines = [f"trace {trace_id}: {len(mine)} spans, {(end - start) / 1e6:.1f} ms"]
 
+    def took(span: dict[str, Any]) -> float:
+        return float((span["end"] or span["start"]) - span["start"]) / 1e6
+
     def walk(span: dict[str, Any], prefix: str, last: bool) -> None:
-        took = ((span["end"] or span["start"]) - span["start"]) / 1e6
         status = "" if span["status"] != "ERROR" else "  ERROR"
+        kids = children.get(span["span_id"], [])
+        hidden = (
+            [] if queries else [k for k in kids if is_query(k) and k["span_id"] not in children]
+        )
+        summed = f"  ({len(hidden)} queries, {sum(map(took, hidden)):.1f} ms)" if hidden else ""
         lines.append(
             f"{prefix}{'└─ ' if last else '├─ '}{span['name']}  [{span['service']}]"
-            f"  {took:.1f} ms  @+{(span['start'] - start) / 1e6:.1f} ms{status}"
+            f"  {took(span):.1f} ms  @+{(span['start'] - start) / 1e6:.1f} ms{status}{summed}"
         )
-        kids = children.get(span["span_id"], [])
+        kids = [k for k in kids if k not in hidden]
         for i, kid in enumerate(kids):
             walk(kid, prefix + ("   " if last else "│  "), i == len(kids) - 1)
 
@@ -84,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m polar_dev.trace", description=__doc__)
     parser.add_argument("id", help="X-GitHub-Delivery, X-Request-ID or trace id")
     parser.add_argument("--dir", type=Path, default=None, help="default: <repo>/.dev/traces")
+    parser.add_argument("--queries", action="store_true", help="a line per database query")
     args = parser.parse_args(argv)
     folder = args.dir or dev_dir() / "traces"
     spans = load(folder)
@@ -92,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"no trace of {args.id} in {folder} ({len(spans)} spans)", file=sys.stderr)
         return 1
     for trace_id in found:
-        print("\n".join(render(spans, trace_id)))
+        print("\n".join(render(spans, trace_id, queries=args.queries)))
     return 0
 
 
