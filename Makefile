@@ -23,7 +23,7 @@ empty :=
 space := $(empty) $(empty)
 MYPYPATH = $(subst $(space),:,$(wildcard libs/*/src services/*/src))
 
-.PHONY: help dev demo clean test sync gen gen-check lint format typecheck buf-lint buf-breaking proto-baseline pytest chaos chaos-cluster
+.PHONY: help dev demo trace clean test sync gen gen-check lint format typecheck buf-lint buf-breaking proto-baseline pytest chaos chaos-cluster
 
 help: ## this list
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) \
@@ -43,6 +43,10 @@ dev: sync ## run the whole cluster locally (embedded PostgreSQL/NATS unless POLA
 
 demo: sync ## the cluster with a sample story loaded; prints a token and commands to try
 	$(RUN) python -m polar_dev.cluster --demo $(DEV_ARGS)
+
+ID ?=
+trace: sync ## print a delivery's or request's trace as a tree (make trace ID=<delivery or request id>)
+	$(RUN) python -m polar_dev.trace $(ID)
 
 # .dev/ holds the embedded servers' data, their ports and the local secrets: deleting it
 # resets the local cluster (stop `make dev` first).

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 import uuid
 from collections import Counter
@@ -32,9 +31,8 @@ from polar_db.engine import (
     sqlalchemy_url,
 )
 from polar_db.models import REPOSITORY, ProcessedMessage
-from polar_kit import parked
+from polar_kit import parked, testing
 from polar_kit.consumer import BatchHandler, Consumer, Delivery, Handler, Reject, Retry
-from polar_kit.logging import configure_logging
 from polar_kit.nats import EVENTS, WEBHOOKS, publish, subject_for
 from polar_kit.outbox import OutboxRelay, record_events
 from polar_kit.settings import ServiceSettings
@@ -80,19 +78,8 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 @pytest.fixture
 def log_lines() -> Iterator[list[str]]:
     """Every log line, rendered as a service renders it (JSON)."""
-    configure_logging("INFO", json=True)
-    root = logging.getLogger()
-    lines: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(self.format(record))
-
-    keep = Keep()
-    keep.setFormatter(root.handlers[0].formatter)
-    root.addHandler(keep)
-    yield lines
-    root.removeHandler(keep)
+    with testing.log_lines() as lines:
+        yield lines
 
 
 @asynccontextmanager

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.js import JetStreamContext
+from opentelemetry.sdk.trace import ReadableSpan
 from polar.repository.v1 import events_pb2, repository_pb2, sync_pb2
 from polar.repository.v1 import repository_service_pb2 as pb
 from polar_db.engine import asyncpg_dsn, create_engine, create_sessionmaker
@@ -48,6 +49,7 @@ from polar_db.models import (
 )
 from polar_db.models.repository import KnownOrganization as Organization
 from polar_dev.fake_github import FakeGitHub, json_response
+from polar_kit import testing
 from polar_kit.consumer import Delivery, Reject
 from polar_kit.testing import eventually
 from polar_repository import events, ingest, service, sync_jobs
@@ -1559,3 +1561,50 @@ async def test_a_same_second_tie_is_resolved_by_github(
     await handle(second)
     await refresher.join()
     assert len(reads) == 1
+
+
+async def test_a_sync_is_one_trace_with_a_span_per_page_and_its_rate_limit_wait(
+    fake_github: FakeGitHub,
+    runner: SyncRunner,
+    make_repo: MakeRepo,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    repo = await make_repo()
+    owner = await owner_of(sessionmaker, repo)
+    limited: list[bool] = []
+
+    async def gate(request: web.Request, page: int) -> web.StreamResponse | None:
+        if page != 2 or limited or "issues" not in request.path:
+            return None
+        limited.append(True)
+        body = {"message": "API rate limit exceeded for installation ID 1."}
+        headers = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + 1)}
+        return json_response(body, 403, headers)
+
+    serve_repository(fake_github, repo, owner, issue_items(fake_github, 300), [], gate=gate)
+    with testing.recorded_spans() as exporter:
+        job = await runner.sync(repo.id)
+        spans = list(exporter.get_finished_spans())
+    assert job is not None
+    assert job.status == "completed"
+
+    (sync,) = [s for s in spans if s.name == "sync"]
+    assert sync.parent is None
+    assert (sync.attributes or {})["polar.repository_id"] == str(repo.id)
+    mine = [s for s in spans if s.context.trace_id == sync.context.trace_id]
+    by_id = {s.context.span_id: s for s in mine}
+
+    def under_sync(span: ReadableSpan) -> bool:
+        while span.parent is not None:
+            if span.parent.span_id == sync.context.span_id:
+                return True
+            span = by_id[span.parent.span_id]
+        return False
+
+    pages = [s for s in mine if s.name == "sync page"]
+    # The pull request listing (one page), then the issue listing's three.
+    assert [(s.attributes or {})["polar.page"] for s in pages] == [1, 2, 3, 4]
+    assert all(s.parent and s.parent.span_id == sync.context.span_id for s in pages)
+    (wait,) = [s for s in mine if s.name == "github rate-limit wait"]
+    assert under_sync(wait)
+    assert (wait.attributes or {})["polar.status"] == 403

@@ -482,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from polar_db.migrate import upgrade
 
                 upgrade(inf.database_url)
-            env = {**os.environ, **inf.env()}
+            # Spans as JSON lines per process, for `make trace ID=...` (polar_dev.trace).
+            env = {"POLAR_TRACE_DIR": str(data_dir / "traces"), **os.environ, **inf.env()}
             try:
                 status = asyncio.run(
                     _serve(

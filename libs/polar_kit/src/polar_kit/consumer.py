@@ -35,10 +35,10 @@ import contextlib
 import re
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import nats.errors
 import nats.js.errors
@@ -56,6 +56,7 @@ from polar_kit.metrics import consumer_metrics
 from polar_kit.nats import PARKED, StreamSpec, publish, strip_prefix, subject_for, subject_matches
 from polar_kit.outage import Outage, brief
 from polar_kit.settings import ServiceSettings
+from polar_kit.tracing import DELIVERY, consuming, consuming_batch, log_fields
 
 log = structlog.get_logger(__name__)
 
@@ -270,9 +271,8 @@ class Consumer:
         """Handle one message; returns the outcome (acked, duplicate, retried, parked, skipped)."""
         delivery = self._delivery(msg)
         start = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(
-            subject=delivery.subject, message_id=delivery.message_id
-        ):
+        # A message this consumer skips (NATS < 2.10 filters client side) gets no span.
+        with self._bound(delivery) if self._wanted(msg.subject) else contextlib.nullcontext():
             outcome = await self._process(msg, delivery)
         _log_handled(delivery, outcome)
         self._metrics.handled(outcome)
@@ -284,6 +284,15 @@ class Consumer:
         info = await self._js.consumer_info(self._stream, self.name)
         self._metrics.pending.set(info.num_pending or 0)
         self._metrics.ack_pending.set(info.num_ack_pending or 0)
+
+    @contextlib.contextmanager
+    def _bound(self, delivery: Delivery) -> Iterator[None]:
+        """Its log fields (delivery id, request id, trace id) and its span (polar_kit.tracing)."""
+        with (
+            _log_bound(delivery),
+            consuming(delivery.subject, delivery.headers, consumer=self.name),
+        ):
+            yield
 
     def _wanted(self, subject: str) -> bool:
         # Memoized: a consumer sees few distinct subjects, and thousands of messages a second.
@@ -411,9 +420,7 @@ class Consumer:
         return outcomes
 
     async def _process_one(self, msg: Msg, delivery: Delivery) -> str:
-        with structlog.contextvars.bound_contextvars(
-            subject=delivery.subject, message_id=delivery.message_id
-        ):
+        with self._bound(delivery):
             return await self._process(msg, delivery)
 
     async def _process_together(
@@ -428,16 +435,22 @@ class Consumer:
         failed: Exception | None = None
         try:
             async with _keep_alive(*(m for _, m, _ in todo), ack_wait=self._ack_wait):
-                fresh, failures = await self._until_available(lambda: self._handle_many(deliveries))
+                with (
+                    _log_bound_batch(deliveries),
+                    consuming_batch(
+                        [(d.subject, d.headers) for d in deliveries], consumer=self.name
+                    ),
+                ):
+                    fresh, failures = await self._until_available(
+                        lambda: self._handle_many(deliveries)
+                    )
         except Exception as exc:
             failed = exc
         if failed is not None:  # (outside the except block: no implicit exception chaining)
             if len(todo) == 1 or classify(failed) == TRANSIENT:
                 # Alone already (settle it as single mode would), or stopping in an outage.
                 for i, msg, delivery in todo:
-                    with structlog.contextvars.bound_contextvars(
-                        subject=delivery.subject, message_id=delivery.message_id
-                    ):
+                    with _log_bound(delivery):
                         outcomes[i] = await self._settle_failure(msg, delivery, failed)
                 return
             log.warning("batch failed, handling its messages one by one", error=brief(failed))
@@ -459,9 +472,7 @@ class Consumer:
                     await msg.ack()
                     outcomes[i] = "duplicate"
             elif failure is not None:
-                with structlog.contextvars.bound_contextvars(
-                    subject=delivery.subject, message_id=delivery.message_id
-                ):
+                with _log_bound(delivery):
                     outcomes[i] = await self._settle_failure(msg, delivery, failure)
             else:
                 self._strikes.pop(delivery.message_id, None)
@@ -592,10 +603,26 @@ async def _keep_alive(*msgs: Msg, ack_wait: float) -> AsyncIterator[None]:
             await task
 
 
+def _log_bound(delivery: Delivery) -> contextlib.AbstractContextManager[Any]:
+    return structlog.contextvars.bound_contextvars(
+        subject=delivery.subject, message_id=delivery.message_id, **log_fields(delivery.headers)
+    )
+
+
+def _log_bound_batch(deliveries: Sequence[Delivery]) -> contextlib.AbstractContextManager[Any]:
+    """A batch's lines name its deliveries (one: as _log_bound)."""
+    if len(deliveries) == 1:
+        return _log_bound(deliveries[0])
+    ids = [d.headers[DELIVERY] for d in deliveries if DELIVERY in d.headers]
+    return (
+        structlog.contextvars.bound_contextvars(deliveries=ids) if ids else contextlib.nullcontext()
+    )
+
+
 def _log_handled(delivery: Delivery, outcome: str) -> None:
     """One line per message done with (retries and parks log their own): with the gateway's
-    "webhook accepted" line, whose `delivery` is this `message_id`, a delivery can be followed
-    from the gateway to each consumer in the logs."""
+    "webhook accepted" line, the `delivery` (X-GitHub-Delivery, carried by every message it
+    causes) follows a delivery from the gateway through each consumer in the logs."""
     if outcome in ("acked", "duplicate"):
         log.info(
             "message handled",
@@ -603,6 +630,7 @@ def _log_handled(delivery: Delivery, outcome: str) -> None:
             message_id=delivery.message_id,
             outcome=outcome,
             attempt=delivery.num_delivered,
+            **log_fields(delivery.headers),
         )
 
 

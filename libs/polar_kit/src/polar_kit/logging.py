@@ -19,6 +19,8 @@ import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import Processor
 
+from polar_kit.tracing import add_trace_ids
+
 MAX_FRAMES = 12
 
 
@@ -31,6 +33,7 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     shared: list[Processor] = [
         # request_id, rpc, subject, consumer... bound with structlog.contextvars.
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,  # trace_id / span_id of the current span
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -39,6 +39,7 @@ from polar_kit.metrics import outbox_metrics
 from polar_kit.nats import publish, subject_for
 from polar_kit.outage import Outage
 from polar_kit.settings import ServiceSettings
+from polar_kit.tracing import outgoing_headers, relaying, untraced_task
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +63,7 @@ async def record_event(
         type=message.DESCRIPTOR.full_name,
         source=source,
         payload=message.SerializeToString(),
+        headers=outgoing_headers(),
     )
     session.add(event)
     session.info[_NOTIFY] = True
@@ -75,6 +77,7 @@ async def record_events(
     their ids in order, which is also their publish (seq) order."""
     ids = []
     rows = []
+    headers = outgoing_headers()  # one context for the batch
     for subject, message in events:
         ids.append(uuid.uuid4())
         rows.append(
@@ -84,6 +87,7 @@ async def record_events(
                 "type": message.DESCRIPTOR.full_name,
                 "source": source,
                 "payload": message.SerializeToString(),
+                "headers": headers,
             }
         )
     if rows:
@@ -215,14 +219,15 @@ class OutboxRelay:
         self._metrics.oldest_age.set(age)
 
     async def _publish(self, event: OutboxEvent) -> PubAck:
-        return await publish(
-            self._js,
-            subject_for(self._settings, event.subject),
-            event.payload,
-            msg_id=str(event.id),
-            # A row's extra headers (e.g. traceparent) never replace the CloudEvents ones.
-            headers={**(event.headers or {}), **cloudevent_headers(event)},
-        )
+        headers = {**(event.headers or {}), **cloudevent_headers(event)}
+        with relaying(event.subject, event.headers, headers):
+            return await publish(
+                self._js,
+                subject_for(self._settings, event.subject),
+                event.payload,
+                msg_id=str(event.id),
+                headers=headers,
+            )
 
     async def _mark(self, session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
         if ids:
@@ -232,6 +237,7 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set; the batch in hand is finished first."""
+        untraced_task()  # its polls and claims are no trace; each publish is (relaying)
         listener = asyncio.create_task(self._listen(stop), name="outbox-listen")
         failures = 0
         try:

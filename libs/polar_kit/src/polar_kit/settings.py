@@ -81,6 +81,14 @@ class ServiceSettings(BaseSettings):
             "is a terminal."
         ),
     )
+    trace_dir: str = Field(
+        "",
+        description=(
+            "Also write this process's spans to <dir>/<service>.<pid>.jsonl, one JSON object "
+            "a line (`make dev` sets .dev/traces; `make trace ID=...` reads them). Tracing is "
+            "otherwise set by the standard OTEL_* variables (README)."
+        ),
+    )
     github_api_url: str = Field(
         "https://api.github.com", description="Base URL of the GitHub REST API."
     )

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from polar_kit import tracing, tracing_setup
+from polar_kit.logging import configure_logging
 from polar_kit.nats import StreamSpec
 from polar_kit.settings import ServiceSettings
 
@@ -36,3 +43,45 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10) -
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def log_lines() -> Iterator[list[str]]:
+    """Every log line meanwhile, rendered as a service renders it (JSON)."""
+    configure_logging("INFO", json=True)
+    root = logging.getLogger()
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    keep = Keep()
+    keep.setFormatter(root.handlers[0].formatter)
+    root.addHandler(keep)
+    try:
+        yield lines
+    finally:
+        root.removeHandler(keep)
+
+
+_spans: InMemorySpanExporter | None = None
+_provider: TracerProvider | None = None
+
+
+@contextlib.contextmanager
+def recorded_spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for the block (the servers, channels and engines made in it are traced),
+    every finished span kept in memory. One provider for the whole process: OpenTelemetry
+    lets a process set its provider once."""
+    global _spans, _provider
+    if _provider is None or _spans is None:
+        _spans = InMemorySpanExporter()
+        _provider = TracerProvider(sampler=tracing_setup.sampler_from_env())
+        _provider.add_span_processor(SimpleSpanProcessor(_spans))
+    tracing.install(_provider)
+    try:
+        yield _spans
+    finally:
+        tracing.uninstall()
+        _spans.clear()

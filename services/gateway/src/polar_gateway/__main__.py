@@ -15,6 +15,7 @@ from types import FrameType
 import uvicorn
 from polar_kit.logging import configure_logging
 from polar_kit.secrets import InsecureSecretError
+from polar_kit.tracing import configure_tracing
 from pydantic import ValidationError
 
 from .app import asgi, create_app
@@ -38,6 +39,7 @@ def main() -> None:
         print(f"polar_gateway refuses to start: {exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging(settings.log_level, settings.log_json)
+    configure_tracing("polar-gateway", settings.trace_dir)
     # After its graceful shutdown uvicorn restores the handler it found and raises the signal
     # again, so with the default one the process would end killed by SIGTERM (status 143)
     # although everything was drained and closed: end with 0, like the gRPC services.

@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from polar_kit import tracing
 from polar_kit.metrics import start_metrics_server
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .docs import install_docs
 from .errors import install_error_handlers
@@ -92,4 +93,20 @@ def asgi(app: FastAPI, settings: GatewaySettings) -> ASGIApp:
     headers and is counted, and a webhook delivery costs none of the framework's machinery."""
     ingress = webhooks.WebhookIngress(app, gateway_app=app)
     limited = RateLimitMiddleware(ingress, settings)
-    return RequestContextMiddleware(SecurityHeadersMiddleware(limited, gateway_app=app))
+    served = RequestContextMiddleware(SecurityHeadersMiddleware(limited, gateway_app=app))
+    if not tracing.enabled():
+        return served
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware  # (only when on)
+
+    # Outermost, so the request's log lines carry its trace id; one span per request (not
+    # one per ASGI message: a live stream sends thousands), probes not traced. Not around
+    # the webhook ingress, which starts a lighter span of its own (webhooks.ingest).
+    traced = OpenTelemetryMiddleware(
+        served, excluded_urls="/healthz,/readyz,/metrics", exclude_spans=["receive", "send"]
+    )
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        untraced = scope.get("path") in (webhooks.PATH, webhooks.PATH_V1)
+        await (served if untraced else traced)(scope, receive, send)
+
+    return dispatch

@@ -30,6 +30,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from polar_kit import tracing
 from polar_kit.nats import EVENTS, connect, strip_prefix, subject_for
 
 from . import events, replay
@@ -127,13 +128,13 @@ class Feed:
         self.last_sequence = sequence
         if not self.live.count and not self.read_model.follows(msg.headers):
             return  # nobody needs it: not even decoded (the write path's events, mostly)
-        event = events.decode(
-            sequence, strip_prefix(self.settings, msg.subject), msg.data, msg.headers
-        )
-        if event is not None:
-            self.read_model.apply(event)
-            if self.live.count:
-                self.live.deliver(event)
+        subject = strip_prefix(self.settings, msg.subject)
+        with tracing.consuming(subject, msg.headers or {}, consumer="gateway-feed"):
+            event = events.decode(sequence, subject, msg.data, msg.headers)
+            if event is not None:
+                self.read_model.apply(event)
+                if self.live.count:
+                    self.live.deliver(event)
 
     async def _watch(self, sub: JetStreamContext.PushSubscription) -> None:
         """Returns (FeedLost) when the connection is down or the consumer is gone."""

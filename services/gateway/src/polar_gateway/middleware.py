@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from polar_kit import tracing
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -62,6 +63,7 @@ class RequestContextMiddleware:
                 incoming = value.decode("latin-1")
                 break
         request_id = accept_request_id(incoming)
+        tracing.annotate(request_id=request_id)
         token = request_id_var.set(request_id)
         start = time.perf_counter()
         status = 500

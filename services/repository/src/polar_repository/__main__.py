@@ -12,6 +12,7 @@ from polar_kit.logging import configure_logging
 from polar_kit.nats import connect, ensure_streams
 from polar_kit.outbox import OutboxRelay
 from polar_kit.retention import Pruner
+from polar_kit.tracing import configure_tracing
 
 from .app import consumers, service_spec, sync_runner
 from .settings import RepositorySettings
@@ -20,6 +21,7 @@ from .settings import RepositorySettings
 async def main() -> None:
     settings = RepositorySettings()
     configure_logging(settings.log_level, settings.log_json)
+    configure_tracing("polar-repository", settings.trace_dir)
     engine = create_engine(settings.database_url, owner=SCHEMA, role=settings.database_role)
     sessionmaker = create_sessionmaker(engine)
     nc = await connect(settings, name="polar-repository")

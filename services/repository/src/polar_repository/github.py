@@ -33,6 +33,7 @@ from githubkit.cache import MemCacheStrategy
 from githubkit.cache.mem_cache import MemCache
 from githubkit.exception import RequestError, RequestFailed
 from githubkit.response import Response
+from polar_kit import tracing
 
 from . import metrics
 from .settings import RepositorySettings
@@ -392,13 +393,15 @@ class InstallationClient:
             raise RateLimited(wait)
         log.warning("github rate limited, waiting", request=what, status=status, wait=wait)
         metrics.WAITS["rate_limited"].observe(wait)
-        await self._sleep(wait)
+        with tracing.span("github rate-limit wait", seconds=wait, status=status):
+            await self._sleep(wait)
 
     async def _backoff(self, what: str, attempt: int, reason: str) -> None:
         delay = min(2.0 ** (attempt - 1), 30.0)
         log.warning("github request failed, retrying", request=what, reason=reason, delay=delay)
         metrics.WAITS["backoff"].observe(delay)
-        await self._sleep(delay)
+        with tracing.span("github retry wait", seconds=delay, reason=reason):
+            await self._sleep(delay)
 
     async def _pace(self, response: Response[Any]) -> None:
         metrics.rate_limit_seen(response.headers)
@@ -410,4 +413,5 @@ class InstallationClient:
                 remaining=response.headers.get("x-ratelimit-remaining"),
                 delay=round(delay, 2),
             )
-            await self._sleep(delay)
+            with tracing.span("github rate-limit pacing", seconds=delay):
+                await self._sleep(delay)

@@ -47,6 +47,7 @@ from polar.repository.v1 import events_pb2
 from polar_db.engine import asyncpg_dsn
 from polar_db.models import OrganizationStatus, Repository, SyncJob, SyncStatus
 from polar_db.upsert import Upserted
+from polar_kit import tracing
 from polar_kit.consumer import Consumer, Delivery, Handler, Reject
 from polar_kit.errors import FailedPrecondition
 from polar_kit.nats import EVENTS
@@ -307,7 +308,10 @@ class SyncRunner:
         key = lock_key(repository_id)
         try:
             async with self._slots:
-                with structlog.contextvars.bound_contextvars(repository_id=str(repository_id)):
+                with (
+                    structlog.contextvars.bound_contextvars(repository_id=str(repository_id)),
+                    tracing.span("sync", repository_id=str(repository_id)),  # one trace a sync
+                ):
                     return await self._run_job(repository_id, key)
         finally:
             self._claimed.discard(repository_id)
@@ -545,23 +549,24 @@ class SyncRunner:
         """One page's transaction: lock check, the caller's writes, then the job's new
         position and the progress event (after the caller has counted the page)."""
         self._check_stopping()
-        async with self._sessionmaker.begin() as session:
-            await self._locks.check(session, key)
-            yield session
-            await sync_jobs.update(
-                session, target.repository_id, target.job_id, **progress.columns()
-            )
-            await events.sync_progress(
-                session,
-                repository_id=target.repository_id,
-                organization_id=target.organization_id,
-                job_id=target.job_id,
-                synced=progress.synced,
-                expected=progress.expected,
-                page=progress.pages,
-                pages=progress.pages_expected,
-                issue=progress.last_issue,
-            )
+        with tracing.span("sync page", page=progress.pages + 1):
+            async with self._sessionmaker.begin() as session:
+                await self._locks.check(session, key)
+                yield session
+                await sync_jobs.update(
+                    session, target.repository_id, target.job_id, **progress.columns()
+                )
+                await events.sync_progress(
+                    session,
+                    repository_id=target.repository_id,
+                    organization_id=target.organization_id,
+                    job_id=target.job_id,
+                    synced=progress.synced,
+                    expected=progress.expected,
+                    page=progress.pages,
+                    pages=progress.pages_expected,
+                    issue=progress.last_issue,
+                )
 
     async def _complete(self, target: Target, key: int, progress: Progress) -> None:
         async with self._sessionmaker.begin() as session:

@@ -12,6 +12,7 @@ from polar_kit.logging import configure_logging
 from polar_kit.nats import connect, ensure_streams
 from polar_kit.outbox import OutboxRelay
 from polar_kit.retention import Pruner
+from polar_kit.tracing import configure_tracing
 
 from .app import consumers, service_spec
 from .directory import GrpcDirectory
@@ -21,6 +22,7 @@ from .settings import RewardSettings
 async def main() -> None:
     settings = RewardSettings()
     configure_logging(settings.log_level, settings.log_json)
+    configure_tracing("polar-reward", settings.trace_dir)
     # As its role, within its schema (decision 0021).
     engine = create_engine(settings.database_url, owner=SCHEMA, role=settings.database_role)
     sessionmaker = create_sessionmaker(engine)

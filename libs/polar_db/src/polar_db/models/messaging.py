@@ -43,7 +43,8 @@ class OutboxEvent(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)  # serialized protobuf
     created_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())
     published_at: Mapped[datetime | None]
-    # Extra NATS headers the relay sends with the event (e.g. traceparent, X-Request-ID).
+    # Extra NATS headers for the message: the W3C traceparent of the span that wrote the row,
+    # the request id and the GitHub delivery id it stems from (polar_kit.tracing).
     headers: Mapped[dict[str, Any] | None]
 
 

@@ -9,8 +9,9 @@ secret, compared in constant time), missing or odd X-GitHub-Event / X-GitHub-Del
 headers (400), a body that is not a JSON object or an `action` that is not a word (400).
 
 Then the raw body is published to `github.webhook.<event>.<action>` (`github.webhook.<event>`
-for events without an action) with Nats-Msg-Id = X-GitHub-Delivery, and answered 202 only
-after JetStream's PubAck: an accepted delivery is stored. A redelivery within the duplicate
+for events without an action) with Nats-Msg-Id = X-GitHub-Delivery (headers: X-GitHub-Event,
+X-GitHub-Delivery, X-Request-ID, the W3C traceparent: polar_kit.tracing), and answered 202
+only after JetStream's PubAck: an accepted delivery is stored. A redelivery within the duplicate
 window is acknowledged as a duplicate and stored once. NATS down or no ack in time: 503, so
 GitHub redelivers. `ping` is answered 200 and not published.
 
@@ -31,11 +32,13 @@ import orjson
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from polar_kit import tracing
 from polar_kit.nats import publish, subject_for
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import mappers_v1
 from ..bus import NatsUnavailable
+from ..context import current_request_id
 from ..errors import ApiError, error_body, v1_error_body
 from ..metrics import WEBHOOKS
 from ..schemas import WebhookAccepted
@@ -49,6 +52,7 @@ router = APIRouter(prefix=V2, tags=["webhooks"])
 router_v1 = APIRouter(prefix=V1, tags=["webhooks"])
 PATH = V2 + "/integrations/github/webhook"
 PATH_V1 = V1 + "/integrations/github/webhook"
+ROUTE = "/integrations/github/webhook"  # the span's name, either version
 
 _WORD = re.compile(r"^[a-z0-9_]{1,64}$")
 _DELIVERY = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -113,7 +117,16 @@ async def ingest(
     gateway: Gateway, headers: Mapping[str, str], chunks: AsyncIterator[bytes]
 ) -> tuple[int, WebhookAccepted]:
     """One delivery, whatever serves HTTP: (status, answer), or an ApiError. `headers` has
-    lower-case names."""
+    lower-case names. Its trace starts here (app.asgi leaves this route untraced)."""
+    with tracing.serving("POST", ROUTE, headers, request_id=current_request_id()) as span:
+        status, answer = await _ingest(gateway, headers, chunks)
+        tracing.annotate(span, **{"http.response.status_code": status})
+        return status, answer
+
+
+async def _ingest(
+    gateway: Gateway, headers: Mapping[str, str], chunks: AsyncIterator[bytes]
+) -> tuple[int, WebhookAccepted]:
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _JSON_TYPES:
         raise Rejected(415, "deliveries must be application/json")
@@ -141,16 +154,21 @@ async def ingest(
         raise Rejected(400, "`action` must be a lower-case word")
 
     subject = f"github.webhook.{event}" + (f".{action}" if action else "")
+    message_headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery}
+    if request_id := current_request_id():
+        message_headers["X-Request-ID"] = request_id
     try:
         js = gateway.bus.jetstream()
-        ack = await publish(
-            js,
-            subject_for(gateway.settings, subject),
-            body,
-            msg_id=delivery,
-            headers={"X-GitHub-Event": event, "X-GitHub-Delivery": delivery},
-            timeout=gateway.settings.webhook_publish_timeout_seconds,
-        )
+        with tracing.publishing(subject, message_headers, delivery=delivery) as span:
+            ack = await publish(
+                js,
+                subject_for(gateway.settings, subject),
+                body,
+                msg_id=delivery,
+                headers=message_headers,
+                timeout=gateway.settings.webhook_publish_timeout_seconds,
+            )
+            tracing.annotate(span, stream_sequence=ack.seq)
     except NatsUnavailable:
         UNAVAILABLE.inc()
         raise
@@ -161,8 +179,15 @@ async def ingest(
         log.warning("webhook not stored", delivery=delivery, subject=subject, error=repr(exc))
         raise NatsUnavailable("the delivery could not be stored, redeliver it later") from exc
     (DUPLICATE if ack.duplicate else ACCEPTED).inc()
-    # The delivery id is the NATS message id: the consumer logs it too (`message_id`).
-    log.info("webhook accepted", delivery=delivery, subject=subject, duplicate=ack.duplicate)
+    # Every message this delivery causes carries its id: each consumer logs it (`delivery`).
+    log.info(
+        "webhook accepted",
+        delivery=delivery,
+        github_event=event,
+        subject=subject,
+        stream_sequence=ack.seq,
+        duplicate=ack.duplicate,
+    )  # with request_id (bound) and trace_id (polar_kit.tracing.add_trace_ids)
     return 202, WebhookAccepted(status="accepted", delivery=delivery, duplicate=bool(ack.duplicate))
 
 

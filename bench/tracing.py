@@ -1,0 +1,151 @@
+"""What tracing costs (issue 12): webhook ingress and end-to-end throughput with tracing off,
+sampling 1% and sampling 100%, in one run; off is the baseline.
+
+    uv run python -m bench.tracing [--deliveries 4000] [--duration 5] [--rounds 2]
+
+Each mode runs bench.gateway's `ingress` (32 senders POSTing signed issues.opened deliveries
+to `python -m polar_gateway` alone, `--duration` seconds) and `end_to_end` (`--deliveries`
+distinct deliveries through the gateway, JetStream and the repository service's consumer
+into PostgreSQL, with the organization service and every outbox relay running), in fresh
+processes whose environment says the mode:
+
+- off: no OTEL_EXPORTER_OTLP_ENDPOINT and no POLAR_TRACE_DIR (nothing instrumented);
+- 1%: OTEL_TRACES_SAMPLER=parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG=0.01;
+- 100%: OTEL_TRACES_SAMPLER=parentbased_always_on.
+
+The traced modes export every sampled span to JSON-lines files (POLAR_TRACE_DIR in a
+temporary folder): the spans are serialized and written, as an exporter would. Modes are
+interleaved round after round (off, 1%, 100%, off, ...) so that a noisy neighbour hits them
+alike, and each mode's median over the rounds is reported. Targets: 1% costs <= 5% of the
+baseline's throughput, 100% <= 25%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from polar_dev.infra import infra
+
+from bench.common import table, write_results
+from bench.gateway import Config, end_to_end, ingress
+
+MODES: dict[str, dict[str, str]] = {
+    "off": {},
+    "1%": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"},
+    "100%": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
+}
+TARGETS = {"1%": 0.05, "100%": 0.25}
+TRACING_ENV = ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "POLAR_TRACE_DIR")
+
+
+async def one_mode(
+    mode: str, server_url: str, nats_url: str, config: Config, deliveries: int, folder: str
+) -> dict[str, float]:
+    # bench.gateway's processes inherit this process's environment.
+    for key in (*TRACING_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SDK_DISABLED"):
+        os.environ.pop(key, None)
+    os.environ.update(MODES[mode])
+    if MODES[mode]:
+        os.environ["POLAR_TRACE_DIR"] = os.path.join(folder, mode.rstrip("%"))
+    try:
+        alone = await ingress(nats_url, config)
+        through = await end_to_end(server_url, nats_url, config, deliveries)
+    finally:
+        for key in TRACING_ENV:
+            os.environ.pop(key, None)
+    cpu = alone["gateway"]["per_request"].get("cpu server") or 0.0
+    return {
+        "ingress_per_second": alone["gateway"]["rps"],
+        "ingress_cpu_ms_per_request": round(cpu * 1000, 3),
+        "ingress_under_load_per_second": through["ingress_per_second"],
+        "end_to_end_per_second": through["end_to_end_per_second"],
+        "cpu_ms_per_delivery_servers": through["cpu_ms_per_delivery_servers"],
+    }
+
+
+async def run(deliveries: int, duration: float, rounds: int) -> dict[str, Any]:
+    config = Config(warmup=1.0, duration=duration)
+    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    with infra(ephemeral=True) as servers, tempfile.TemporaryDirectory() as folder:
+        for round_ in range(rounds):
+            for mode in MODES:
+                print(f"\n=== round {round_ + 1}/{rounds}, tracing {mode} ===", flush=True)
+                runs[mode].append(
+                    await one_mode(
+                        mode, servers.database_url, servers.nats_url, config, deliveries, folder
+                    )
+                )
+    return {"deliveries": deliveries, "rounds": runs, "medians": report(runs, rounds)}
+
+
+def report(runs: dict[str, list[dict[str, float]]], rounds: int) -> dict[str, dict[str, float]]:
+    """Prints each mode's median and its cost against off; returns the medians."""
+    medians = {
+        mode: {key: statistics.median(r[key] for r in results) for key in results[0]}
+        for mode, results in runs.items()
+    }
+    base = medians["off"]
+    rows = []
+    for mode, m in medians.items():
+        # Throughput lost, and CPU added per delivery (what throughput loses on a machine whose
+        # CPUs are the bottleneck; steadier than throughput when neighbours are noisy).
+        cost = {
+            "ingress": 1 - m["ingress_per_second"] / base["ingress_per_second"],
+            "ingress cpu": m["ingress_cpu_ms_per_request"] / base["ingress_cpu_ms_per_request"] - 1,
+            "end to end": 1 - m["end_to_end_per_second"] / base["end_to_end_per_second"],
+            "end to end cpu": m["cpu_ms_per_delivery_servers"] / base["cpu_ms_per_delivery_servers"]
+            - 1,
+        }
+        m.update({f"cost {k}": round(v, 3) for k, v in cost.items()})
+        target = TARGETS.get(mode)
+        verdict = "-"
+        if target is not None:
+            worst = max(cost["ingress"], cost["end to end"])
+            verdict = f"<= {target:.0%}: {'met' if worst <= target else 'NOT met'}"
+
+        def shown(
+            key: str, value: float, cost: dict[str, float] = cost, base: bool = target is None
+        ) -> str:
+            return str(value) if base else f"{value} ({cost[key]:+.1%})"
+
+        rows.append(
+            [
+                mode,
+                shown("ingress", m["ingress_per_second"]),
+                shown("ingress cpu", m["ingress_cpu_ms_per_request"]),
+                shown("end to end", m["end_to_end_per_second"]),
+                shown("end to end cpu", m["cpu_ms_per_delivery_servers"]),
+                verdict,
+            ]
+        )
+    print(f"\ntracing cost: median of {rounds} rounds, against off (cost: throughput lost)")
+    headers = [
+        "tracing",
+        "ingress/s (cost)",
+        "gateway CPU ms/req",
+        "POST to row /s (cost)",
+        "servers CPU ms/delivery",
+        "target (throughput)",
+    ]
+    print(table(headers, rows))
+    return medians
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.tracing", description=__doc__)
+    parser.add_argument("--deliveries", type=int, default=4000, help="end to end, per mode")
+    parser.add_argument("--duration", type=float, default=5.0, help="ingress, seconds per mode")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args(argv)
+    result = asyncio.run(run(args.deliveries, args.duration, args.rounds))
+    write_results("tracing", result)
+
+
+if __name__ == "__main__":
+    main()

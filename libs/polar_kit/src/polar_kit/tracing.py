@@ -1,0 +1,369 @@
+"""Tracing (OpenTelemetry) and the correlation that travels with every message.
+
+`configure_tracing()` is called once by each process at start-up. It reads the standard
+variables: OTEL_SDK_DISABLED, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
+OTEL_TRACES_SAMPLER(_ARG), OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT and the exporter's other
+OTEL_EXPORTER_OTLP_* settings (OTLP over gRPC), plus POLAR_TRACE_DIR (spans as JSON lines,
+what `make dev` and `python -m polar_dev.trace` use). With neither an endpoint nor a file,
+or with OTEL_SDK_DISABLED=true, nothing is instrumented and the hooks below return at once.
+
+Across processes (decision 0023): the W3C `traceparent` and the request id ride as NATS
+headers; the gateway's publish, the outbox row (its `headers` column) and the relay's publish
+carry them, and a consumer continues the trace as a child of the message's producer span.
+The GitHub delivery id (X-GitHub-Delivery) is carried the same way, so one delivery can be
+followed in every process's logs by that id alone, and in its trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from contextvars import ContextVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from structlog.typing import EventDict, WrappedLogger
+
+from polar_kit.grpc.context import current_request_id
+
+if TYPE_CHECKING:  # the SDK is imported only when tracing is on (it costs ~4 MB a process)
+    from opentelemetry.sdk.trace import TracerProvider
+
+REQUEST_ID = "X-Request-ID"
+DELIVERY = "X-GitHub-Delivery"
+# Correlation carried from a message (or an RPC) to the events it causes.
+CARRIED = (REQUEST_ID, DELIVERY)
+
+_tracer = trace.get_tracer("polar_kit")
+# W3C trace context only, not the global propagators (OTEL_PROPAGATORS): messages carry
+# `traceparent`/`tracestate` and nothing else, and the baggage propagator's work per hop is
+# as large as this one's.
+_W3C = TraceContextTextMapPropagator()
+_enabled = False
+# The correlation headers of the message (or RPC) being handled; outbox rows copy them.
+_carried: ContextVar[Mapping[str, str] | None] = ContextVar("polar_carried", default=None)
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+# --- set-up --------------------------------------------------------------------------------
+
+
+def configure_tracing(service_name: str, trace_dir: str = "") -> bool:
+    """Install the tracer provider and the instrumentations; True when tracing is on.
+
+    `trace_dir` (POLAR_TRACE_DIR) adds a JSON-lines exporter, for local viewing."""
+    env = os.environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+    from polar_kit.tracing_setup import JsonLinesExporter, sampler_from_env
+
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    exporters: list[SpanExporter] = []
+    if endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporters.append(OTLPSpanExporter())  # endpoint, headers, timeout... from OTEL_*
+    if trace_dir:
+        path = Path(trace_dir) / f"{service_name}.{os.getpid()}.jsonl"
+        exporters.append(JsonLinesExporter(path))
+    if not exporters:
+        return False
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: service_name}), sampler=sampler_from_env()
+    )
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    install(provider)
+    return True
+
+
+def install(provider: TracerProvider) -> None:
+    """Make `provider` the global one and instrument grpc.aio, asyncpg and httpx (tests
+    call this with an in-memory exporter). Channels and servers made before are not traced."""
+    global _enabled
+    if trace.get_tracer_provider() is not provider:
+        trace.set_tracer_provider(provider)
+    for cls in _instrumentors():
+        instrumentor = cls()
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument()
+    _enabled = True
+
+
+def _instrumentors() -> tuple[type[Any], ...]:  # (their __init__ is untyped)
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.grpc import (
+        GrpcAioInstrumentorClient,
+        GrpcAioInstrumentorServer,
+    )
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    return (
+        GrpcAioInstrumentorServer,
+        GrpcAioInstrumentorClient,
+        AsyncPGInstrumentor,
+        HTTPXClientInstrumentor,
+    )
+
+
+def uninstall() -> None:
+    """Undo install()'s instrumentations and turn the hooks off (tests). The global provider
+    stays: OpenTelemetry lets a process set it once."""
+    global _enabled
+    for cls in _instrumentors():
+        cls().uninstrument()
+    _enabled = False
+
+
+# --- hooks at each hop ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serving(
+    method: str, route: str, headers: Mapping[str, str], **attributes: Any
+) -> Iterator[Any]:
+    """A SERVER span for a request served on a fast path, without the ASGI instrumentation
+    (whose generic work costs more than the webhook ingress itself); an incoming
+    `traceparent` is continued. Yields the span, or None when tracing is off."""
+    if not _enabled:
+        yield None
+        return
+    with _tracer.start_as_current_span(
+        f"{method} {route}", context=_W3C.extract(headers), kind=SpanKind.SERVER
+    ) as span:
+        if span.is_recording():  # (99 in 100 are not, at 1%: no attributes to build)
+            span.set_attributes(
+                {"http.request.method": method, "http.route": route, **_named(attributes)}
+            )
+        yield span
+
+
+@contextlib.contextmanager
+def publishing(subject: str, headers: MutableMapping[str, str], **attributes: Any) -> Iterator[Any]:
+    """A PRODUCER span around a JetStream publish; its context goes into `headers`. Yields
+    the span (set the stream sequence on it), or None when tracing is off."""
+    if not _enabled:
+        yield None
+        return
+    if _unsampled(otel_context.get_current()):
+        _W3C.inject(headers)  # the trace id and "not sampled" go on, no span needed
+        yield None
+        return
+    with _tracer.start_as_current_span(
+        f"publish {subject}", kind=SpanKind.PRODUCER, attributes=_messaging(subject, attributes)
+    ) as span:
+        _W3C.inject(headers)
+        yield span
+
+
+@contextlib.contextmanager
+def relaying(
+    subject: str, stored: Mapping[str, str] | None, headers: MutableMapping[str, str]
+) -> Iterator[None]:
+    """The relay's publish of an outbox row: a PRODUCER span, child of the span that wrote
+    the row (its stored `traceparent`), whose context replaces it in `headers`."""
+    if not _enabled:
+        yield
+        return
+    parent = _W3C.extract(stored or {})
+    if _unsampled(parent):  # `headers` carry the stored traceparent already
+        yield
+        return
+    with _tracer.start_as_current_span(
+        f"publish {subject}",
+        context=parent,
+        kind=SpanKind.PRODUCER,
+        attributes=_messaging(subject, {"outbox": True, **_ids(stored or {})}),
+    ):
+        _W3C.inject(headers)
+        yield
+
+
+@contextlib.contextmanager
+def consuming(subject: str, headers: Mapping[str, str], *, consumer: str) -> Iterator[None]:
+    """Handling one message: its correlation headers become the current ones (outbox rows
+    written meanwhile copy them) and, when tracing, a CONSUMER span continues the producer's
+    trace as its child."""
+    carried = {k: headers[k] for k in CARRIED if k in headers}
+    token = _carried.set(carried)
+    try:
+        if not _enabled:
+            yield
+            return
+        parent = _W3C.extract(headers)
+        if _unsampled(parent):
+            with _attached(parent), _suppressed():
+                yield  # its queries make no spans; what it writes carries the trace on
+            return
+        attributes = {"messaging.consumer.group.name": consumer, **_ids(carried)}
+        with _tracer.start_as_current_span(
+            f"process {subject}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=_messaging(subject, attributes),
+        ):
+            yield
+    finally:
+        _carried.reset(token)
+
+
+@contextlib.contextmanager
+def consuming_batch(
+    items: Sequence[tuple[str, Mapping[str, str]]], *, consumer: str
+) -> Iterator[None]:
+    """Handling a batch of (subject, headers) in one transaction. One message: as
+    consuming(). Several: the span is a child of the first message's producer and links to
+    every message; outbox rows written meanwhile carry the batch span (decision 0023)."""
+    if len(items) == 1:
+        with consuming(*items[0], consumer=consumer):
+            yield
+        return
+    common = {k: v for k, v in (items[0][1] if items else {}).items() if k in CARRIED}
+    for _, headers in items[1:]:
+        common = {k: v for k, v in common.items() if headers.get(k) == v}
+    token = _carried.set(common)
+    try:
+        if not _enabled:
+            yield
+            return
+        contexts = [_W3C.extract(h) for _, h in items]
+        if all(_unsampled(c) for c in contexts):
+            with _attached(contexts[0]), _suppressed():
+                yield
+            return
+        links = [
+            Link(c)
+            for c in (trace.get_current_span(ctx).get_span_context() for ctx in contexts)
+            if c.is_valid
+        ]
+        with _tracer.start_as_current_span(
+            f"process {consumer} batch",
+            context=contexts[0] if contexts else None,
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes={"messaging.batch.message_count": len(items)},
+        ):
+            yield
+    finally:
+        _carried.reset(token)
+
+
+@contextlib.contextmanager
+def span(name: str, **attributes: Any) -> Iterator[None]:
+    """An internal span (a sync, a page, a wait); nothing when tracing is off."""
+    if not _enabled or _unsampled(otel_context.get_current()):
+        yield
+        return
+    with _tracer.start_as_current_span(name, attributes=_named(attributes)):
+        yield
+
+
+def annotate(span: Any = None, /, **attributes: Any) -> None:
+    """Attributes (`polar.<name>`) on `span`, or on the current span, if it is recorded."""
+    if _enabled:
+        span = span or trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes(_named(attributes))
+
+
+def untraced_task() -> None:
+    """The rest of the current task makes no spans through the instrumentations: a worker
+    whose own queries are no trace worth keeping (the outbox relay; its publishes still are,
+    see relaying()). Spares the instrumentations' work for spans the sampler drops anyway."""
+    if _enabled:
+        # The plain-string key every instrumentation checks (instrumentation.utils).
+        otel_context.attach(otel_context.set_value("suppress_instrumentation", True))
+
+
+def outgoing_headers(request_id: str | None = None) -> dict[str, str] | None:
+    """What an outbox row carries to its message: the current trace context and the
+    correlation of the message or RPC being handled. None when there is nothing."""
+    headers = dict(_carried.get() or {})
+    if request_id:
+        headers[REQUEST_ID] = request_id
+    elif REQUEST_ID not in headers and (rid := current_request_id()):
+        headers[REQUEST_ID] = rid
+    if _enabled:
+        _W3C.inject(headers)
+    return headers or None
+
+
+def log_fields(headers: Mapping[str, str]) -> dict[str, str]:
+    """Log fields of a message: delivery id, request id and trace id (read from its
+    `traceparent`, so a consumer logs it even when its own tracing is off)."""
+    fields = {}
+    if delivery := headers.get(DELIVERY):
+        fields["delivery"] = delivery
+    if request_id := headers.get(REQUEST_ID):
+        fields["request_id"] = request_id
+    parent = headers.get("traceparent", "")
+    if len(parent) >= 55:  # 00-<32 hex trace id>-<16 hex span id>-<flags>
+        fields["trace_id"] = parent[3:35]
+    return fields
+
+
+def add_trace_ids(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """structlog processor: trace_id and span_id of the current span, when there is one
+    (fields bound already, e.g. a message's, are kept)."""
+    if not _enabled:
+        return event
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event.setdefault("trace_id", format(ctx.trace_id, "032x"))
+        event.setdefault("span_id", format(ctx.span_id, "016x"))
+    return event
+
+
+def _messaging(subject: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+    return {"messaging.system": "nats", "messaging.destination.name": subject, **_named(extra)}
+
+
+def _unsampled(ctx: otel_context.Context) -> bool:
+    """Within a trace that is not sampled: spans would be created only to be dropped (at 1%
+    sampling, 99 times in 100), so the hooks pass the context on without one."""
+    parent = trace.get_current_span(ctx).get_span_context()
+    return parent.is_valid and not parent.trace_flags.sampled
+
+
+@contextlib.contextmanager
+def _suppressed() -> Iterator[None]:
+    # The plain-string key every instrumentation checks (opentelemetry.instrumentation.utils).
+    with _attached(otel_context.set_value("suppress_instrumentation", True)):
+        yield
+
+
+@contextlib.contextmanager
+def _attached(ctx: otel_context.Context) -> Iterator[None]:
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def _ids(carried: Mapping[str, str]) -> dict[str, str]:
+    """Span attributes of the correlation ids (polar_dev.trace finds a trace by them)."""
+    ids = {}
+    if DELIVERY in carried:
+        ids["polar.delivery"] = carried[DELIVERY]
+    if REQUEST_ID in carried:
+        ids["polar.request_id"] = carried[REQUEST_ID]
+    return ids
+
+
+def _named(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    return {k if "." in k else f"polar.{k}": v for k, v in attributes.items()}

@@ -1,0 +1,86 @@
+"""polar_kit.tracing's hooks without a cluster: what they put in headers, which spans they
+make, and that a trace not sampled is carried on without any."""
+
+from __future__ import annotations
+
+import asyncio
+
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.trace import SpanKind
+from polar_kit import testing, tracing, tracing_setup
+from polar_kit.grpc.context import request_id_var
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+UNSAMPLED = {"traceparent": f"00-{TRACE}-00f067aa0ba902b7-00", "X-GitHub-Delivery": "d-1"}
+SAMPLED = {**UNSAMPLED, "traceparent": f"00-{TRACE}-00f067aa0ba902b7-01"}
+
+
+def test_off_carries_the_correlation_ids_only() -> None:
+    assert not tracing.enabled()
+    with tracing.consuming("polar.x", SAMPLED | {"X-Request-ID": "r-1"}, consumer="c"):
+        assert tracing.outgoing_headers() == {"X-GitHub-Delivery": "d-1", "X-Request-ID": "r-1"}
+    assert tracing.outgoing_headers() is None
+    token = request_id_var.set("r-2")  # within an RPC
+    try:
+        assert tracing.outgoing_headers() == {"X-Request-ID": "r-2"}
+    finally:
+        request_id_var.reset(token)
+
+
+def test_a_message_is_continued_as_a_child_of_its_producer() -> None:
+    with testing.recorded_spans() as spans:
+        with tracing.consuming("polar.x", SAMPLED, consumer="c"):
+            headers = tracing.outgoing_headers()
+            assert headers is not None
+        (span,) = spans.get_finished_spans()
+    assert span.kind == SpanKind.CONSUMER
+    assert format(span.context.trace_id, "032x") == TRACE
+    assert span.parent is not None
+    assert format(span.parent.span_id, "016x") == "00f067aa0ba902b7"
+    assert (span.attributes or {})["polar.delivery"] == "d-1"
+    # What it writes to the outbox names it as the parent of the relay's publish.
+    assert headers["traceparent"] == f"00-{TRACE}-{span.context.span_id:016x}-01"
+    assert headers["X-GitHub-Delivery"] == "d-1"
+
+
+def test_a_trace_not_sampled_goes_on_without_spans() -> None:
+    with testing.recorded_spans() as spans:
+        with tracing.consuming("polar.x", UNSAMPLED, consumer="c"):
+            headers = tracing.outgoing_headers()
+            relayed: dict[str, str] = {}
+            with tracing.publishing("polar.y", relayed), tracing.span("work"):
+                pass
+        with tracing.relaying("polar.x", headers, {}):
+            pass
+        assert spans.get_finished_spans() == ()
+    assert headers is not None
+    assert headers["traceparent"] == UNSAMPLED["traceparent"]  # same trace, still not sampled
+    assert relayed["traceparent"] == UNSAMPLED["traceparent"]
+
+
+def test_a_query_outside_any_request_or_message_is_no_trace() -> None:
+    sampler = tracing_setup.sampler_from_env()
+    lone = sampler.should_sample(None, 1, "SELECT", SpanKind.CLIENT)
+    assert lone.decision == Decision.DROP
+    root = sampler.should_sample(None, 1, "POST /x", SpanKind.SERVER)
+    assert root.decision == Decision.RECORD_AND_SAMPLE
+
+
+def test_log_fields_read_the_trace_id_from_the_traceparent() -> None:
+    assert tracing.log_fields(SAMPLED | {"X-Request-ID": "r-1"}) == {
+        "delivery": "d-1",
+        "request_id": "r-1",
+        "trace_id": TRACE,
+    }
+
+
+async def test_an_untraced_task_makes_no_instrumentation_spans() -> None:
+    async def worker() -> tuple[bool, bool]:
+        before = is_instrumentation_enabled()
+        tracing.untraced_task()
+        return before, is_instrumentation_enabled()
+
+    with testing.recorded_spans():
+        assert await asyncio.create_task(worker()) == (True, False)
+        assert is_instrumentation_enabled()  # the caller's context is untouched
