@@ -10,24 +10,16 @@ import pytest
 import pytest_asyncio
 from nats.js import JetStreamContext
 from polar_db.models import REPOSITORY, OutboxEvent, ProcessedMessage
+from polar_dev.pytest_plugin import service_database_fixtures
 from polar_kit.nats import ensure_streams
 from polar_kit.settings import ServiceSettings
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-
-@pytest.fixture(scope="session")
-def database_owner() -> str:
-    """The outbox and processed-mark tables exist in each service's schema (decision 0021):
-    the kit's tests use the repository service's..."""
-    return REPOSITORY
-
-
-@pytest.fixture(scope="session")
-def database_role() -> str:
-    """...as the login user, since some also administer the database (end sessions, create
-    tables)."""
-    return ""
+# The outbox and processed-mark tables exist in each service's schema (decision 0021): the
+# kit's tests use the repository service's, as the login user, since some also administer the
+# database (end sessions, create tables).
+engine, sessionmaker = service_database_fixtures(REPOSITORY, role="")
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

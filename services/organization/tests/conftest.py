@@ -13,6 +13,7 @@ from polar_db.models.organization import SCHEMA
 
 if TYPE_CHECKING:
     from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceAsyncStub
+from polar_dev.pytest_plugin import service_database_fixtures
 from polar_kit.grpc import RunningServer, start_server
 from polar_kit.grpc.auth import operator_channel
 from polar_kit.settings import ServiceSettings
@@ -25,10 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 _ids = itertools.count(10_000_000)
 
 
-@pytest.fixture(scope="session")
-def database_owner() -> str:
-    """The tests act as the service does: as its role, within its schema (decision 0021)."""
-    return SCHEMA
+# The tests act as the service does: as its role, within its schema (decision 0021).
+engine, sessionmaker = service_database_fixtures(SCHEMA)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@ and row factories.
 
 The repository service keeps its own read model of organizations and users (known.py); tests
 insert those rows directly, standing in for the organization service's events. The tests
-act as the service does: as its role, within its schema (`database_owner`).
+act as the service does: as its role, within its schema (`engine`, `sessionmaker`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from polar_db.models.repository import (
 )
 from polar_db.models.repository import KnownOrganization as Organization
 from polar_db.models.repository import KnownUser as User
+from polar_dev.pytest_plugin import service_database_fixtures
 from polar_kit.grpc import RunningServer, start_server
 from polar_kit.grpc.auth import operator_channel
 from polar_kit.settings import ServiceSettings
@@ -61,9 +62,7 @@ class FakeSync:
         return True
 
 
-@pytest.fixture(scope="session")
-def database_owner() -> str:
-    return SCHEMA
+engine, sessionmaker = service_database_fixtures(SCHEMA)
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,8 @@ database (`polar_test_<hex>`, migrated to head, dropped at the end) and its own 
 | ---------------- | -------- | ----------------------------------- |
 | polar_infra      | session  | polar_dev.infra.Infra               |
 | database_url     | session  | str (the per-run database)          |
-| database_owner   | session  | str or None: a service's conftest   |
-|                  |          | names its schema (decision 0021)    |
-| database_role    | session  | str or None (None: polar_<owner>)   |
-| engine           | session  | sqlalchemy AsyncEngine (as owner)   |
+| engine           | session  | sqlalchemy AsyncEngine (all schemas; |
+|                  |          | a service's own: service_database_fixtures) |
 | sessionmaker     | session  | async_sessionmaker[AsyncSession]    |
 | service_sessionmakers | session | {owner: async_sessionmaker}    |
 | nats_url         | session  | str                                 |
@@ -32,7 +30,7 @@ import secrets
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import nats
@@ -104,29 +102,39 @@ async def database_url(polar_infra: Infra) -> AsyncIterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
-def database_owner() -> str | None:
-    """The service whose tests these are: `engine` then acts as it does, as its role within
-    its schema (decision 0021). A service's conftest overrides it; None sees everything."""
-    return None
-
-
-@pytest.fixture(scope="session")
-def database_role() -> str | None:
-    """The role `engine` acts as: None, the owner's (`polar_<owner>`); "" the login user's
-    (tests of the shared runtime that also administer the database)."""
-    return None
-
-
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def engine(
-    database_url: str, database_owner: str | None, database_role: str | None
-) -> AsyncIterator[AsyncEngine]:
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine that sees every schema (tools, migrations, cross-service checks). A
+    service's tests act as the service does instead: `service_database_fixtures`."""
     from polar_db.engine import create_engine
 
-    created = create_engine(database_url, owner=database_owner, role=database_role)
+    created = create_engine(database_url)
     yield created
     await created.dispose()
+
+
+def service_database_fixtures(owner: str, role: str | None = None) -> tuple[Any, Any]:
+    """`engine` and `sessionmaker` fixtures acting as service `owner` does: as its role
+    (or `role`; "" the login user's), within its schema (decision 0021). In a service's
+    conftest: `engine, sessionmaker = service_database_fixtures(SCHEMA)`. (Fixtures of their
+    own, not a parameter of the plugin's: pytest caches a session fixture once per
+    definition, and one session may run several services' tests.)"""
+
+    @pytest_asyncio.fixture(scope="session", loop_scope="session")
+    async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+        from polar_db.engine import create_engine
+
+        created = create_engine(database_url, owner=owner, role=role)
+        yield created
+        await created.dispose()
+
+    @pytest.fixture(scope="session")
+    def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+        from polar_db.engine import create_sessionmaker
+
+        return create_sessionmaker(engine)
+
+    return engine, sessionmaker
 
 
 @pytest.fixture(scope="session")
