@@ -15,8 +15,7 @@ import nats.js.errors
 import structlog
 from nats.js import JetStreamContext
 
-# The module, not the class: consumer -> tracing -> grpc -> server -> sampler is a cycle.
-from polar_kit import consumer as _consumer
+from polar_kit.consumer import Consumer
 from polar_kit.metrics import PARKED_MESSAGES, PARKED_STREAM_BYTES, PARKED_STREAM_MESSAGES
 from polar_kit.nats import PARKED, strip_prefix
 from polar_kit.outage import brief
@@ -42,7 +41,7 @@ class MetricsSampler:
         self._js = js
         self._settings = settings
         # This process's consumers show 0 rather than nothing before they ever park.
-        self._parked_consumers = {w.name for w in workers if isinstance(w, _consumer.Consumer)}
+        self._parked_consumers = {w.name for w in workers if isinstance(w, Consumer)}
 
     async def sample(self) -> None:
         """One round; a source that does not answer keeps its last values (logged at debug:

@@ -28,7 +28,6 @@ from polar_kit.grpc.interceptors import (
     UnitOfWorkInterceptor,
 )
 from polar_kit.metrics import init_grpc_metrics, start_metrics_server
-from polar_kit.sampler import MetricsSampler
 from polar_kit.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -184,6 +183,9 @@ async def serve(
     graceful shutdown on SIGTERM/SIGINT."""
     start_metrics_server(settings.metrics_port, settings.metrics_host)
     if settings.metrics_port and nc is not None:
+        # Imported here: sampler -> consumer -> tracing -> polar_kit.grpc would be a cycle.
+        from polar_kit.sampler import MetricsSampler
+
         workers = [*workers, MetricsSampler(workers, nc.jetstream(), settings)]
     server = await start_server(
         port=port,
