@@ -24,7 +24,6 @@ import jsonschema
 import pytest
 import yaml
 from polar import catalog
-from polar.organization.v1 import events_pb2 as organization_events
 from polar.repository.v1 import events_pb2 as repository_events
 from polar_kit.nats import STREAMS, subject_matches
 
@@ -32,7 +31,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # AsyncAPI's own JSON schema for 3.0.0 (npm @asyncapi/specs 6.11.1, schemas/3.0.0-without-$id.json,
 # Apache-2.0), pinned here so the check needs no network.
 ASYNCAPI_SCHEMA = ROOT / "tests" / "schemas" / "asyncapi-3.0.0.json"
-SUBJECT_LITERAL = re.compile(r"""["']polar\.(organization|repository)\.v\d+\.[a-z_]+["']""")
+SUBJECT_LITERAL = re.compile(r"""["']polar\.[a-z_]+\.v\d+\.[a-z_]+["']""")
+PROTO_SRC = ROOT / "libs" / "polar_proto" / "src"
+
+
+def event_modules() -> list[ModuleType]:
+    """Every domain's generated events module (polar/<domain>/v<n>/events_pb2.py)."""
+    return [
+        importlib.import_module(".".join(path.relative_to(PROTO_SRC).with_suffix("").parts))
+        for path in sorted(PROTO_SRC.glob("polar/*/v*/events_pb2.py"))
+    ]
 
 
 @functools.cache
@@ -55,7 +63,7 @@ def specs() -> list[Any]:
 def test_every_event_message_is_in_the_registry() -> None:
     declared = {
         m.DESCRIPTOR.full_name
-        for module in (organization_events, repository_events)
+        for module in event_modules()
         for m in vars(module).values()
         if isinstance(m, type) and hasattr(m, "DESCRIPTOR")
     }

@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from polar_db.engine import create_engine, create_sessionmaker
+from polar_db.models import ORGANIZATION, REPOSITORY
 from polar_dev.infra import Infra
 from polar_dev.pytest_plugin import delete_streams, temporary_database
 from polar_gateway.settings import GatewaySettings
@@ -47,6 +48,7 @@ from polar_repository.settings import RepositorySettings
 from sqlalchemy.ext.asyncio import AsyncSession
 
 WEBHOOK_SECRET = "tracing-test-webhook-secret"
+OWNERS = (ORGANIZATION, REPOSITORY)
 NEXT = "tracing-next"
 REPOSITORY_CREATED = (
     "polar.repository.v1.repository_created"  # the consumer standing for the next one down the line
@@ -77,8 +79,10 @@ async def cluster(polar_infra: Infra) -> AsyncIterator[Cluster]:
                 "dev_mode": "true",
             }
             org_settings = OrganizationSettings.model_validate(env)
-            engine = create_engine(database_url)
-            sessionmaker = create_sessionmaker(engine)
+            # Each service acts as its role in its own schema (decision 0021).
+            engines = {owner: create_engine(database_url, owner=owner) for owner in OWNERS}
+            makers = {owner: create_sessionmaker(engine) for owner, engine in engines.items()}
+            repository_settings = RepositorySettings.model_validate(env)
             nc = await connect(org_settings, name="tracing-services")
             js = nc.jetstream()
             await ensure_streams(js, org_settings)
@@ -89,15 +93,16 @@ async def cluster(polar_infra: Infra) -> AsyncIterator[Cluster]:
 
             stop = asyncio.Event()
             workers: list[Worker] = [
-                *organization_app.consumers(org_settings, js, sessionmaker),
-                *repository_app.consumers(RepositorySettings.model_validate(env), js, sessionmaker),
-                OutboxRelay(sessionmaker, js, org_settings),
+                *organization_app.consumers(org_settings, js, makers[ORGANIZATION]),
+                *repository_app.consumers(repository_settings, js, makers[REPOSITORY]),
+                OutboxRelay(makers[ORGANIZATION], js, org_settings),
+                OutboxRelay(makers[REPOSITORY], js, repository_settings),
                 Consumer(
                     NEXT,
                     EVENTS,
                     ["polar.>"],
                     next_one,
-                    sessionmaker=sessionmaker,
+                    sessionmaker=makers[ORGANIZATION],
                     js=js,
                     settings=org_settings,
                 ),
@@ -118,7 +123,8 @@ async def cluster(polar_infra: Infra) -> AsyncIterator[Cluster]:
                 stop.set()
                 await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
                 await nc.close()
-                await engine.dispose()
+                for engine in engines.values():
+                    await engine.dispose()
                 await delete_streams(polar_infra.nats_url, prefix)
 
 
@@ -160,7 +166,7 @@ async def test_a_delivery_is_one_trace_through_every_hop(
     delivery, request_id = await deliver(cluster, "installation", payload)
 
     # The organization's and the repositories' events reach the next consumer, carrying the
-    # delivery id (the repository consumer waits for the organization first).
+    # delivery id.
     async def reached() -> bool:
         subjects = {
             d.subject for d in cluster.next_seen if d.headers.get("X-GitHub-Delivery") == delivery

@@ -147,13 +147,14 @@ async def test_each_service_relays_and_counts_its_own_events_only(
     subject = f"polar.test.v1.{uuid.uuid4().hex[:8]}"
     [theirs] = await record(makers[ORGANIZATION], subject)
     ours = await record(makers[REPOSITORY], subject, 2)
-    before = OUTBOX_PUBLISHED._value.get()
-    relay = OutboxRelay(makers[REPOSITORY], js, kit_settings)
+    counted = OUTBOX_PUBLISHED.labels(REPOSITORY)
+    before = counted._value.get()
+    relay = OutboxRelay(makers[REPOSITORY], js, kit_settings, service=REPOSITORY)
     published = 0
     while n := await relay.run_once():  # also what earlier tests left in this outbox
         published += n
     assert published >= 2
-    assert OUTBOX_PUBLISHED._value.get() - before == published
+    assert counted._value.get() - before == published
     async with makers[REPOSITORY]() as session:
         mine = await session.scalars(select(OutboxEvent).where(OutboxEvent.id.in_(ours)))
         assert all(e.published_at is not None for e in mine)
