@@ -59,7 +59,20 @@ DEBIAN_BASE = "polar-stand-in/debian:bookworm"
 WEBHOOKS = ROOT / "libs/polar_dev/src/polar_dev/fixtures/github/webhooks"
 # The gateway's API, as tests/test_cluster_e2e.py (whose state check this reuses) calls it.
 API = "/api/v2"
-POLAR_SERVICES = ("organization", "repository", "gateway")
+# The default profile's services, from docker-compose.yml: the long-running Polar ones run the
+# image with a `polar_*` command (so a service added by `make new-service` is checked too;
+# `migrate` is one-shot, checked by its exit code); the optional
+# profiles (observability) are not started here.
+COMPOSE_SERVICES: dict[str, Any] = {
+    name: spec
+    for name, spec in yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"].items()
+    if not spec.get("profiles")
+}
+POLAR_SERVICES = tuple(
+    name
+    for name, spec in COMPOSE_SERVICES.items()
+    if name != "migrate" and str((spec.get("command") or [""])[0]).startswith("polar_")
+)
 
 # The secrets of this run: random, never written anywhere but the run's env file. One line
 # per secret variable that docker-compose.yml reads.
@@ -406,7 +419,7 @@ class Cluster:
             }
             migrate = self.containers().get("migrate", {}).get("State", {})
             if (
-                len(states) == 6
+                set(states) == set(COMPOSE_SERVICES)
                 and all(s == "healthy" for n, s in states.items() if n != "migrate")
                 and migrate.get("Status") == "exited"
                 and migrate.get("ExitCode") == 0
