@@ -46,6 +46,7 @@ from typing import Any
 
 import httpx
 import yaml
+from polar_db.testing import SEARCH_PATH_ALL
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -436,9 +437,13 @@ class Cluster:
         return run(["docker", "exec", container, *command], quiet=True).stdout
 
     def sql(self, query: str) -> list[dict[str, Any]]:
-        """Rows of `query`, run by psql inside the postgres container (its port is private)."""
-        wrapped = f"SELECT coalesce(json_agg(t), '[]') FROM ({query}) t"
-        out = self.exec("postgres", "psql", "-U", "polar", "-d", "polar", "-At", "-c", wrapped)
+        """Rows of `query`, run by psql inside the postgres container (its port is private),
+        with every service's schema on the search path (decision 0021)."""
+        wrapped = (
+            f"SET search_path TO {SEARCH_PATH_ALL}; "
+            f"SELECT coalesce(json_agg(t), '[]') FROM ({query}) t"
+        )
+        out = self.exec("postgres", "psql", "-U", "polar", "-d", "polar", "-qAt", "-c", wrapped)
         rows: list[dict[str, Any]] = json.loads(out)
         return rows
 
