@@ -6,7 +6,7 @@ from nats.js import JetStreamContext
 from polar.organization.v1 import organization_service_pb2, organization_service_pb2_grpc
 from polar_kit.consumer import Consumer
 from polar_kit.grpc import ServiceSpec
-from polar_kit.grpc.auth import ALL, GATEWAY, OPERATOR, REWARD, AllowList
+from polar_kit.grpc.auth import ALL, GATEWAY, OPERATOR, REPOSITORY, REWARD, AllowList
 from polar_kit.nats import WEBHOOKS
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,6 +38,8 @@ CALLERS: AllowList = {
     ),
     # A reward is refused for a suspended organization and names an existing backer.
     REWARD: frozenset({"GetOrganization", "GetUser"}),
+    # Repairs its read model of organizations (polar_repository.read_model).
+    REPOSITORY: frozenset({"GetOrganization", "ListOrganizations"}),
     OPERATOR: ALL,
 }
 

@@ -15,6 +15,7 @@ from polar_kit.grpc.auth import ALL, GATEWAY, OPERATOR, REWARD, AllowList
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from . import consumers as webhook_consumers
+from .read_model import Repairer
 from .refresh import Refresher
 from .service import SyncStarter
 from .servicer import RepositoryServicer
@@ -73,7 +74,11 @@ def consumers(
     # Same-second ties are re-read from GitHub when the App is configured (refresh.py).
     refresher = Refresher.from_settings(settings, sessionmaker)
     refresh = refresher.refresh if refresher.configured else None
-    found = webhook_consumers.consumers(settings, js, sessionmaker, refresh)
+    # An organization whose events skipped versions is asked for by RPC (read_model.py).
+    repairer = Repairer(sessionmaker, settings)
+    found = webhook_consumers.consumers(
+        settings, js, sessionmaker, refresh, repair=repairer.schedule
+    )
     if sync is not None:
         found.append(sync_on_install_consumer(sync, settings, js, sessionmaker))
     return found

@@ -81,11 +81,13 @@ def consumers(
     js: JetStreamContext,
     sessionmaker: async_sessionmaker[AsyncSession],
     refresh: Refresh | None = None,
+    repair: known.OnGap | None = None,
 ) -> list[Consumer]:
     """The JetStream consumers of the repository service (durable names are stable).
 
     Without `refresh` (no GitHub App configured), a same-second tie goes to the delivery
-    handled last."""
+    handled last. `repair` is told of each organization whose events skipped versions
+    (read_model.Repairer: asks the organization service in the background)."""
     common: dict[str, Any] = {"sessionmaker": sessionmaker, "js": js, "settings": settings}
     return [
         Consumer(
@@ -99,7 +101,7 @@ def consumers(
             ORGANIZATION_EVENTS_CONSUMER,
             EVENTS,
             ORGANIZATION_EVENTS,
-            batch_handler=on_organization_events,
+            batch_handler=functools.partial(on_organization_events, repair=repair),
             **common,
         ),
     ]
@@ -351,7 +353,7 @@ _USER_EVENTS: dict[str, Callable[[bytes], organization_pb2.User]] = {
 
 
 async def on_organization_events(
-    session: AsyncSession, deliveries: list[Delivery]
+    session: AsyncSession, deliveries: list[Delivery], repair: known.OnGap | None = None
 ) -> dict[str, Retry | Reject]:
     """The organization service's organizations and users, kept as this service's read
     models (known.py); polar.organization.v1.deleted also soft-deletes the organization's
@@ -359,15 +361,17 @@ async def on_organization_events(
     failures: dict[str, Retry | Reject] = {}
     for delivery in deliveries:
         try:
-            await _on_organization_event(session, delivery.subject, delivery.data)
+            await _on_organization_event(session, delivery.subject, delivery.data, repair)
         except (DecodeError, ValueError) as e:
             failures[delivery.message_id] = Reject(f"malformed organization event: {e!r}")
     return failures
 
 
-async def _on_organization_event(session: AsyncSession, subject: str, data: bytes) -> None:
+async def _on_organization_event(
+    session: AsyncSession, subject: str, data: bytes, repair: known.OnGap | None
+) -> None:
     if snapshot := _ORGANIZATION_SNAPSHOTS.get(subject):
-        await known.apply_organization(session, snapshot(data))
+        await known.apply_organization(session, snapshot(data), on_gap=repair)
     elif user := _USER_EVENTS.get(subject):
         await known.add_user(session, uuid.UUID(user(data).id))
     elif subject == catalog.ORGANIZATION_DELETED.subject:

@@ -10,7 +10,8 @@ read models (decision 0021, docs/consistency.md), so no delivery waits for the o
 - The organization service's events carry the whole organization and its version; one
   whose version is not newer than the row's is ignored (repeats, reordering), a newer one
   replaces the row, and a jump of more than one is logged and counted as a gap: the event's
-  full state heals the copy, nothing in between is needed.
+  full state heals the copy, nothing in between is needed; the organization is also asked
+  for by RPC (read_model.py), in the background, in case a later change was missed too.
 - A deleted organization keeps its row (deleted_at set): late deliveries about it are
   dropped. A new installation of the same account (another installation id) revives it, as
   the organization service does.
@@ -19,6 +20,7 @@ read models (decision 0021, docs/consistency.md), so no delivery waits for the o
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -120,11 +122,22 @@ async def _by_external_id(session: AsyncSession, external_id: int) -> KnownOrgan
     )
 
 
+# Told the id of an organization whose events skipped versions (read_model.Repairer).
+OnGap = Callable[[uuid.UUID], None]
+
+
 async def apply_organization(
-    session: AsyncSession, org: organization_pb2.Organization, *, deleted: bool = False
+    session: AsyncSession,
+    org: organization_pb2.Organization,
+    *,
+    deleted: bool = False,
+    on_gap: OnGap | None = None,
+    repair: bool = False,
 ) -> bool:
     """An event's organization (created, updated, suspended, unsuspended); False when it
-    was not newer than what we hold."""
+    was not newer than what we hold. `repair`: the organization service's answer to an RPC
+    (read_model.py), applied when not older than the row (an equal version rewrites a
+    damaged row) and never counted as a gap."""
     values = {
         "id": uuid.UUID(org.id),
         "platform": Platform.github,
@@ -135,7 +148,7 @@ async def apply_organization(
         "version": org.version,
         "deleted_at": datetime.now(UTC) if deleted else None,
     }
-    return await _apply(session, values)
+    return await _apply(session, values, on_gap=on_gap, repair=repair)
 
 
 async def apply_deleted(
@@ -155,17 +168,26 @@ async def apply_deleted(
     return await _apply(session, values)
 
 
-async def _apply(session: AsyncSession, values: dict[str, object]) -> bool:
+async def _apply(
+    session: AsyncSession,
+    values: dict[str, object],
+    *,
+    on_gap: OnGap | None = None,
+    repair: bool = False,
+) -> bool:
     held = await session.scalar(
         sa.select(KnownOrganization.version)
         .where(KnownOrganization.id == values["id"])
         .with_for_update()
     )
     version = int(str(values["version"]))
+    if repair:
+        if held is not None and version < held:
+            return False  # the row is newer than the answer: never go backwards
     # Version 0: an organization service from before versions (a rolling upgrade): applied.
-    if held is not None and 0 < version <= held:
+    elif held is not None and 0 < version <= held:
         return False  # a repeat or an older event
-    if held is not None and held > 0 and version > held + 1:
+    elif held is not None and held > 0 and version > held + 1:
         READ_MODEL_GAPS.labels("known_organizations").inc()
         log.warning(
             "organization events missed; the newest state is applied",
@@ -173,6 +195,8 @@ async def _apply(session: AsyncSession, values: dict[str, object]) -> bool:
             held=held,
             received=version,
         )
+        if on_gap is not None:
+            on_gap(uuid.UUID(str(values["id"])))
     other = await session.scalar(
         sa.select(KnownOrganization.id).where(
             KnownOrganization.external_id == values["external_id"],
@@ -189,7 +213,9 @@ async def _apply(session: AsyncSession, values: dict[str, object]) -> bool:
         stmt.on_conflict_do_update(
             index_elements=["id"],
             set_=update,
-            where=sa.or_(
+            where=KnownOrganization.version <= stmt.excluded.version
+            if repair
+            else sa.or_(
                 stmt.excluded.version == 0, KnownOrganization.version < stmt.excluded.version
             ),
         )

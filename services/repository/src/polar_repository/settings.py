@@ -10,6 +10,18 @@ class RepositorySettings(ServiceSettings):
     repository_grpc_port: int = Field(
         50052, description="Port of the repository service's gRPC server."
     )
+    # The organization service, asked to repair the read model of organizations (read_model.py).
+    organization_grpc_target: str = Field(
+        "",
+        description=(
+            "gRPC target (host:port) of the organization service; "
+            "empty: 127.0.0.1 on POLAR_ORGANIZATION_GRPC_PORT."
+        ),
+    )
+    organization_grpc_port: int = Field(50051, description="See organization_grpc_target.")
+    grpc_deadline_seconds: float = Field(
+        5, gt=0, description="Deadline of every call to the organization service."
+    )
     github_app_id: str = Field(
         "",
         description=(
