@@ -4,7 +4,10 @@ identity, both services on the real database (each as its role, in its schema)."
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -182,6 +185,33 @@ async def test_rebuild_of_one_organization(
         await read_model.refresh_organization(sessionmaker, org_stub, uuid.uuid4(), deadline=5)
         is None
     )
+
+
+async def test_the_operator_command_rebuilds_one_organization(
+    sessionmaker: Sessionmaker,
+    org_sessionmaker: Sessionmaker,
+    org_stub: OrganizationServiceAsyncStub,
+    settings_env: dict[str, str],
+    organization_server: RunningServer,
+) -> None:
+    id = await make_organization(org_sessionmaker)
+    assert await held(sessionmaker, id) is None
+    command = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "polar_repository.read_model",
+        "rebuild",
+        "--organization",
+        str(id),
+        env=os.environ
+        | settings_env
+        | {"POLAR_ORGANIZATION_GRPC_TARGET": f"127.0.0.1:{organization_server.port}"},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await command.communicate()
+    assert command.returncode == 0
+    assert out.decode().strip() == "written"
+    assert await held(sessionmaker, id) == await upstream(org_stub, id)
 
 
 async def test_an_older_answer_never_overwrites_a_newer_row(
