@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from nats.js import JetStreamContext
-from polar_dev.pytest_plugin import delete_streams
+from polar_dev.pytest_plugin import all_streams, delete_streams
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,7 +38,7 @@ async def test_streams_of_the_prefix_are_deleted(
     await js.add_stream(name="OTHER_" + name, subjects=[f"{nats_prefix}other.>"])
 
     assert sorted(await delete_streams(nats_url, nats_prefix)) == sorted([name, "OTHER_" + name])
-    assert [s.config.name for s in await js.streams_info() if s.config.name == name] == []
+    assert [s.config.name for s in await all_streams(js) if s.config.name == name] == []
 
 
 def test_settings_env(

@@ -38,6 +38,7 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.api import StreamInfo
 from sqlalchemy.engine import make_url
 
 from .fake_github import FakeGitHub
@@ -173,6 +174,15 @@ def _ours(stream_name: str, subjects: list[str] | None, prefix: str) -> bool:
     )
 
 
+async def all_streams(js: JetStreamContext) -> list[StreamInfo]:
+    """Every stream of the server: the listing API answers a page at a time (256), and a
+    shared server can hold more (other runs, benchmarks)."""
+    found: list[StreamInfo] = []
+    while page := await js.streams_info(offset=len(found)):
+        found.extend(page)
+    return found
+
+
 async def delete_streams(url: str, prefix: str) -> list[str]:
     """Deletes the JetStream streams of a prefix; returns their names."""
     client = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
@@ -180,7 +190,7 @@ async def delete_streams(url: str, prefix: str) -> list[str]:
         js = client.jetstream()
         names = [
             s.config.name
-            for s in await js.streams_info()
+            for s in await all_streams(js)
             if s.config.name and _ours(s.config.name, s.config.subjects, prefix)
         ]
         for name in names:
