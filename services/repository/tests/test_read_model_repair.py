@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from polar.organization.v1.organization_service_pb2_grpc import OrganizationServiceAsyncStub
 
 Sessionmaker = async_sessionmaker[AsyncSession]
-_ids = itertools.count(80_000_000)  # GitHub account ids of this module's organizations
+_ids = itertools.count(85_000_000)  # account ids; ranges are disjoint across modules: one database
 _STATUS = {
     organization_pb2.ORGANIZATION_STATUS_ACTIVE: "active",
     organization_pb2.ORGANIZATION_STATUS_SUSPENDED: "suspended",
