@@ -239,6 +239,24 @@ def gateway_process(port: int, nats_url: str, prefix: str, **targets: str) -> Pr
     return Process("gateway", ["-m", "polar_gateway"], env)
 
 
+def service_processes(env: dict[str, str]) -> tuple[list[Process], dict[str, str]]:
+    """The domain services behind the gateway, each on a free port, and the gateway's
+    `<service>_grpc_target` settings for them (its /readyz waits for every one)."""
+    ports = {name: free_port() for name in ("organization", "repository", "reward")}
+    targets = {f"{name}_grpc_target": f"{HOST}:{port}" for name, port in ports.items()}
+    processes = [
+        Process(
+            name,
+            ["-m", f"polar_{name}"],
+            env
+            | {f"POLAR_{name.upper()}_GRPC_PORT": str(port)}
+            | {f"POLAR_{key.upper()}": value for key, value in targets.items()},
+        )
+        for name, port in ports.items()
+    ]
+    return processes, targets
+
+
 def ratio_row(result: LoadResult, floor: LoadResult) -> list[object]:
     summary = result.as_dict()
     ratio = result.rps / floor.rps if floor.rps else 0.0
@@ -396,7 +414,6 @@ async def organizations(server_url: str, nats_url: str, config: Config) -> dict[
     ):
         user = await seed(url, config)
         floor_port, gateway_port = free_port(), free_port()
-        org_port, repo_port = free_port(), free_port()
 
         async def load(
             name: str, request_url: str, pid: int, headers: dict[str, str], status: int = 200
@@ -439,25 +456,8 @@ async def organizations(server_url: str, nats_url: str, config: Config) -> dict[
             "POLAR_LOG_LEVEL": "WARNING",
             "POLAR_GITHUB_API_URL": f"http://{HOST}:9",
         }
-        services = [
-            Process(
-                "organization",
-                ["-m", "polar_organization"],
-                common | {"POLAR_ORGANIZATION_GRPC_PORT": str(org_port)},
-            ),
-            Process(
-                "repository",
-                ["-m", "polar_repository"],
-                common | {"POLAR_REPOSITORY_GRPC_PORT": str(repo_port)},
-            ),
-        ]
-        gateway = gateway_process(
-            gateway_port,
-            nats_url,
-            prefix,
-            organization_grpc_target=f"{HOST}:{org_port}",
-            repository_grpc_target=f"{HOST}:{repo_port}",
-        )
+        services, targets = service_processes(common)
+        gateway = gateway_process(gateway_port, nats_url, prefix, **targets)
         token, _ = TokenSigner(GatewaySettings(session_secret=SESSION_SECRET)).issue_session(
             str(user)
         )
@@ -662,7 +662,7 @@ async def end_to_end(
                         for i in range(other_repositories)
                     ],
                 )
-        gateway_port, org_port, repo_port = free_port(), free_port(), free_port()
+        gateway_port = free_port()
         common = {
             "POLAR_DATABASE_URL": url,
             "POLAR_NATS_URL": nats_url,
@@ -672,25 +672,8 @@ async def end_to_end(
             "POLAR_LOG_LEVEL": "WARNING",
             "POLAR_GITHUB_API_URL": f"http://{HOST}:9",
         }
-        services = [
-            Process(
-                "organization",
-                ["-m", "polar_organization"],
-                common | {"POLAR_ORGANIZATION_GRPC_PORT": str(org_port)},
-            ),
-            Process(
-                "repository",
-                ["-m", "polar_repository"],
-                common | {"POLAR_REPOSITORY_GRPC_PORT": str(repo_port)},
-            ),
-        ]
-        gateway = gateway_process(
-            gateway_port,
-            nats_url,
-            prefix,
-            organization_grpc_target=f"{HOST}:{org_port}",
-            repository_grpc_target=f"{HOST}:{repo_port}",
-        )
+        services, targets = service_processes(common)
+        gateway = gateway_process(gateway_port, nats_url, prefix, **targets)
         url_ = f"http://{HOST}:{gateway_port}/api/v2/integrations/github/webhook"
 
         async def rows() -> int:

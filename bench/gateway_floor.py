@@ -77,9 +77,9 @@ SELECT o.id, o.platform, o.name, o.external_id, o.avatar_url, o.is_personal, o.i
        r.main_branch, r.topics, r.license, r.homepage, r.repository_created_at,
        r.repository_pushed_at, r.repository_modified_at, r.created_at AS r_created_at,
        r.modified_at AS r_modified_at
-FROM user_organizations m
-JOIN organizations o ON o.id = m.organization_id AND o.deleted_at IS NULL
-LEFT JOIN repositories r ON r.organization_id = o.id AND r.deleted_at IS NULL
+FROM organization.user_organizations m
+JOIN organization.organizations o ON o.id = m.organization_id AND o.deleted_at IS NULL
+LEFT JOIN repository.repositories r ON r.organization_id = o.id AND r.deleted_at IS NULL
 WHERE m.user_id = $1
 ORDER BY o.name, o.id, r.name
 """

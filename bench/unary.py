@@ -36,14 +36,14 @@ from bench.common import (
 
 # What the service runs: repository.get_organization and repository.is_member, as SQLAlchemy
 # compiles them (column list spelled out by the ORM, EXISTS correlated on organizations).
-GET_SQL = "SELECT * FROM organizations WHERE id = $1 AND deleted_at IS NULL"
+GET_SQL = "SELECT * FROM organization.organizations WHERE id = $1 AND deleted_at IS NULL"
 MEMBER_SQL = """
 SELECT EXISTS (
-    SELECT user_organizations.user_id FROM user_organizations
+    SELECT user_organizations.user_id FROM organization.user_organizations
     WHERE user_organizations.organization_id = organizations.id
       AND user_organizations.user_id = $2
 )
-FROM organizations WHERE organizations.id = $1 AND organizations.deleted_at IS NULL
+FROM organization.organizations WHERE organizations.id = $1 AND organizations.deleted_at IS NULL
 """
 
 TARGET_RATIO = 0.5

@@ -174,15 +174,15 @@ async def seed(url: str, n: int) -> tuple[uuid.UUID, int]:
     try:
         org, repo = uuid.uuid4(), uuid.uuid4()
         await conn.execute(
-            "INSERT INTO organizations (id, platform, name, external_id, is_personal,"
+            "INSERT INTO organization.organizations (id, platform, name, external_id, is_personal,"
             " installation_id, status) VALUES ($1, 'github', $2, $3, false, $3, 'active')",
             org,
             f"bench-{n}",
             n,
         )
         await conn.execute(
-            "INSERT INTO repositories (id, platform, external_id, organization_id, name, topics,"
-            " is_private) VALUES ($1, 'github', $2, $3, 'hello', '[]', false)",
+            "INSERT INTO repository.repositories (id, platform, external_id, organization_id,"
+            " name, topics, is_private) VALUES ($1, 'github', $2, $3, 'hello', '[]', false)",
             repo,
             n,
             org,
@@ -239,7 +239,7 @@ async def run_one(
             for r in group:
                 r.go()
             start = time.perf_counter()
-            count = "SELECT count(*) FROM issues WHERE repository_id = $1"
+            count = "SELECT count(*) FROM repository.issues WHERE repository_id = $1"
             already = int(await conn.fetchval(count, repository_id))
             done = already
             while done < config.messages:
@@ -253,7 +253,7 @@ async def run_one(
                 "postgres": await pg_cpu() - cpu_before["postgres"],
             }
             events = await conn.fetchval(
-                "SELECT count(*) FROM outbox_events"
+                "SELECT count(*) FROM repository.outbox_events"
                 " WHERE subject = 'polar.repository.v1.issue_created'"
             )
         finally:
