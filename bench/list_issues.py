@@ -30,7 +30,7 @@ import asyncpg
 from polar.repository.v1 import repository_pb2
 from polar.repository.v1 import repository_service_pb2 as pb
 from polar.repository.v1 import repository_service_pb2_grpc as pb_grpc
-from polar_db.engine import asyncpg_dsn, create_engine, create_sessionmaker
+from polar_db.engine import asyncpg_dsn, create_engine, create_sessionmaker, server_settings
 from polar_db.models import Issue, Organization, OrganizationStatus, Platform, Repository
 from polar_dev.infra import infra
 from polar_repository import listing
@@ -201,7 +201,9 @@ async def run(server_url: str, nats_url: str, config: ListConfig) -> dict[str, A
                 loads.append(await _load(stub, repository_id, config, service.pid, url))
         finally:
             await service.stop()
-        conn = await asyncpg.connect(asyncpg_dsn(url))
+        conn = await asyncpg.connect(
+            asyncpg_dsn(url), server_settings=server_settings("repository", role="")
+        )
         try:
             sequential.append(
                 await walks(

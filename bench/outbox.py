@@ -96,7 +96,10 @@ def ready() -> None:
 async def _produce(url: str, plan: Plan) -> Produced:
     # No pre-ping: it adds three round trips per transaction that are no part of the outbox.
     size = max(plan.in_flight, plan.producers)
-    engine = create_engine(url, pool_pre_ping=False, pool_size=size, max_overflow=0)
+    # As the organization service: its outbox is organization.outbox_events.
+    engine = create_engine(
+        url, owner="organization", pool_pre_ping=False, pool_size=size, max_overflow=0
+    )
     sessionmaker = create_sessionmaker(engine)
     committed: dict[str, float] = {}
     commit_ms: list[float] = []

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from polar_db.engine import asyncpg_dsn, create_engine, create_sessionmaker
+from polar_db.engine import asyncpg_dsn, create_engine, create_sessionmaker, server_settings
 from polar_db.models import Issue, IssueState, Organization, OrganizationStatus, Platform
 from polar_db.models import Repository as RepositoryModel
 from polar_db.upsert import upsert_many
@@ -232,7 +232,9 @@ async def measure_table(
 ) -> list[Measure]:
     table_name = model.__tablename__
     scratch = f"bench_copy_{table_name}"
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await asyncpg.connect(
+        asyncpg_dsn(url), server_settings=server_settings("repository", role="")
+    )
     try:
         await conn.execute(f"CREATE TABLE {scratch} (LIKE {table_name} INCLUDING ALL)")
         for fk in model.__table__.foreign_key_constraints:
@@ -281,7 +283,7 @@ def _bump(row: Row) -> Any:
 
 async def run(server_url: str, config: UpsertConfig) -> dict[str, Any]:
     async with bench_database(server_url) as url:
-        engine = create_engine(url)
+        engine = create_engine(url, owner="repository", role="")  # its outbox, all rights
         sessionmaker = create_sessionmaker(engine)
         try:
             org_id, repo_ids = await _seed(sessionmaker, config)

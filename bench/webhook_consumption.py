@@ -81,7 +81,7 @@ async def worker() -> None:
 
     settings = RepositorySettings()
     configure_logging("WARNING", json=False)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, owner="repository", role=settings.database_role)
     nc = await connect(settings, name="bench-webhook-worker")
     js = nc.jetstream()
     [webhooks, _] = consumers(settings, js, create_sessionmaker(engine))
@@ -289,7 +289,7 @@ async def run(server_url: str, nats_url: str, config: ConsumptionConfig) -> dict
                 # Only the bench's own events count per run: start each from an empty outbox.
                 conn = await asyncpg.connect(asyncpg_dsn(url))
                 try:
-                    await conn.execute("TRUNCATE outbox_events")
+                    await conn.execute("TRUNCATE repository.outbox_events")
                 finally:
                     await conn.close()
     print(
