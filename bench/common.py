@@ -33,7 +33,8 @@ from polar_organization.app import SERVICE_NAME
 from polar_repository.app import SERVICE_NAME as REPOSITORY_SERVICE_NAME
 from sqlalchemy.engine import make_url
 
-RESULTS_DIR = Path(__file__).parent / "results"
+# BENCH_RESULTS_DIR: elsewhere (the smoke test runs keep their figures out of bench/results).
+RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR") or Path(__file__).parent / "results")
 HOST = "127.0.0.1"
 CPUS = os.cpu_count() or 1
 # Every process of a run verifies (services) or signs (gateway, the load generator) internal
