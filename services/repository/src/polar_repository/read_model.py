@@ -13,7 +13,6 @@ went wrong (docs/consistency.md):
 Both apply the answer with the version rule: a row holding a newer version than the answer
 stays (the answer may be older than an event applied meanwhile). An organization the
 organization service no longer returns (deleted) keeps its row: its deletion event says so.
-Users (`known_users`) are not listed by any RPC; they come from the events only.
 """
 
 from __future__ import annotations
