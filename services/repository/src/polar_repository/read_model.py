@@ -107,7 +107,8 @@ async def rebuild(
 
 class Repairer:
     """Asks for an organization whose events skipped versions, in the background (one
-    request at a time per organization); `schedule` is the consumer's `repair` hook."""
+    request at a time per organization); `schedule` is the consumer's `repair` hook. A
+    polar_kit Worker too, for its shutdown only (`run`)."""
 
     def __init__(self, sessionmaker: Sessionmaker, settings: RepositorySettings) -> None:
         self._sessionmaker = sessionmaker
@@ -115,11 +116,19 @@ class Repairer:
         self._stub: OrganizationServiceAsyncStub | None = None
         self._channel: grpc.aio.Channel | None = None
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._closed = False
 
     def schedule(self, organization_id: uuid.UUID) -> None:
+        if self._closed:
+            # Shutting down (a consumer's last message): the event's own state is applied;
+            # the next gap of this organization, or `rebuild`, asks again.
+            log.info("repair skipped: shutting down", organization_id=str(organization_id))
+            return
         if organization_id in self._running:
             return
-        task = asyncio.get_running_loop().create_task(self._repair(organization_id))
+        task = asyncio.get_running_loop().create_task(
+            self._repair(organization_id), name=f"repair {organization_id}"
+        )
         self._running[organization_id] = task
         task.add_done_callback(lambda _: self._running.pop(organization_id, None))
 
@@ -147,9 +156,27 @@ class Repairer:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
 
     async def close(self) -> None:
-        await self.wait()
-        if self._channel is not None:
-            await self._channel.close()
+        """Takes no more repairs, waits for the running ones, closes the channel. Cancelled
+        while waiting (polar_kit cancels a worker still busy after the shutdown grace), it
+        cancels them."""
+        self._closed = True
+        try:
+            await self.wait()
+        finally:
+            running = list(self._running.values())
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            if self._channel is not None:
+                await self._channel.close()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop`, then close. Running repairs are awaited, not cancelled: each is one
+        RPC bounded by POLAR_GRPC_DEADLINE_SECONDS and one short transaction, well within the
+        shutdown grace, and one cut short is not asked again until the organization's next
+        gap."""
+        await stop.wait()
+        await self.close()
 
 
 async def _main(args: argparse.Namespace) -> int:
