@@ -52,8 +52,7 @@ REPAIRS = Counter(
 def organization_stub(
     settings: RepositorySettings,
 ) -> tuple[grpc.aio.Channel, OrganizationServiceAsyncStub]:
-    target = settings.organization_grpc_target or f"127.0.0.1:{settings.organization_grpc_port}"
-    ch = channel(target, credentials(REPOSITORY, settings))
+    ch = channel(settings.organization_grpc_target, credentials(REPOSITORY, settings))
     stub: OrganizationServiceAsyncStub = OrganizationServiceStub(ch)
     return ch, stub
 
