@@ -188,7 +188,7 @@ async def known_to_the_repository_service(
         async with sessionmaker() as session:
             return await session.get(model, uuid.UUID(id)) is not None
 
-    await eventually(known, within=10)
+    await eventually(known, within=30)
 
 
 @pytest.fixture(scope="session")
@@ -299,7 +299,7 @@ def sign_in(
 ) -> SignIn:
     async def sign() -> Member:
         user = world.new_user()
-        async with httpx.AsyncClient(base_url=gateway.url) as http:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
             response = await oauth_sign_in(http, user)
             assert response.status_code == 303, response.text
             token = http.cookies[SESSION_COOKIE]
