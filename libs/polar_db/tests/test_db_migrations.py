@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from polar_db.engine import create_engine
 from polar_db.migrate import CONTEXT_OPTIONS, downgrade, upgrade
-from polar_db.models import OWNERS, metadata_of
+from polar_db.models import OWNERS, metadata_of, role_of
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -88,11 +88,34 @@ async def test_a_service_migrates_alone(empty_database_url: str) -> None:
 
         # The other services' histories (rewards, any later one) stay where they are: nowhere.
         others = dict.fromkeys(OWNERS)
-        assert await versions() == others | {"repository": "0001"}
+        assert await versions() == others | {"repository": "0002"}
         upgrade(empty_database_url, service="organization")
-        assert await versions() == others | {"organization": "0001", "repository": "0001"}
+        assert await versions() == others | {"organization": "0001", "repository": "0002"}
         downgrade(empty_database_url, service="organization")
-        assert await versions() == others | {"repository": "0001"}
+        assert await versions() == others | {"repository": "0002"}
+    finally:
+        await engine.dispose()
+
+
+async def test_known_users_go_and_come_back_empty(empty_database_url: str) -> None:
+    """The repository service's 0002 drops its unread copy of users; its downgrade recreates
+    the table empty (the users are the organization service's), for its role as before."""
+    upgrade(empty_database_url, service="repository")
+    engine = create_engine(empty_database_url)
+    try:
+
+        async def table() -> object:
+            async with engine.connect() as conn:
+                return await conn.scalar(text("SELECT to_regclass('repository.known_users')"))
+
+        assert await table() is None
+        downgrade(empty_database_url, "0001", service="repository")
+        assert await table() is not None
+        async with engine.connect() as conn:
+            await conn.execute(text(f"SET ROLE {role_of('repository')}"))
+            assert await conn.scalar(text("SELECT count(*) FROM repository.known_users")) == 0
+        upgrade(empty_database_url, service="repository")
+        assert await table() is None
     finally:
         await engine.dispose()
 
@@ -149,7 +172,8 @@ async def test_the_split_keeps_every_row(empty_database_url: str) -> None:
                 "SELECT id, external_id, name, installation_id, status, version "
                 "FROM repository.known_organizations"
             ) == [(org, 11, "acme", 12, "active", 0)]
-            assert await rows("SELECT id FROM repository.known_users") == [(user,)]
+            # The users' copy the split made is gone (the repository service's 0002).
+            assert await conn.scalar(text("SELECT to_regclass('repository.known_users')")) is None
             assert await rows("SELECT source FROM organization.outbox_events") == [
                 ("/polar/organization",)
             ]

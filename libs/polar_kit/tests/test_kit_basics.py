@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from polar_kit import paging
 from polar_kit.errors import InvalidArgument
 from polar_kit.nats import EVENTS, ensure_streams, stream_prefix, strip_prefix, subject_matches
-from polar_kit.settings import ServiceSettings
+from polar_kit.settings import OrganizationUpstream, RewardUpstream, ServiceSettings
 
 
 def test_settings_read_polar_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -22,6 +22,29 @@ def test_settings_read_polar_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.nats_prefix == "t1."
     assert settings.consumer_max_attempts == 7
     assert all(f.description for f in ServiceSettings.model_fields.values())
+
+
+def test_upstream_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service's target: POLAR_<SERVICE>_GRPC_TARGET, else 127.0.0.1 on its port."""
+
+    class Caller(OrganizationUpstream, RewardUpstream):
+        pass
+
+    for service in ("ORGANIZATION", "REWARD"):
+        for setting in ("TARGET", "PORT"):
+            monkeypatch.delenv(f"POLAR_{service}_GRPC_{setting}", raising=False)
+    monkeypatch.delenv("POLAR_GRPC_DEADLINE_SECONDS", raising=False)
+    assert Caller().organization_grpc_target == "127.0.0.1:50051"
+    assert Caller().reward_grpc_target == "127.0.0.1:50053"
+    assert Caller().grpc_deadline_seconds == 5
+    monkeypatch.setenv("POLAR_ORGANIZATION_GRPC_TARGET", "organization:6000")
+    monkeypatch.setenv("POLAR_REWARD_GRPC_PORT", "50099")
+    monkeypatch.setenv("POLAR_GRPC_DEADLINE_SECONDS", "2.5")
+    settings = Caller()
+    assert settings.organization_grpc_target == "organization:6000"
+    assert settings.reward_grpc_target == "127.0.0.1:50099"
+    assert settings.grpc_deadline_seconds == 2.5
+    assert all(f.description for f in Caller.model_fields.values())
 
 
 def test_prefixes() -> None:

@@ -45,7 +45,7 @@ from nats.js import JetStreamContext
 from polar.repository.v1 import repository_service_pb2 as repo_pb
 from polar.repository.v1.repository_service_pb2_grpc import RepositoryServiceStub
 from polar_db.models import ORGANIZATION, REPOSITORY, REWARD
-from polar_db.models.repository import KnownOrganization, KnownUser
+from polar_db.models.repository import KnownOrganization
 from polar_dev.fake_github import FakeGitHub
 from polar_gateway.settings import GatewaySettings
 from polar_gateway.testing import RunningGateway, running_gateway
@@ -158,7 +158,7 @@ async def relay(
 ) -> AsyncIterator[None]:
     """Each service's outbox relay: their domain events reach the EVENTS stream; and the
     repository service's consumer of the organization service's events, which keeps its
-    copy of organizations and users (decision 0021)."""
+    copy of organizations (decision 0021)."""
     settings = RepositorySettings.model_validate(
         _env(settings_env) | {"outbox_poll_seconds": "0.2"}
     )
@@ -188,7 +188,7 @@ async def known_to_the_repository_service(
         async with sessionmaker() as session:
             return await session.get(model, uuid.UUID(id)) is not None
 
-    await eventually(known, within=10)
+    await eventually(known, within=30)
 
 
 @pytest.fixture(scope="session")
@@ -296,17 +296,15 @@ def sign_in(
     gateway: RunningGateway,
     github: FakeGitHub,
     world: GitHubWorld,
-    sessionmaker: async_sessionmaker[AsyncSession],
 ) -> SignIn:
     async def sign() -> Member:
         user = world.new_user()
-        async with httpx.AsyncClient(base_url=gateway.url) as http:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
             response = await oauth_sign_in(http, user)
             assert response.status_code == 303, response.text
             token = http.cookies[SESSION_COOKIE]
             me = await http.get("/api/v2/users/me")
             assert me.status_code == 200, me.text
-        await known_to_the_repository_service(sessionmaker, KnownUser, me.json()["id"])
         return Member(me.json()["id"], token, user)
 
     return sign

@@ -32,6 +32,7 @@ from gateway_support import (
 )
 from polar.repository.v1 import repository_service_pb2 as repo_pb
 from polar_dev.fake_github import FakeGitHub
+from polar_gateway import ratelimit
 from polar_gateway.app import create_app
 from polar_gateway.settings import DEV_SESSION_SECRET, DEV_WEBHOOK_SECRET, GatewaySettings
 from polar_kit.secrets import InsecureSecretError
@@ -313,6 +314,25 @@ async def test_webhook_bodies_in_memory_are_bounded(start_gateway: StartGateway)
 # --- 9. rate limits ---------------------------------------------------------------------------
 
 
+class StillClock:
+    """The rate limiter's clock, standing still unless a test moves it: however slow the
+    requests (a loaded machine), no token comes back on its own between them."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def limiter_clock(monkeypatch: pytest.MonkeyPatch) -> StillClock:
+    clock = StillClock()
+    monkeypatch.setattr(ratelimit, "clock", clock)
+    return clock
+
+
+@pytest.mark.usefixtures("limiter_clock")
 async def test_sign_in_is_rate_limited_per_client(start_gateway: StartGateway) -> None:
     async with (
         start_gateway(rate_limit_sign_in_per_minute=3, github_client_id=CLIENT_ID) as gateway,
@@ -331,18 +351,27 @@ async def test_sign_in_is_rate_limited_per_client(start_gateway: StartGateway) -
 
 
 async def test_writes_are_rate_limited_per_client(
-    start_gateway: StartGateway, sign_in: SignIn
+    start_gateway: StartGateway, sign_in: SignIn, limiter_clock: StillClock
 ) -> None:
     member = await sign_in()
     async with (
         start_gateway(rate_limit_write_per_minute=2) as gateway,
-        httpx.AsyncClient(base_url=gateway.url, headers=member.headers) as http,
+        httpx.AsyncClient(base_url=gateway.url, headers=member.headers, timeout=30) as http,
     ):
-        statuses = [(await http.patch("/api/v2/users/me", json={})).status_code for _ in range(3)]
-        assert statuses == [200, 200, 429]
+
+        async def write() -> httpx.Response:
+            return await http.patch("/api/v2/users/me", json={})
+
+        statuses = [(await write()).status_code for _ in range(2)]
+        refused = await write()
+        assert [*statuses, refused.status_code] == [200, 200, 429]
+        assert refused.headers["retry-after"] == "30"  # 2 a minute: one every 30 s
         assert (await http.get("/api/v2/users/me")).status_code == 200
+        limiter_clock.now += 30  # one token back, one only
+        assert [(await write()).status_code for _ in range(2)] == [200, 429]
 
 
+@pytest.mark.usefixtures("limiter_clock")
 async def test_failing_webhooks_are_rate_limited_signed_ones_never(
     start_gateway: StartGateway,
 ) -> None:

@@ -1,7 +1,7 @@
 """Fixtures of the repository service's tests: settings, an in-process gRPC server, a stub,
 and row factories.
 
-The repository service keeps its own read model of organizations and users (known.py); tests
+The repository service keeps its own read model of organizations (known.py); tests
 insert those rows directly, standing in for the organization service's events. The tests
 act as the service does: as its role, within its schema (`engine`, `sessionmaker`).
 """
@@ -26,7 +26,6 @@ from polar_db.models.repository import (
     Repository,
 )
 from polar_db.models.repository import KnownOrganization as Organization
-from polar_db.models.repository import KnownUser as User
 from polar_dev.pytest_plugin import service_database_fixtures
 from polar_kit.grpc import RunningServer, start_server
 from polar_kit.grpc.auth import operator_channel
@@ -185,7 +184,6 @@ MakeOrg = Callable[..., Awaitable[Organization]]
 MakeRepo = Callable[..., Awaitable[Repository]]
 MakeIssues = Callable[..., Awaitable[list[Issue]]]
 MakePullRequests = Callable[..., Awaitable[list[PullRequest]]]
-MakeUser = Callable[..., Awaitable[User]]
 
 
 @pytest.fixture
@@ -235,16 +233,5 @@ def make_pull_requests(sessionmaker: async_sessionmaker[AsyncSession]) -> MakePu
         rows = [pull_request_values(repo, n, **overrides) for n in range(start, start + count)]
         async with sessionmaker.begin() as session:
             return list(await session.scalars(sa.insert(PullRequest).returning(PullRequest), rows))
-
-    return make
-
-
-@pytest.fixture
-def make_user(sessionmaker: async_sessionmaker[AsyncSession]) -> MakeUser:
-    async def make(**overrides: Any) -> User:
-        async with sessionmaker.begin() as session:
-            user = User(**({"id": uuid.uuid4()} | overrides))
-            session.add(user)
-        return user
 
     return make

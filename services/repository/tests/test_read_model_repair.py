@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 import sqlalchemy as sa
+from nats.js import JetStreamContext
 from polar.organization.v1 import events_pb2 as organization_events
 from polar.organization.v1 import organization_pb2
 from polar.organization.v1 import organization_service_pb2 as org_pb
@@ -22,12 +23,12 @@ from polar_db.models.organization import SCHEMA as ORGANIZATION
 from polar_db.models.organization import Organization
 from polar_db.models.repository import KnownOrganization
 from polar_kit.consumer import Delivery
-from polar_kit.grpc import RunningServer, start_server
+from polar_kit.grpc import RunningServer, run_until_signal, start_server
 from polar_organization.app import service_spec as organization_spec
 from polar_organization.github import Installation
 from polar_organization.service import upsert_installation
 from polar_organization.settings import OrganizationSettings
-from polar_repository import read_model
+from polar_repository import app, read_model
 from polar_repository.consumers import on_organization_events
 from polar_repository.read_model import REPAIRS, Repairer, organization_stub
 from polar_repository.settings import RepositorySettings
@@ -312,3 +313,62 @@ async def test_the_repository_identity_may_only_read_organizations(
     with pytest.raises(grpc.aio.AioRpcError) as denied:
         await org_stub.DeleteOrganization(org_pb.DeleteOrganizationRequest(id=str(uuid.uuid4())))
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def repair_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("repair ")]
+
+
+async def test_shutdown_lets_a_running_repair_finish(
+    sessionmaker: Sessionmaker,
+    org_sessionmaker: Sessionmaker,
+    org_stub: OrganizationServiceAsyncStub,
+    repair_settings: RepositorySettings,
+    js: JetStreamContext,
+) -> None:
+    """The service's workers (app.consumers) include the Repairer: its shutdown waits for a
+    repair in flight, then closes it; nothing is left pending, later gaps are not taken."""
+    id = await make_organization(org_sessionmaker)
+    workers = app.consumers(repair_settings, js, sessionmaker)
+    [repairer] = [w for w in workers if isinstance(w, Repairer)]
+    before = repairs("applied")
+    repairer.schedule(id)
+    assert [t.get_name() for t in repair_tasks()] == [f"repair {id}"]
+
+    stop = asyncio.Event()
+    stop.set()  # as a SIGTERM would
+    await asyncio.wait_for(run_until_signal(None, workers=workers, stop=stop, grace=10), 60)
+
+    assert repair_tasks() == []
+    assert repairs("applied") == before + 1
+    assert await held(sessionmaker, id) == await upstream(org_stub, id)
+    repairer.schedule(await make_organization(org_sessionmaker))
+    assert repair_tasks() == []
+
+
+async def test_shutdown_cancels_a_repair_that_outlasts_the_grace(
+    sessionmaker: Sessionmaker, repair_settings: RepositorySettings
+) -> None:
+    """A repair still waiting after the shutdown grace (an organization service that never
+    answers) is cancelled with its worker, not left pending."""
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts, never answers: the call waits for its deadline
+
+    silent = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    settings = repair_settings.model_copy(
+        update={"organization_grpc_target": f"127.0.0.1:{port}", "grpc_deadline_seconds": 600}
+    )
+    repairer = Repairer(sessionmaker, settings)
+    failed = repairs("failed")
+    try:
+        repairer.schedule(uuid.uuid4())
+        stop = asyncio.Event()
+        stop.set()
+        # polar_kit gives workers the grace plus 5 s, then cancels them.
+        await asyncio.wait_for(run_until_signal(None, workers=[repairer], stop=stop, grace=0), 60)
+        assert repair_tasks() == []
+        assert repairs("failed") == failed  # cancelled, not a failure
+    finally:
+        silent.close()

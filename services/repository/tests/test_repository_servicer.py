@@ -36,7 +36,6 @@ MakeOrg: TypeAlias = Any
 MakeRepo: TypeAlias = Any
 MakeIssues: TypeAlias = Any
 MakePullRequests: TypeAlias = Any
-MakeUser: TypeAlias = Any
 FakeSync: TypeAlias = Any
 _ids = itertools.count(30_000_000)
 Sessionmaker: TypeAlias = async_sessionmaker[AsyncSession]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Any, Self
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -173,3 +175,51 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = Field(
         100, ge=1, description="Outbox rows the relay claims and publishes per transaction."
     )
+
+
+class UpstreamSettings(ServiceSettings):
+    """Settings of a process that calls other services: it mixes in one `<Service>Upstream`
+    per service it calls, whose `<service>_grpc_target` then holds where to reach it."""
+
+    grpc_deadline_seconds: float = Field(
+        5, gt=0, description="Deadline of every call to another service (retries included)."
+    )
+
+    @model_validator(mode="after")
+    def _upstream_targets(self) -> Self:
+        # An empty target: 127.0.0.1 on the service's port (the dev cluster runner gives
+        # every process every service's port variable, so it finds them wherever they are).
+        for name in type(self).model_fields:
+            if name.endswith("_grpc_target") and not getattr(self, name):
+                port = getattr(self, name.removesuffix("_target") + "_port")
+                setattr(self, name, f"127.0.0.1:{port}")
+        return self
+
+
+def _target(service: str) -> Any:
+    return Field(
+        "",
+        description=(
+            f"gRPC target (host:port) of the {service} service; "
+            f"empty: 127.0.0.1 on POLAR_{service.upper()}_GRPC_PORT."
+        ),
+    )
+
+
+def _port(service: str, default: int) -> Any:
+    return Field(default, description=f"See {service}_grpc_target.")
+
+
+class OrganizationUpstream(UpstreamSettings):
+    organization_grpc_target: str = _target("organization")
+    organization_grpc_port: int = _port("organization", 50051)
+
+
+class RepositoryUpstream(UpstreamSettings):
+    repository_grpc_target: str = _target("repository")
+    repository_grpc_port: int = _port("repository", 50052)
+
+
+class RewardUpstream(UpstreamSettings):
+    reward_grpc_target: str = _target("reward")
+    reward_grpc_port: int = _port("reward", 50053)

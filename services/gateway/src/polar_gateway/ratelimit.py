@@ -26,6 +26,8 @@ from .errors import error_body
 from .settings import GatewaySettings
 
 MAX_CLIENTS = 100_000  # buckets kept per kind (least recently used dropped)
+# The buckets' clock, looked up at each use (a test holds it still, then moves it).
+clock = time.monotonic
 
 _SIGN_IN = re.compile(r"^/api/v\d+/integrations/github/(authorize|callback)$")
 _WEBHOOK = re.compile(r"^/api/v\d+/integrations/github/webhook$")
@@ -44,11 +46,11 @@ class TokenBuckets:
 
     def retry_after(self, client: str) -> int:
         """0 when `client` has a token, else the seconds until it has one."""
-        level = self._level(client, time.monotonic())
+        level = self._level(client, clock())
         return 0 if level >= 1 else max(1, math.ceil((1 - level) / self.rate))
 
     def take(self, client: str) -> None:
-        now = time.monotonic()
+        now = clock()
         self._buckets[client] = (self._level(client, now) - 1, now)
         self._buckets.move_to_end(client)
         if len(self._buckets) > MAX_CLIENTS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from polar_kit.secrets import MIN_SECRET_BYTES, InsecureSecretError, check_secret
-from polar_kit.settings import ServiceSettings
+from polar_kit.settings import OrganizationUpstream, RepositoryUpstream, RewardUpstream
 from pydantic import Field, SecretStr, model_validator
 
 # Defaults that make `make dev` work out of the box. They are public (polar_kit.secrets
@@ -15,39 +15,11 @@ DEV_WEBHOOK_SECRET = "dev-only-webhook-secret"
 SESSION_COOKIE = "polar"  # the v1 contract's name; `__Host-polar` when Secure
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(OrganizationUpstream, RepositoryUpstream, RewardUpstream):
+    # The services it calls: their targets, ports and grpc_deadline_seconds (polar_kit).
     gateway_http_host: str = Field("0.0.0.0", description="Address the HTTP server binds.")
     gateway_http_port: int = Field(8000, ge=0, le=65535, description="Port of the HTTP API.")
 
-    organization_grpc_target: str = Field(
-        "",
-        description=(
-            "gRPC target (host:port) of the organization service; "
-            "empty: 127.0.0.1 on POLAR_ORGANIZATION_GRPC_PORT."
-        ),
-    )
-    repository_grpc_target: str = Field(
-        "",
-        description=(
-            "gRPC target (host:port) of the repository service; "
-            "empty: 127.0.0.1 on POLAR_REPOSITORY_GRPC_PORT."
-        ),
-    )
-    reward_grpc_target: str = Field(
-        "",
-        description=(
-            "gRPC target (host:port) of the reward service; "
-            "empty: 127.0.0.1 on POLAR_REWARD_GRPC_PORT."
-        ),
-    )
-    # The dev cluster runner gives every service the others' port variables: with only
-    # these set, the gateway still finds the services wherever they listen.
-    organization_grpc_port: int = Field(50051, description="See organization_grpc_target.")
-    repository_grpc_port: int = Field(50052, description="See repository_grpc_target.")
-    reward_grpc_port: int = Field(50053, description="See reward_grpc_target.")
-    grpc_deadline_seconds: float = Field(
-        5, gt=0, description="Deadline of every call to a service (retries included)."
-    )
     grpc_max_attempts: int = Field(
         4, ge=1, le=5, description="Attempts of a call answered UNAVAILABLE (with backoff)."
     )
@@ -246,13 +218,7 @@ class GatewaySettings(ServiceSettings):
     )
 
     @model_validator(mode="after")
-    def _default_targets(self) -> GatewaySettings:
-        if not self.organization_grpc_target:
-            self.organization_grpc_target = f"127.0.0.1:{self.organization_grpc_port}"
-        if not self.repository_grpc_target:
-            self.repository_grpc_target = f"127.0.0.1:{self.repository_grpc_port}"
-        if not self.reward_grpc_target:
-            self.reward_grpc_target = f"127.0.0.1:{self.reward_grpc_port}"
+    def _checks(self) -> GatewaySettings:
         if "*" in self.cors_origins:
             # Starlette answers a credentialed request to "*" by echoing its Origin: any site
             # could then read the API with the visitor's session cookie.

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from nats.js import JetStreamContext
 from polar.repository.v1 import repository_service_pb2, repository_service_pb2_grpc
-from polar_kit.consumer import Consumer
-from polar_kit.grpc import ServiceSpec
+from polar_kit.grpc import ServiceSpec, Worker
 from polar_kit.grpc.auth import ALL, GATEWAY, OPERATOR, REWARD, AllowList
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -67,10 +66,11 @@ def consumers(
     js: JetStreamContext,
     sessionmaker: async_sessionmaker[AsyncSession],
     sync: SyncRunner | None = None,
-) -> list[Consumer]:
+) -> list[Worker]:
     """The JetStream consumers of this service: webhooks, other domains' events and, given
     a sync runner, the sync of every repository it creates (started once the repository's
-    row is committed, so the sync finds it)."""
+    row is committed, so the sync finds it); and the read model's Repairer, which they
+    feed, so that it is closed at shutdown with them."""
     # Same-second ties are re-read from GitHub when the App is configured (refresh.py).
     refresher = Refresher.from_settings(settings, sessionmaker)
     refresh = refresher.refresh if refresher.configured else None
@@ -81,4 +81,4 @@ def consumers(
     )
     if sync is not None:
         found.append(sync_on_install_consumer(sync, settings, js, sessionmaker))
-    return found
+    return [*found, repairer]

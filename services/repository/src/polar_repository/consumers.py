@@ -62,8 +62,6 @@ ORGANIZATION_EVENTS = [
         catalog.ORGANIZATION_SUSPENDED,
         catalog.ORGANIZATION_UNSUSPENDED,
         catalog.ORGANIZATION_DELETED,
-        catalog.USER_CREATED,
-        catalog.USER_UPDATED,
     )
 ]
 
@@ -327,7 +325,7 @@ async def on_items(
 
 # --- the organization service's events -------------------------------------------------------
 
-# Events carrying the whole organization, or a user: subject -> its parser.
+# Events carrying the whole organization: subject -> its parser.
 _ORGANIZATION_SNAPSHOTS: dict[str, Callable[[bytes], organization_pb2.Organization]] = {
     catalog.ORGANIZATION_CREATED.subject: lambda data: (
         organization_events.OrganizationCreated.FromString(data).organization
@@ -342,21 +340,13 @@ _ORGANIZATION_SNAPSHOTS: dict[str, Callable[[bytes], organization_pb2.Organizati
         organization_events.OrganizationUnsuspended.FromString(data).organization
     ),
 }
-_USER_EVENTS: dict[str, Callable[[bytes], organization_pb2.User]] = {
-    catalog.USER_CREATED.subject: lambda data: (
-        organization_events.UserCreated.FromString(data).user
-    ),
-    catalog.USER_UPDATED.subject: lambda data: (
-        organization_events.UserUpdated.FromString(data).user
-    ),
-}
 
 
 async def on_organization_events(
     session: AsyncSession, deliveries: list[Delivery], repair: known.OnGap | None = None
 ) -> dict[str, Retry | Reject]:
-    """The organization service's organizations and users, kept as this service's read
-    models (known.py); polar.organization.v1.deleted also soft-deletes the organization's
+    """The organization service's organizations, kept as this service's read model
+    (known.py); polar.organization.v1.deleted also soft-deletes the organization's
     repositories, issues and pull requests and cancels its open rewards (idempotent)."""
     failures: dict[str, Retry | Reject] = {}
     for delivery in deliveries:
@@ -372,8 +362,6 @@ async def _on_organization_event(
 ) -> None:
     if snapshot := _ORGANIZATION_SNAPSHOTS.get(subject):
         await known.apply_organization(session, snapshot(data), on_gap=repair)
-    elif user := _USER_EVENTS.get(subject):
-        await known.add_user(session, uuid.UUID(user(data).id))
     elif subject == catalog.ORGANIZATION_DELETED.subject:
         event = organization_events.OrganizationDeleted.FromString(data)
         organization_id = uuid.UUID(event.organization_id)

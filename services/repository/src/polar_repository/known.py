@@ -1,5 +1,5 @@
-"""What this service knows of the organization service's organizations and users: its own
-read models (decision 0021, docs/consistency.md), so no delivery waits for the other service.
+"""What this service knows of the organization service's organizations: its own read
+model (decision 0021, docs/consistency.md), so no delivery waits for the other service.
 
 - An installation webhook (installation, installation_repositories) naming an account this
   service has not heard of gets a provisional row at once: the organization's id is derived
@@ -30,7 +30,7 @@ import structlog
 from polar.organization.v1 import organization_pb2
 from polar_db import ids
 from polar_db.models import OrganizationStatus, Platform
-from polar_db.models.repository import KnownOrganization, KnownUser
+from polar_db.models.repository import KnownOrganization
 from polar_kit.metrics import READ_MODEL_GAPS
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -221,7 +221,3 @@ async def _apply(
         )
     )
     return True
-
-
-async def add_user(session: AsyncSession, user_id: uuid.UUID) -> None:
-    await session.execute(insert(KnownUser).values(id=user_id).on_conflict_do_nothing())

@@ -13,7 +13,6 @@ went wrong (docs/consistency.md):
 Both apply the answer with the version rule: a row holding a newer version than the answer
 stays (the answer may be older than an event applied meanwhile). An organization the
 organization service no longer returns (deleted) keeps its row: its deletion event says so.
-Users (`known_users`) are not listed by any RPC; they come from the events only.
 """
 
 from __future__ import annotations
@@ -53,8 +52,7 @@ REPAIRS = Counter(
 def organization_stub(
     settings: RepositorySettings,
 ) -> tuple[grpc.aio.Channel, OrganizationServiceAsyncStub]:
-    target = settings.organization_grpc_target or f"127.0.0.1:{settings.organization_grpc_port}"
-    ch = channel(target, credentials(REPOSITORY, settings))
+    ch = channel(settings.organization_grpc_target, credentials(REPOSITORY, settings))
     stub: OrganizationServiceAsyncStub = OrganizationServiceStub(ch)
     return ch, stub
 
@@ -108,7 +106,8 @@ async def rebuild(
 
 class Repairer:
     """Asks for an organization whose events skipped versions, in the background (one
-    request at a time per organization); `schedule` is the consumer's `repair` hook."""
+    request at a time per organization); `schedule` is the consumer's `repair` hook. A
+    polar_kit Worker too, for its shutdown only (`run`)."""
 
     def __init__(self, sessionmaker: Sessionmaker, settings: RepositorySettings) -> None:
         self._sessionmaker = sessionmaker
@@ -116,11 +115,19 @@ class Repairer:
         self._stub: OrganizationServiceAsyncStub | None = None
         self._channel: grpc.aio.Channel | None = None
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._closed = False
 
     def schedule(self, organization_id: uuid.UUID) -> None:
+        if self._closed:
+            # Shutting down (a consumer's last message): the event's own state is applied;
+            # the next gap of this organization, or `rebuild`, asks again.
+            log.info("repair skipped: shutting down", organization_id=str(organization_id))
+            return
         if organization_id in self._running:
             return
-        task = asyncio.get_running_loop().create_task(self._repair(organization_id))
+        task = asyncio.get_running_loop().create_task(
+            self._repair(organization_id), name=f"repair {organization_id}"
+        )
         self._running[organization_id] = task
         task.add_done_callback(lambda _: self._running.pop(organization_id, None))
 
@@ -148,9 +155,27 @@ class Repairer:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
 
     async def close(self) -> None:
-        await self.wait()
-        if self._channel is not None:
-            await self._channel.close()
+        """Takes no more repairs, waits for the running ones, closes the channel. Cancelled
+        while waiting (polar_kit cancels a worker still busy after the shutdown grace), it
+        cancels them."""
+        self._closed = True
+        try:
+            await self.wait()
+        finally:
+            running = list(self._running.values())
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            if self._channel is not None:
+                await self._channel.close()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop`, then close. Running repairs are awaited, not cancelled: each is one
+        RPC bounded by POLAR_GRPC_DEADLINE_SECONDS and one short transaction, well within the
+        shutdown grace, and one cut short is not asked again until the organization's next
+        gap."""
+        await stop.wait()
+        await self.close()
 
 
 async def _main(args: argparse.Namespace) -> int:

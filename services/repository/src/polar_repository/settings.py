@@ -2,25 +2,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from polar_kit.settings import ServiceSettings
+from polar_kit.settings import OrganizationUpstream
 from pydantic import Field, SecretStr
 
 
-class RepositorySettings(ServiceSettings):
+# The organization service is asked to repair the read model of organizations (read_model.py).
+class RepositorySettings(OrganizationUpstream):
     repository_grpc_port: int = Field(
         50052, description="Port of the repository service's gRPC server."
-    )
-    # The organization service, asked to repair the read model of organizations (read_model.py).
-    organization_grpc_target: str = Field(
-        "",
-        description=(
-            "gRPC target (host:port) of the organization service; "
-            "empty: 127.0.0.1 on POLAR_ORGANIZATION_GRPC_PORT."
-        ),
-    )
-    organization_grpc_port: int = Field(50051, description="See organization_grpc_target.")
-    grpc_deadline_seconds: float = Field(
-        5, gt=0, description="Deadline of every call to the organization service."
     )
     github_app_id: str = Field(
         "",

@@ -49,11 +49,10 @@ class GrpcDirectory:
         # Its identity in the others' allow-lists.
         creds = credentials(REWARD, settings)
         self.deadline = settings.grpc_deadline_seconds
-        repository = settings.repository_grpc_target or f"127.0.0.1:{settings.repository_grpc_port}"
-        organization = (
-            settings.organization_grpc_target or f"127.0.0.1:{settings.organization_grpc_port}"
-        )
-        self._channels = [channel(repository, creds), channel(organization, creds)]
+        self._channels = [
+            channel(settings.repository_grpc_target, creds),
+            channel(settings.organization_grpc_target, creds),
+        ]
         self.repo: RepositoryServiceAsyncStub = RepositoryServiceStub(self._channels[0])
         self.org: OrganizationServiceAsyncStub = OrganizationServiceStub(self._channels[1])
 

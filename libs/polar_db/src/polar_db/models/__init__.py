@@ -26,7 +26,6 @@ from polar_db.models.organization import OAuthAccount, Organization, User, UserO
 from polar_db.models.repository import (
     Issue,
     KnownOrganization,
-    KnownUser,
     PullRequest,
     Repository,
     SyncJob,
@@ -58,7 +57,6 @@ __all__ = [
     "Issue",
     "IssueState",
     "KnownOrganization",
-    "KnownUser",
     "OAuthAccount",
     "Organization",
     "OrganizationStatus",

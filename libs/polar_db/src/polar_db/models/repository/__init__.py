@@ -2,7 +2,7 @@
 
 from polar_db.models.base import REPOSITORY as SCHEMA
 from polar_db.models.repository.issues import Issue, PullRequest
-from polar_db.models.repository.known import KnownOrganization, KnownUser
+from polar_db.models.repository.known import KnownOrganization
 from polar_db.models.repository.repositories import Repository
 from polar_db.models.repository.sync_jobs import SyncJob, SyncStatus
 
@@ -10,7 +10,6 @@ __all__ = [
     "SCHEMA",
     "Issue",
     "KnownOrganization",
-    "KnownUser",
     "PullRequest",
     "Repository",
     "SyncJob",

@@ -1,5 +1,5 @@
-"""What the repository service knows of the organization service's organizations and users:
-its own read models (decision 0021), kept from the organization service's events and from
+"""What the repository service knows of the organization service's organizations: its
+own read model (decision 0021), kept from the organization service's events and from
 the installation webhooks themselves, and repaired from the organization service by RPC."""
 
 from __future__ import annotations
@@ -37,12 +37,3 @@ class KnownOrganization(TimestampMixin, SoftDeleteMixin, Base):
     installation_id: Mapped[bigint | None] = mapped_column(index=True)
     status: Mapped[OrganizationStatus] = mapped_column(str_enum(OrganizationStatus))
     version: Mapped[bigint] = mapped_column(default=0, server_default=sa.text("0"))
-
-
-class KnownUser(TimestampMixin, Base):
-    """A user of the organization service (a reward's backer must be one)."""
-
-    __tablename__ = "known_users"
-    __table_args__ = in_schema(REPOSITORY)
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, sort_order=-10)
