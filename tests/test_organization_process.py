@@ -167,6 +167,7 @@ async def test_the_process_refuses_callers_without_credentials(
         reflection = channel.unary_unary(
             f"/{service.full_name}/{service.methods_by_name['ServerReflectionInfo'].name}",
             request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
         )
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await reflection(reflection_pb2.ServerReflectionRequest(list_services=""))
