@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -159,11 +159,18 @@ async def test_the_process_refuses_callers_without_credentials(
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.ListOrganizations(pb.ListOrganizationsRequest())
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        # Reflection's method, called as a unary call: a streaming call's request can still
+        # be on its way when the server answers UNIMPLEMENTED, and grpc aio then reports its
+        # own failed send (INTERNAL "Failed execute_batch") instead, about 1 call in 700.
+        # With reflection on, this same call is answered.
+        service = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
+        reflection = channel.unary_unary(
+            f"/{service.full_name}/{service.methods_by_name['ServerReflectionInfo'].name}",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            async for _ in reflection.ServerReflectionInfo(iter([request])):
-                pass
+            await reflection(reflection_pb2.ServerReflectionRequest(list_services=""))
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

@@ -31,10 +31,13 @@ import pytest
 from polar_db.devenv import parse_env_file
 from polar_dev.infra import EmbeddedNats, EmbeddedPostgres
 from polar_dev.paths import dev_dir
+from polar_dev.services import discover_services
 
 REPO = Path(__file__).resolve().parent.parent
 READY = "ready; Ctrl-C stops everything"
-SERVICES = ("gateway", "organization", "repository", "reward")
+# Every service the runner starts (a generated one too), by its [tool.polar.service] table.
+SPECS = discover_services(REPO / "services")
+SERVICES = tuple(s.name for s in SPECS)
 BLOCK = re.compile(
     r"<!-- walkthrough(?P<background>: background)? -->\n```sh\n(?P<script>.*?)```", re.S
 )
@@ -89,13 +92,7 @@ def cluster() -> Iterator[Cluster]:
         for key, value in os.environ.items()
         if key not in ("POLAR_DATABASE_URL", "POLAR_NATS_URL", "POLAR_NATS_PREFIX")
     }
-    env |= {
-        "POLAR_GATEWAY_HTTP_PORT": str(ports["gateway"]),
-        "POLAR_ORGANIZATION_GRPC_PORT": str(ports["organization"]),
-        "POLAR_REPOSITORY_GRPC_PORT": str(ports["repository"]),
-        "POLAR_REWARD_GRPC_PORT": str(ports["reward"]),
-        "NO_COLOR": "1",
-    }
+    env |= {s.port_env: str(ports[s.name]) for s in SPECS} | {"NO_COLOR": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "polar_dev.cluster", "--demo", "--data-dir", str(data_dir)],
         cwd=REPO,
