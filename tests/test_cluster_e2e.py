@@ -88,8 +88,6 @@ EVENT_CONSUMERS = {
             "suspended",
             "unsuspended",
             "deleted",
-            "user_created",
-            "user_updated",
         )
     ],
     "repository-sync-on-create": ["polar.repository.v1.repository_created"],
