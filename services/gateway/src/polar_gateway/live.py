@@ -95,6 +95,9 @@ class OpenStream:
         if self.sending and self.abort is not None:
             self.abort()
 
+    def disconnected(self) -> None:
+        self.end("disconnected")
+
     def push(self, event: Event) -> None:
         if len(self.pending) >= self.limit:
             self.end("slow")  # it resumes with Last-Event-ID; nobody waits for it
