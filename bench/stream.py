@@ -273,6 +273,11 @@ def gc_summary(
         "longest_full_ms": round(end["longest"][full] * 1000, 1),
         "young_collections": end["collections"][young] - loaded["collections"][young],
         "all_seconds": round(sum(end["seconds"]) - sum(loaded["seconds"]), 3),
+        "kinds_per_stream": {
+            kind: round((n - idle["kinds"].get(kind, 0)) / max(1, streams), 1)
+            for kind, n in loaded["kinds"].items()
+            if n - idle["kinds"].get(kind, 0) >= streams / 2
+        },
     }
 
 

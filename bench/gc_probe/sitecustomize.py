@@ -2,7 +2,8 @@
 the cyclic collector's figures, written to POLAR_BENCH_GC_FILE on SIGUSR1.
 
 - `objects`: the objects a full collection traverses now (gc.get_objects(): the frozen ones,
-  gc.freeze(), are not among them), and `frozen`;
+  gc.freeze(), are not among them), the most common kinds (coroutines by function), and
+  `frozen`;
 - per generation, since the process started: collections, seconds spent in them, and the
   longest since the previous report (a pause of the event loop, as long as it lasts).
 
@@ -11,11 +12,13 @@ Nothing here runs unless that variable is set; the server's code is not changed.
 
 from __future__ import annotations
 
+import collections
 import gc
 import json
 import os
 import signal
 import time
+import types
 from types import FrameType
 from typing import Any
 
@@ -39,13 +42,22 @@ def _timed(phase: str, info: dict[str, Any]) -> None:
     _longest[generation] = max(_longest[generation], took)
 
 
+def _kind(o: object) -> str:
+    if isinstance(o, types.CoroutineType):  # which function
+        return f"coroutine {o.cr_code.co_qualname}"
+    return type(o).__qualname__
+
+
 def _report(signum: int, frame: FrameType | None) -> None:
     global _reports
     assert _FILE is not None
     _reports += 1
+    objects = gc.get_objects()
+    kinds = collections.Counter(_kind(o) for o in objects)
     report = {
         "report": _reports,
-        "objects": len(gc.get_objects()),
+        "objects": len(objects),
+        "kinds": dict(kinds.most_common(60)),
         "frozen": gc.get_freeze_count(),
         "threshold": gc.get_threshold(),
         "collections": list(_count),

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -196,7 +197,7 @@ class Live:
         try:
             await self._write(body, READY)
             if self.catch_up is not None:
-                replayed = await self.catch_up.replay(lambda event: self._replayed(body, event))
+                replayed = await self.catch_up.replay(functools.partial(self._replayed, body))
                 self.after = max(self.after, replayed)
             await self._run(body)
         except StreamEnded:
@@ -238,7 +239,7 @@ class Live:
                 continue
             await stream.check()
             chunk: list[bytes] = []
-            while stream.pending and not stream.ended.is_set():
+            while stream.pending and not stream.ended:
                 event = stream.pending.popleft()
                 if event.sequence > self.after:
                     frame = self._frame(event)
@@ -321,11 +322,15 @@ class LiveIngress:
             await self.app(scope, receive, send)
             return
         scope["polar.route"] = path  # the metrics label the framework's route would give
+        own = set(scope)
         # A list: LiveResponse finds it even in a copy of the scope.
         handoff: list[Live] = []
         scope[HANDOFF] = handoff
         await self.app(scope, receive, send)
-        del scope[HANDOFF]
+        # What the framework put in the scope for the request (its exit stacks...) is not
+        # kept for the stream's life.
+        for key in scope.keys() - own:
+            del scope[key]
         if handoff:  # else answered there (a refusal, an error)
             await handoff[0].serve(scope, receive, send)
 
@@ -362,7 +367,8 @@ async def _open(
         channels.joined = plan.joined
     # Registered first, then the catch-up reads up to where the feed is now: nothing falls
     # between the two (no await in between).
-    stream = live.open(session, channels, lambda: still_valid(gateway, channels, session))
+    recheck = functools.partial(still_valid, gateway, channels, session)  # (no closure cells)
+    stream = live.open(session, channels, recheck)
     until = feed.last_sequence
     after = max(start or 1, plan.skip_before) - 1
     if plan.policy == DeliverPolicy.NEW or (plan.start_sequence or 0) > until:
