@@ -273,6 +273,13 @@ def gc_summary(
         "longest_full_ms": round(end["longest"][full] * 1000, 1),
         "young_collections": end["collections"][young] - loaded["collections"][young],
         "all_seconds": round(sum(end["seconds"]) - sum(loaded["seconds"]), 3),
+        "by_generation": [  # (collections, seconds) of generations 0, 1, 2
+            (
+                end["collections"][g] - loaded["collections"][g],
+                round(end["seconds"][g] - loaded["seconds"][g], 3),
+            )
+            for g in range(3)
+        ],
         "kinds_per_stream": {
             kind: round((n - idle["kinds"].get(kind, 0)) / max(1, streams), 1)
             for kind, n in loaded["kinds"].items()
