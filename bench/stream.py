@@ -31,12 +31,15 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -73,6 +76,7 @@ from bench.gateway import (
 
 CLIENT_PROCESSES = 2
 WEBHOOKS_PER_SECOND = 50
+GC_PROBE = str(Path(__file__).parent / "gc_probe")  # the gateway's sitecustomize
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,57 @@ async def webhooks(
     return latencies, failures[0]
 
 
+def _read_report(path: str) -> dict[str, Any] | None:
+    try:
+        report: dict[str, Any] = json.loads(Path(path).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return report
+
+
+async def gc_report(process: Process, path: str) -> dict[str, Any]:
+    """The gateway's collector figures now (bench/gc_probe), asked with SIGUSR1."""
+    previous = (_read_report(path) or {"report": 0})["report"]
+    os.kill(process.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        report = _read_report(path)  # a small local file
+        if report is not None and report["report"] > previous:
+            return report
+    raise RuntimeError("the gateway did not report its collector's figures")
+
+
+def gc_summary(
+    idle: dict[str, Any], loaded: dict[str, Any], end: dict[str, Any], streams: int
+) -> dict[str, Any]:
+    """Objects per open stream; collections from the streams' opening to the window's end."""
+    full, young = 2, 0
+    return {
+        "objects_idle": idle["objects"],
+        "objects_streaming": loaded["objects"],
+        "frozen": loaded["frozen"],
+        "objects_per_stream": round((loaded["objects"] - idle["objects"]) / max(1, streams)),
+        "full_collections": end["collections"][full] - loaded["collections"][full],
+        "full_seconds": round(end["seconds"][full] - loaded["seconds"][full], 3),
+        "longest_full_ms": round(end["longest"][full] * 1000, 1),
+        "young_collections": end["collections"][young] - loaded["collections"][young],
+        "all_seconds": round(sum(end["seconds"]) - sum(loaded["seconds"]), 3),
+        "by_generation": [  # (collections, seconds) of generations 0, 1, 2
+            (
+                end["collections"][g] - loaded["collections"][g],
+                round(end["seconds"][g] - loaded["seconds"][g], 3),
+            )
+            for g in range(3)
+        ],
+        "kinds_per_stream": {
+            kind: round((n - idle["kinds"].get(kind, 0)) / max(1, streams), 1)
+            for kind, n in loaded["kinds"].items()
+            if n - idle["kinds"].get(kind, 0) >= streams / 2
+        },
+    }
+
+
 async def run_one(
     name: str, server_url: str, nats_url: str, config: Config, gateway_src: str | None
 ) -> dict[str, Any]:
@@ -264,9 +319,13 @@ async def run_one(
             organization_grpc_target=f"{HOST}:{org_port}",
             repository_grpc_target=f"{HOST}:{free_port()}",  # not needed by streams
         )
-        gateway.env = {**gateway.env, "POLAR_STREAM_RECHECK_SECONDS": str(config.recheck_seconds)}
-        if gateway_src is not None:
-            gateway.env = {**gateway.env, "PYTHONPATH": gateway_src}
+        gc_file = os.path.join(tempfile.mkdtemp(prefix="polar-bench-gc-"), "gc.json")
+        gateway.env = {
+            **gateway.env,
+            "POLAR_STREAM_RECHECK_SECONDS": str(config.recheck_seconds),
+            "POLAR_BENCH_GC_FILE": gc_file,
+            "PYTHONPATH": os.pathsep.join(p for p in (gateway_src, GC_PROBE) if p),
+        }
         signer = TokenSigner(GatewaySettings(session_secret=SESSION_SECRET))
         clients = [[signer.issue_session(user)[0], org] for user, org in pairs]
         base = f"http://{HOST}:{gateway_port}"
@@ -290,6 +349,7 @@ async def run_one(
                     time.monotonic() + config.warmup + 3,
                     quiet_window,
                 )
+                gc_idle = await gc_report(gateway, gc_file)
                 shares = [clients[i::CLIENT_PROCESSES] for i in range(CLIENT_PROCESSES)]
                 readers = [ClientProcess(HOST, gateway_port, share) for share in shares]
                 connect_started = time.monotonic()
@@ -297,6 +357,7 @@ async def run_one(
                     await reader.start()
                 refused = sum([await reader.ready() for reader in readers])
                 connect_seconds = time.monotonic() - connect_started
+                gc_streaming = await gc_report(gateway, gc_file)
                 orgs = sorted({org for _, org in pairs})
                 now = time.monotonic()
                 until = now + config.warmup + config.duration
@@ -323,6 +384,7 @@ async def run_one(
                     "gateway": process_cpu(gateway.pid) - cpu_before["gateway"],
                     "organization": process_cpu(organization.pid) - cpu_before["organization"],
                 }
+                gc_end = await gc_report(gateway, gc_file)
                 sent = await publishing
                 profiles = dict(await asyncio.gather(*profiling))
                 hook_latencies, hook_failures = await posting
@@ -355,6 +417,7 @@ async def run_one(
             "failed": hook_failures,
         },
         "loadgen_cpu_seconds": round(sum(a["cpu_seconds"] for a in answers), 2),
+        "gc": gc_summary(gc_idle, gc_streaming, gc_end, config.clients - refused),
         "exact": {"missing": missing, "extra": extra, "foreign": foreign, "ended": ended},
         "profiles": profiles,
     }
@@ -385,6 +448,9 @@ def show(results: list[dict[str, Any]], config: Config) -> None:
             r["webhooks"].get("p99_ms", "-"),
             r["webhooks"]["failed"],
             round(r["loadgen_cpu_seconds"], 1),
+            r["gc"]["objects_per_stream"],
+            r["gc"]["full_collections"],
+            r["gc"]["longest_full_ms"],
             "yes" if not any(r["exact"].values()) else json.dumps(r["exact"]),
         ]
         for r in results
@@ -392,10 +458,15 @@ def show(results: list[dict[str, Any]], config: Config) -> None:
     headers = [
         "gateway", "refused", "delivered/s", "p50 ms", "p99 ms", "gw cores", "gw µs/event",
         "org cores", "hook p99 alone", "hook p50", "hook p99", "hook fail", "clients CPU s",
-        "exact",
+        "objects/stream", "full GCs", "longest full GC ms", "exact",
     ]  # fmt: skip
     print(table(headers, rows))
     print("target: 2,000 clients x 200 events/s, delivery p99 <= 250 ms, webhook p99 <= 100 ms")
+    print(
+        "objects/stream: the gateway's objects in the collector's sight (not frozen), streams"
+        " open minus before, per stream; full GCs and the longest: from the streams' opening"
+        " to the window's end (bench/gc_probe)"
+    )
 
 
 async def main(argv: Sequence[str] | None = None) -> None:

@@ -88,10 +88,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
 def asgi(app: FastAPI, settings: GatewaySettings) -> ASGIApp:
     """What the server runs: the app behind the request-id/metrics middleware, the security
-    headers, the rate limits and the webhook fast path. All sit outside FastAPI's own
-    middleware stack, so every answer (errors and 429s included) gets a request id and its
-    headers and is counted, and a webhook delivery costs none of the framework's machinery."""
-    ingress = webhooks.WebhookIngress(app, gateway_app=app)
+    headers, the rate limits, the webhook fast path and the live streams' hand-off. All sit
+    outside FastAPI's own middleware stack, so every answer (errors and 429s included) gets
+    a request id and its headers and is counted, a webhook delivery costs none of the
+    framework's machinery, and an open stream does not keep it alive."""
+    ingress = webhooks.WebhookIngress(stream.LiveIngress(app), gateway_app=app)
     limited = RateLimitMiddleware(ingress, settings)
     served = RequestContextMiddleware(SecurityHeadersMiddleware(limited, gateway_app=app))
     if not tracing.enabled():

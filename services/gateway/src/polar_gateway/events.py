@@ -107,7 +107,7 @@ def decode(
     return Event(sequence, subject, type_name, message, scope, headers)
 
 
-@dataclass
+@dataclass(slots=True)  # one per open stream
 class Channels:
     """What one stream client may receive; kept current as its memberships change."""
 

@@ -66,14 +66,14 @@ class StreamEnded(Exception):
     """The stream must end now (logout, removal, deleted user, expired session)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # one per open stream, all in the collector's sight
 class OpenStream:
     session: Session
     channels: Channels
     recheck: Recheck
     recheck_seconds: float
     limit: int  # events buffered at most for the client
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: bool = False
     reason: str = ""
     pending: deque[Event] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -87,13 +87,16 @@ class OpenStream:
     _next_check: float = 0.0
 
     def end(self, reason: str = "ended") -> None:
-        if self.ended.is_set():
+        if self.ended:
             return
         self.reason = reason
-        self.ended.set()
+        self.ended = True
         self.wake.set()
         if self.sending and self.abort is not None:
             self.abort()
+
+    def disconnected(self) -> None:
+        self.end("disconnected")
 
     def push(self, event: Event) -> None:
         if len(self.pending) >= self.limit:
@@ -105,7 +108,7 @@ class OpenStream:
     async def check(self) -> None:
         """StreamEnded if the stream was ended, the session expired, or (checked at most
         every recheck_seconds) was revoked or lost its user."""
-        if time.monotonic() >= self._next_check and not self.ended.is_set():
+        if time.monotonic() >= self._next_check and not self.ended:
             checked_at = await self.recheck()
             if checked_at is None:
                 self.end("revoked")
@@ -113,14 +116,14 @@ class OpenStream:
                 self._next_check = checked_at + self.recheck_seconds
         if self.session.expires_at <= time.time():
             self.end("expired")
-        if self.ended.is_set():
+        if self.ended:
             raise StreamEnded
 
     async def wait(self) -> None:
         """Until an event is pending, a ping is due or the stream ended. No timer of its
         own: LiveStreams.sweep keeps time for every stream (a timer per stream and wait
         costs more than the event it waits for)."""
-        if not (self.pending or self.ping_due or self.ended.is_set()):
+        if not (self.pending or self.ping_due or self.ended):
             self.wake.clear()
             await self.wake.wait()
 

@@ -96,13 +96,18 @@ class RateLimitMiddleware:
             buckets.take(client)
             await self.app(scope, receive, send)
             return
+        await self.app(scope, receive, _counting_failures(send, buckets, client))
 
-        async def count_failures(message: Message) -> None:
-            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
-                buckets.take(client)
-            await send(message)
 
-        await self.app(scope, receive, count_failures)
+def _counting_failures(send: Send, buckets: TokenBuckets, client: str) -> Send:
+    # (A function of its own: a closure made in __call__ would give every request, a live
+    # stream's for as long as it lasts, the cells of its variables.)
+    async def count_failures(message: Message) -> None:
+        if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+            buckets.take(client)
+        await send(message)
+
+    return count_failures
 
 
 async def _too_many(send: Send, retry_after: int) -> None:

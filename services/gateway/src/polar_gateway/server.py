@@ -10,17 +10,42 @@ connection (and, for a webhook, a body slot) forever. `GuardedHttpProtocol` adds
 - the body must then arrive whole within `http_body_timeout_seconds`.
 
 A connection past a deadline gets 408 (when nothing was answered yet) and is closed.
+
+Each request's scope also carries its `Connection` (`CONNECTION`), for the live stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .settings import GatewaySettings
+
+CONNECTION = "polar.connection"  # scope key: the request's Connection
+
+
+class Connection:
+    """What a long answer (the live stream, routes/stream.py) needs of its connection beyond
+    ASGI: closing it at once (a client stuck in a send is dropped, not waited for: the app
+    alone can only wait), and hearing that it is lost without a task per answer waiting on
+    receive()."""
+
+    __slots__ = ("_transport", "on_lost")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self.on_lost: Callable[[], None] | None = None  # called once, when it is lost
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    @property
+    def lost(self) -> bool:
+        return self._transport.is_closing()
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -69,11 +94,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.connection = Connection(transport)
         self._arm(self.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+        on_lost, self.connection.on_lost = self.connection.on_lost, None
+        if on_lost is not None:
+            on_lost()
 
     # Once refused (transport closing), what the parser still finds in the buffer is ignored:
     # no request starts on a refused connection.
@@ -94,9 +123,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self.transport.is_closing():
             return
-        # Lets a live stream drop a client stuck in a send (routes/stream.py): closing the
-        # connection unblocks the send at once, where the app alone can only wait.
-        self.scope["polar.abort"] = self.transport.abort  # type: ignore[typeddict-unknown-key]
+        self.scope[CONNECTION] = self.connection  # type: ignore[literal-required]
         self._in_head = False
         self._arm(self.body_timeout)
         super().on_headers_complete()

@@ -12,6 +12,12 @@ replica has `stream_max_clients` streams open, or `stream_max_catchups` resumes 
 replayed (or NATS cannot make a catch-up consumer now). Once the 200 is sent, the stream
 only ends by closing (the client reconnects with Last-Event-ID).
 
+The framework answers the request (validation, the session, the checks and refusals, the
+200's start) and then hands the open stream to `LiveIngress`, in front of it (app.asgi),
+which serves it once the framework has returned: an open stream keeps a `Live`, its
+OpenStream and the server's own per-connection state alive, not the framework's layers
+(decision 0030). The server tells the stream when its client is gone (server.Connection).
+
 Channels: without parameters, the user's own events and those of every organization they
 belong to (following memberships as they change); `organization_id` narrows to one
 organization, `repository_id` to one repository — each must be the user's, else 403.
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -40,7 +47,7 @@ from polar.organization.v1 import events_pb2 as organization_events
 from polar.organization.v1 import organization_service_pb2 as org_pb
 from polar.repository.v1 import repository_pb2
 from polar.repository.v1 import repository_service_pb2 as repo_pb
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import events, mappers_v1, replay
 from ..auth import CurrentSession, GatewayDep
@@ -48,6 +55,7 @@ from ..errors import RETRY_AFTER_SECONDS, ApiError
 from ..feed import CatchUp
 from ..live import OpenStream, StreamEnded, still_valid
 from ..metrics import STREAM_CLIENTS, STREAM_ENDED, STREAM_EVENTS
+from ..server import CONNECTION, Connection
 from ..sessions import Session
 from ..state import Gateway
 from ._common import V1, V2, errors, v1_errors
@@ -56,6 +64,9 @@ log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix=V2, tags=["stream"])
 router_v1 = APIRouter(prefix=V1, tags=["stream"])
+PATH = V2 + "/stream"
+PATH_V1 = V1 + "/stream"
+HANDOFF = "polar.live"  # scope key: where LiveResponse leaves its Live for LiveIngress
 
 # An event as this route's clients get it (None: not sent there); made once per event.
 Format = Callable[[events.Event], bytes | None]
@@ -146,9 +157,12 @@ def _start_sequence(last_event_id: str | None) -> int | None:
     return int(last_event_id) + 1
 
 
-class LiveResponse(Response):
-    """The SSE answer of one open stream: its events, written as they come, batched when
-    several are pending; a ping comment when idle."""
+class Live:
+    """One open stream, served: its events written as they come, batched when several are
+    pending; a ping comment when idle. It holds little (2,000 open streams are 2,000 of
+    these): the collector traverses all of it on every full collection."""
+
+    __slots__ = ("after", "catch_up", "format", "gateway", "key", "stream")
 
     def __init__(
         self,
@@ -158,37 +172,43 @@ class LiveResponse(Response):
         format: Format,
         after: int,
     ) -> None:
-        super().__init__(media_type="text/event-stream")
-        self.raw_headers = list(HEADERS)
         self.gateway, self.stream, self.catch_up, self.format = gateway, stream, catch_up, format
         self.key = format.__name__
         # Events up to this sequence the client has (Last-Event-ID, or sent by the catch-up):
         # another replica's feed may be ahead of this one's.
         self.after = after
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Once the answer has started: until the stream ends."""
         stream = self.stream
-        stream.abort = scope.get("polar.abort")
         # The body's frames go straight to the server (middleware.py): the layers in between
         # only act on the answer's start, and a frame per event per client adds up.
         body: Send = scope.get("polar.send", send)
-        listener = asyncio.create_task(self._listen(receive))
+        connection: Connection | None = scope.get(CONNECTION)
+        listener = None
+        if connection is not None:  # our server tells when the client is gone (server.py)
+            stream.abort = connection.abort
+            connection.on_lost = stream.disconnected
+            if connection.lost:
+                stream.disconnected()
+        else:
+            listener = asyncio.create_task(self._listen(receive))
         STREAM_CLIENTS.inc()
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await self._write(body, READY)
             if self.catch_up is not None:
-                replayed = await self.catch_up.replay(lambda event: self._replayed(body, event))
+                replayed = await self.catch_up.replay(functools.partial(self._replayed, body))
                 self.after = max(self.after, replayed)
             await self._run(body)
         except StreamEnded:
             pass
         finally:
-            listener.cancel()
+            if listener is not None:
+                listener.cancel()
+            if connection is not None:
+                connection.on_lost = None
             STREAM_CLIENTS.dec()
-            self.gateway.live.close(stream)
-            if self.catch_up is not None:
-                await self.catch_up.close()
+            await self.discard()
         STREAM_ENDED.labels(stream.reason or "ended").inc()
         if stream.reason == "slow" and stream.abort is not None:
             stream.abort()
@@ -198,10 +218,15 @@ class LiveResponse(Response):
                 async with asyncio.timeout(1):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
+    async def discard(self) -> None:
+        self.gateway.live.close(self.stream)
+        if self.catch_up is not None:
+            await self.catch_up.close()
+
     async def _listen(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
-        self.stream.end("disconnected")
+        self.stream.disconnected()
 
     async def _run(self, send: Send) -> None:
         stream = self.stream
@@ -214,7 +239,7 @@ class LiveResponse(Response):
                 continue
             await stream.check()
             chunk: list[bytes] = []
-            while stream.pending and not stream.ended.is_set():
+            while stream.pending and not stream.ended:
                 event = stream.pending.popleft()
                 if event.sequence > self.after:
                     frame = self._frame(event)
@@ -258,6 +283,58 @@ class LiveResponse(Response):
             stream.sending = False
 
 
+class LiveResponse(Response):
+    """The framework's side of an open stream: the answer's start, through the framework's
+    own middleware (CORS); then the stream is handed to LiveIngress, which serves it once
+    the framework has returned (or, with no LiveIngress in front, served here)."""
+
+    def __init__(self, live: Live) -> None:
+        super().__init__(media_type="text/event-stream")
+        self.raw_headers = list(HEADERS)
+        self.live = live
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        except BaseException:
+            await self.live.discard()
+            raise
+        handoff: list[Live] | None = scope.get(HANDOFF)
+        if handoff is not None:
+            handoff.append(self.live)
+        else:
+            await self.live.serve(scope, receive, send)
+
+
+class LiveIngress:
+    """ASGI middleware serving the open streams past the framework. FastAPI still answers
+    GET {PATH} (validation, the session, `_open`'s checks and refusals, the 200's start), so
+    all of that stays as it is; but its layers of coroutines, closures and request objects
+    would stay alive for as long as the stream lasts, and a replica holds thousands of
+    streams, all traversed by every full collection of the cyclic GC (decision 0030)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"] if scope["type"] == "http" else None
+        if path not in (PATH, PATH_V1) or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        scope["polar.route"] = path  # the metrics label the framework's route would give
+        own = set(scope)
+        # A list: LiveResponse finds it even in a copy of the scope.
+        handoff: list[Live] = []
+        scope[HANDOFF] = handoff
+        await self.app(scope, receive, send)
+        # What the framework put in the scope for the request (its exit stacks...) is not
+        # kept for the stream's life.
+        for key in scope.keys() - own:
+            del scope[key]
+        if handoff:  # else answered there (a refusal, an error)
+            await handoff[0].serve(scope, receive, send)
+
+
 async def _open(
     gateway: Gateway,
     session: Session,
@@ -290,18 +367,19 @@ async def _open(
         channels.joined = plan.joined
     # Registered first, then the catch-up reads up to where the feed is now: nothing falls
     # between the two (no await in between).
-    stream = live.open(session, channels, lambda: still_valid(gateway, channels, session))
+    recheck = functools.partial(still_valid, gateway, channels, session)  # (no closure cells)
+    stream = live.open(session, channels, recheck)
     until = feed.last_sequence
     after = max(start or 1, plan.skip_before) - 1
     if plan.policy == DeliverPolicy.NEW or (plan.start_sequence or 0) > until:
-        return LiveResponse(gateway, stream, None, format, after)  # the feed has the rest
+        return LiveResponse(Live(gateway, stream, None, format, after))  # the feed has the rest
     try:
         catch_up = await CatchUp.begin(feed, plan, until)
     except Exception as exc:  # NATS' consumer limit, or NATS gone: refused, not cut off
         live.close(stream)
         log.warning("stream catch-up refused", error=repr(exc))
         raise Unavailable("the live stream cannot resume now, try again shortly") from exc
-    return LiveResponse(gateway, stream, catch_up, format, after)
+    return LiveResponse(Live(gateway, stream, catch_up, format, after))
 
 
 STREAM_RESPONSES: Mapping[int | str, dict[str, Any]] = {
