@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import statistics
 import tempfile
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from polar_dev.infra import infra
@@ -137,12 +140,78 @@ def report(runs: dict[str, list[dict[str, float]]], rounds: int) -> dict[str, di
     return medians
 
 
+def hooks(deliveries: int, rounds: int = 7) -> dict[str, float]:
+    """`--hooks`: CPU per delivery of polar_kit.tracing's hooks alone, in this process, on a
+    delivery's path (the gateway's serving and publishing, the repository's batch of 100 and
+    outgoing headers, the relay's publish of each row), spans exported to a JSON-lines file
+    as in the modes above; median of `rounds`, modes interleaved. No network, no servers:
+    steadier than the end-to-end figures on a shared machine, but it is the hooks' share only
+    (not the instrumentations', nor the garbage collection it adds)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    from polar_kit import tracing
+    from polar_kit.tracing_setup import JsonLinesExporter, NoLoneClientSpans
+
+    subject, route = "github.webhook.issues.opened", "/integrations/github/webhook"
+
+    def path(n: int, batch: int = 100) -> None:
+        pending: list[dict[str, str]] = []
+        for i in range(n):
+            delivery, request_id = f"d-{i}", f"r-{i}"
+            with tracing.serving("POST", route, {}, request_id=request_id) as span:
+                headers = {"X-GitHub-Delivery": delivery, "X-Request-ID": request_id}
+                with tracing.publishing(subject, headers, delivery=delivery) as published:
+                    tracing.annotate(published, stream_sequence=i)
+                tracing.annotate(span, **{"http.response.status_code": 202})
+            pending.append(headers)
+            if len(pending) == batch:
+                with tracing.consuming_batch([(subject, h) for h in pending], consumer="c"):
+                    stored = tracing.outgoing_headers()
+                for _ in pending:
+                    with tracing.relaying("polar.repository.v1.issue_created", stored, {}):
+                        pass
+                pending = []
+
+    # install() sets the process's provider the first time only and says so after: known.
+    logging.getLogger("opentelemetry.trace").setLevel(logging.ERROR)
+    providers: dict[str, TracerProvider] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for mode, env in MODES.items():
+            if env:
+                ratio = float(env.get("OTEL_TRACES_SAMPLER_ARG", "1"))
+                provider = TracerProvider(
+                    sampler=ParentBased(NoLoneClientSpans(TraceIdRatioBased(ratio)))
+                )
+                exporter = JsonLinesExporter(Path(folder) / f"{mode.rstrip('%')}.jsonl")
+                provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=1 << 20))
+                providers[mode] = provider
+        times: dict[str, list[float]] = {mode: [] for mode in MODES}
+        for _ in range(rounds):
+            for mode in MODES:
+                if mode in providers:
+                    tracing.install(providers[mode])  # (the hooks use this provider's tracer)
+                start = time.process_time()  # the exporter's thread included
+                path(deliveries)
+                if mode in providers:
+                    providers[mode].force_flush()
+                    tracing.uninstall()
+                times[mode].append((time.process_time() - start) / deliveries * 1e6)
+    medians = {mode: round(statistics.median(t), 1) for mode, t in times.items()}
+    print(f"\ntracing hooks alone, CPU µs per delivery (median of {rounds}): {medians}")
+    return medians
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.tracing", description=__doc__)
     parser.add_argument("--deliveries", type=int, default=4000, help="end to end, per mode")
     parser.add_argument("--duration", type=float, default=5.0, help="ingress, seconds per mode")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--hooks", action="store_true", help="only the hooks' CPU, in process")
     args = parser.parse_args(argv)
+    if args.hooks:
+        write_results("tracing_hooks", hooks(args.deliveries))
+        return
     result = asyncio.run(run(args.deliveries, args.duration, args.rounds))
     write_results("tracing", result)
 

@@ -37,6 +37,7 @@ SUITES = {
     "installation": ("installation", "--installations", "3"),
     "organizations": ("gateway", "--only", "organizations", "--duration", "1", "--warmup", "0"),
     "end_to_end": ("gateway", "--only", "end_to_end", "--deliveries", "200"),
+    "tracing_hooks": ("tracing", "--hooks", "--deliveries", "200"),
     "stream": ("stream", "--clients", "20", "--rate", "10", "--duration", "2", "--warmup", "1"),
 }
 

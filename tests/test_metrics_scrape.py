@@ -45,7 +45,8 @@ def free_port() -> int:
 async def metrics_ports(
     polar_infra: Infra, fake_github_server: FakeGitHub, tmp_path: Path
 ) -> AsyncIterator[dict[str, int]]:
-    """The three processes, as deployed but one replica each; process -> its metrics port."""
+    """Every process (services/*), as deployed but one replica each; process -> its metrics
+    port."""
     prefix = f"t{secrets.token_hex(5)}."
     specs = {s.name: s for s in discover_services(repo_root() / "services")}
     ports = {name: free_port() for name in specs}
@@ -67,6 +68,7 @@ async def metrics_ports(
             "POLAR_METRICS_SAMPLE_SECONDS": "0.5",
             "POLAR_ORGANIZATION_GRPC_TARGET": f"127.0.0.1:{ports['organization']}",
             "POLAR_REPOSITORY_GRPC_TARGET": f"127.0.0.1:{ports['repository']}",
+            "POLAR_REWARD_GRPC_TARGET": f"127.0.0.1:{ports['reward']}",
             "POLAR_GATEWAY_HTTP_HOST": "127.0.0.1",
         }
         try:
@@ -113,7 +115,8 @@ def samples(text: str, name: str) -> list[dict[str, str]]:
 
 async def test_every_process_exports_the_inventory(metrics_ports: dict[str, int]) -> None:
     inventory = load_inventory()
-    assert set(inventory) == {"organization", "repository", "gateway"}
+    # Every process is listed: a new service comes with its entry.
+    assert set(inventory) == {s.name for s in discover_services(repo_root() / "services")}
     scraped: dict[str, dict[str, dict[str, Any]]] = {}
     texts: dict[str, str] = {}
     async with httpx.AsyncClient(timeout=5) as http:
@@ -155,10 +158,15 @@ async def test_every_process_exports_the_inventory(metrics_ports: dict[str, int]
     assert health_watch in samples(texts["organization"], "grpc_server_started_total")
     assert {
         "grpc_type": "unary",
+        "grpc_service": "polar.reward.v1.RewardService",
+        "grpc_method": "CreateReward",
+    } in samples(texts["reward"], "grpc_server_started_total")
+    assert {
+        "grpc_type": "unary",
         "grpc_service": "polar.repository.v1.RepositoryService",
         "grpc_method": "GetRepository",
     } in samples(texts["gateway"], "grpc_client_started_total")
-    for name in ("organization", "repository"):
+    for name in ("organization", "repository", "reward"):
         backlog = samples(texts[name], "polar_outbox_backlog")
         assert backlog == [{"service": name, "table": "outbox_events"}], backlog
         consumers = {s["consumer"] for s in samples(texts[name], "polar_consumer_pending_messages")}

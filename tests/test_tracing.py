@@ -166,12 +166,19 @@ async def test_a_delivery_is_one_trace_through_every_hop(
     delivery, request_id = await deliver(cluster, "installation", payload)
 
     # The organization's and the repositories' events reach the next consumer, carrying the
-    # delivery id.
+    # delivery id, and its spans have ended (each after its handler, commit and ack).
     async def reached() -> bool:
         subjects = {
             d.subject for d in cluster.next_seen if d.headers.get("X-GitHub-Delivery") == delivery
         }
-        return {"polar.organization.v1.created", REPOSITORY_CREATED} <= subjects
+        ended = {
+            s.name
+            for s in cluster.exporter.get_finished_spans()
+            if attr(s, "messaging.consumer.group.name") == NEXT
+            and attr(s, "polar.delivery") == delivery
+        }
+        wanted = {"polar.organization.v1.created", REPOSITORY_CREATED}
+        return wanted <= subjects and {f"process {w}" for w in wanted} <= ended
 
     await eventually(reached, within=30)
     spans = list(cluster.exporter.get_finished_spans())

@@ -19,13 +19,15 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from structlog.typing import EventDict, WrappedLogger
 
@@ -39,12 +41,15 @@ DELIVERY = "X-GitHub-Delivery"
 # Correlation carried from a message (or an RPC) to the events it causes.
 CARRIED = (REQUEST_ID, DELIVERY)
 
+# The provider's own tracer once install() ran (not the API's proxy, one call less a span).
 _tracer = trace.get_tracer("polar_kit")
 # W3C trace context only, not the global propagators (OTEL_PROPAGATORS): messages carry
 # `traceparent`/`tracestate` and nothing else, and the baggage propagator's work per hop is
 # as large as this one's.
 _W3C = TraceContextTextMapPropagator()
 _enabled = False
+# The plain-string key every instrumentation checks (opentelemetry.instrumentation.utils).
+_SUPPRESS = "suppress_instrumentation"
 # The correlation headers of the message (or RPC) being handled; outbox rows copy them.
 _carried: ContextVar[Mapping[str, str] | None] = ContextVar("polar_carried", default=None)
 
@@ -94,9 +99,10 @@ def configure_tracing(service_name: str, trace_dir: str = "") -> bool:
 def install(provider: TracerProvider) -> None:
     """Make `provider` the global one and instrument grpc.aio, asyncpg and httpx (tests
     call this with an in-memory exporter). Channels and servers made before are not traced."""
-    global _enabled
+    global _enabled, _tracer
     if trace.get_tracer_provider() is not provider:
         trace.set_tracer_provider(provider)
+    _tracer = provider.get_tracer("polar_kit")
     for cls in _instrumentors():
         instrumentor = cls()
         if not instrumentor.is_instrumented_by_opentelemetry:
@@ -130,67 +136,62 @@ def uninstall() -> None:
 
 
 # --- hooks at each hop ---------------------------------------------------------------------
+# They run for every request and message, so each costs as little as it can: under a trace
+# that is not sampled (99 in 100 at 1%) no span is made beyond the gateway's root (which is
+# where the sampler decides), no attribute is built, and the W3C context is carried on as it
+# came; a recorded span is started and made current by one plain object (_Current) rather
+# than the API's three nested generator context managers.
 
 
-@contextlib.contextmanager
 def serving(
     method: str, route: str, headers: Mapping[str, str], **attributes: Any
-) -> Iterator[Any]:
+) -> AbstractContextManager[Span | None]:
     """A SERVER span for a request served on a fast path, without the ASGI instrumentation
     (whose generic work costs more than the webhook ingress itself); an incoming
-    `traceparent` is continued. Yields the span, or None when tracing is off."""
+    `traceparent` is continued. Gives the span, or None when tracing is off."""
     if not _enabled:
-        yield None
-        return
-    with _tracer.start_as_current_span(
+        return _NOTHING
+    span = _tracer.start_span(
         f"{method} {route}", context=_W3C.extract(headers), kind=SpanKind.SERVER
-    ) as span:
-        if span.is_recording():  # (99 in 100 are not, at 1%: no attributes to build)
-            span.set_attributes(
-                {"http.request.method": method, "http.route": route, **_named(attributes)}
-            )
-        yield span
+    )
+    if span.is_recording():
+        span.set_attributes(
+            {"http.request.method": method, "http.route": route, **_named(attributes)}
+        )
+    return _Current(span)
 
 
-@contextlib.contextmanager
-def publishing(subject: str, headers: MutableMapping[str, str], **attributes: Any) -> Iterator[Any]:
-    """A PRODUCER span around a JetStream publish; its context goes into `headers`. Yields
-    the span (set the stream sequence on it), or None when tracing is off."""
+def publishing(
+    subject: str, headers: MutableMapping[str, str], **attributes: Any
+) -> AbstractContextManager[Span | None]:
+    """A PRODUCER span around a JetStream publish; its context goes into `headers`. Gives
+    the span (set the stream sequence on it), or None when tracing is off or the trace is
+    not sampled."""
     if not _enabled:
-        yield None
-        return
+        return _NOTHING
     if _unsampled(otel_context.get_current()):
         _W3C.inject(headers)  # the trace id and "not sampled" go on, no span needed
-        yield None
-        return
-    with _tracer.start_as_current_span(
-        f"publish {subject}", kind=SpanKind.PRODUCER, attributes=_messaging(subject, attributes)
-    ) as span:
-        _W3C.inject(headers)
-        yield span
+        return _NOTHING
+    span = _tracer.start_span(f"publish {subject}", kind=SpanKind.PRODUCER)
+    if span.is_recording():
+        span.set_attributes(_messaging(subject, attributes))
+    _W3C.inject(headers, trace.set_span_in_context(span))
+    return _Current(span)
 
 
-@contextlib.contextmanager
 def relaying(
     subject: str, stored: Mapping[str, str] | None, headers: MutableMapping[str, str]
-) -> Iterator[None]:
+) -> AbstractContextManager[Span | None]:
     """The relay's publish of an outbox row: a PRODUCER span, child of the span that wrote
     the row (its stored `traceparent`), whose context replaces it in `headers`."""
-    if not _enabled:
-        yield
-        return
+    if not _enabled or not _sampled(stored):  # `headers` carry the stored traceparent already
+        return _NOTHING
     parent = _W3C.extract(stored or {})
-    if _unsampled(parent):  # `headers` carry the stored traceparent already
-        yield
-        return
-    with _tracer.start_as_current_span(
-        f"publish {subject}",
-        context=parent,
-        kind=SpanKind.PRODUCER,
-        attributes=_messaging(subject, {"outbox": True, **_ids(stored or {})}),
-    ):
-        _W3C.inject(headers)
-        yield
+    span = _tracer.start_span(f"publish {subject}", context=parent, kind=SpanKind.PRODUCER)
+    if span.is_recording():
+        span.set_attributes(_messaging(subject, _ids(stored or {})))
+    _W3C.inject(headers, trace.set_span_in_context(span))
+    return _Current(span)
 
 
 @contextlib.contextmanager
@@ -206,16 +207,14 @@ def consuming(subject: str, headers: Mapping[str, str], *, consumer: str) -> Ite
             return
         parent = _W3C.extract(headers)
         if _unsampled(parent):
-            with _attached(parent), _suppressed():
+            with _quiet(parent):
                 yield  # its queries make no spans; what it writes carries the trace on
             return
-        attributes = {"messaging.consumer.group.name": consumer, **_ids(carried)}
-        with _tracer.start_as_current_span(
-            f"process {subject}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=_messaging(subject, attributes),
-        ):
+        span = _tracer.start_span(f"process {subject}", context=parent, kind=SpanKind.CONSUMER)
+        if span.is_recording():
+            attributes = {"messaging.consumer.group.name": consumer, **_ids(carried)}
+            span.set_attributes(_messaging(subject, attributes))
+        with _Current(span):
             yield
     finally:
         _carried.reset(token)
@@ -240,36 +239,35 @@ def consuming_batch(
         if not _enabled:
             yield
             return
-        contexts = [_W3C.extract(h) for _, h in items]
-        if all(_unsampled(c) for c in contexts):
-            with _attached(contexts[0]), _suppressed():
+        parent = _W3C.extract(items[0][1]) if items else otel_context.Context()
+        if _unsampled(parent):
+            # The span would not be recorded (the sampler follows its parent): nothing to
+            # link, and its queries make none either.
+            with _quiet(parent):
                 yield
             return
-        links = [
-            Link(c)
-            for c in (trace.get_current_span(ctx).get_span_context() for ctx in contexts)
-            if c.is_valid
-        ]
-        with _tracer.start_as_current_span(
+        span = _tracer.start_span(
             f"process {consumer} batch",
-            context=contexts[0] if contexts else None,
+            context=parent,
             kind=SpanKind.CONSUMER,
-            links=links,
-            attributes={"messaging.batch.message_count": len(items)},
-        ):
+            links=[Link(c) for c in (_remote(h) for _, h in items) if c.is_valid],
+        )
+        if span.is_recording():
+            span.set_attribute("messaging.batch.message_count", len(items))
+        with _Current(span):
             yield
     finally:
         _carried.reset(token)
 
 
-@contextlib.contextmanager
-def span(name: str, **attributes: Any) -> Iterator[None]:
+def span(name: str, **attributes: Any) -> AbstractContextManager[Span | None]:
     """An internal span (a sync, a page, a wait); nothing when tracing is off."""
     if not _enabled or _unsampled(otel_context.get_current()):
-        yield
-        return
-    with _tracer.start_as_current_span(name, attributes=_named(attributes)):
-        yield
+        return _NOTHING
+    started = _tracer.start_span(name)
+    if started.is_recording():
+        started.set_attributes(_named(attributes))
+    return _Current(started)
 
 
 def annotate(span: Any = None, /, **attributes: Any) -> None:
@@ -285,8 +283,7 @@ def untraced_task() -> None:
     whose own queries are no trace worth keeping (the outbox relay; its publishes still are,
     see relaying()). Spares the instrumentations' work for spans the sampler drops anyway."""
     if _enabled:
-        # The plain-string key every instrumentation checks (instrumentation.utils).
-        otel_context.attach(otel_context.set_value("suppress_instrumentation", True))
+        otel_context.attach(otel_context.set_value(_SUPPRESS, True))
 
 
 def outgoing_headers(request_id: str | None = None) -> dict[str, str] | None:
@@ -339,16 +336,51 @@ def _unsampled(ctx: otel_context.Context) -> bool:
     return parent.is_valid and not parent.trace_flags.sampled
 
 
-@contextlib.contextmanager
-def _suppressed() -> Iterator[None]:
-    # The plain-string key every instrumentation checks (opentelemetry.instrumentation.utils).
-    with _attached(otel_context.set_value("suppress_instrumentation", True)):
-        yield
+def _sampled(headers: Mapping[str, str] | None) -> bool:
+    """False when `headers` carry the traceparent of a trace not sampled, read from its
+    flags (the last hex digit even: no "sampled" bit) without parsing the rest: the relay
+    asks for every row."""
+    parent = (headers or {}).get("traceparent", "")
+    return not (len(parent) == 55 and parent[-1] in "02468ace")
+
+
+def _remote(headers: Mapping[str, str]) -> SpanContext:
+    return trace.get_current_span(_W3C.extract(headers)).get_span_context()
+
+
+class _Current:
+    """`span` current for a with-block and ended after it, an exception recorded on it: what
+    Tracer.start_as_current_span does, in one plain object instead of three nested generator
+    context managers."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+
+    def __enter__(self) -> Span:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        otel_context.detach(self._token)
+        # Exceptions only (not CancelledError, GeneratorExit...), as the API does.
+        if isinstance(exc, Exception) and self._span.is_recording():
+            self._span.record_exception(exc)
+            self._span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        self._span.end()
+
+
+_NOTHING: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 @contextlib.contextmanager
-def _attached(ctx: otel_context.Context) -> Iterator[None]:
-    token = otel_context.attach(ctx)
+def _quiet(parent: otel_context.Context) -> Iterator[None]:
+    """`parent` current, and the instrumentations off: under a trace not sampled their spans
+    would only be dropped."""
+    token = otel_context.attach(otel_context.set_value(_SUPPRESS, True, parent))
     try:
         yield
     finally:
