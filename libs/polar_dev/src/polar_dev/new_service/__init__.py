@@ -178,6 +178,9 @@ EDITS: tuple[Edit, ...] = (
         '    "$domain": "$domain",\n',
         before=True,
     ),
+    # What its process exports at /metrics (tests/test_metrics_scrape.py): a gRPC server and
+    # an outbox; a consumer, once it has one, adds the polar_consumer_* families.
+    Insert("tests/metrics_inventory.yaml", r"^gateway:\n", "$metrics_inventory", before=True),
     # The image: its pyproject for the dependency layer, its package, its port.
     Insert(
         "Dockerfile",
@@ -241,10 +244,12 @@ def _extra_values(values: dict[str, str]) -> dict[str, str]:
     """Values for the edits whose text is longer than a template line."""
     package, domain, port = values["package"], values["domain"], values["port"]
     compose = (TEMPLATES / "compose-service.yml").read_text()
+    inventory = (TEMPLATES / "metrics-inventory.yml").read_text()
     return {
         "image_line": f"{package:<30} gRPC :{port}",
         "compose_line": f"{domain:<13} gRPC :{port}   }}",
         "compose_service": string.Template(compose).substitute(values),
+        "metrics_inventory": string.Template(inventory).substitute(values),
     }
 
 
