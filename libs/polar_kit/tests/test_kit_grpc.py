@@ -500,3 +500,16 @@ async def test_a_caller_refuses_missing_or_development_credentials(
     own = unset.model_copy(update={"internal_caller_key": SecretStr(caller_key(SECRET, GATEWAY))})
     token = credentials(GATEWAY, own).token("/x.Y/Z")
     assert token.startswith("v1.gateway.")
+
+
+async def test_a_burst_of_calls_is_served_not_cancelled(channel: grpc.aio.Channel) -> None:
+    """A burst bigger than grpc-core's default backlog (1,000 calls the server has not yet
+    taken: the aio server takes them one at a time) is served; by default, core cancels
+    calls at random past 1,000 (the gateway's stream opens, issue 16)."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest(service=SERVICE)
+    answers = await asyncio.gather(
+        *(stub.Check(request, timeout=60) for _ in range(2_500)), return_exceptions=True
+    )
+    failed = [a for a in answers if not isinstance(a, health_pb2.HealthCheckResponse)]
+    assert failed == []

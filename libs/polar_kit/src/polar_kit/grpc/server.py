@@ -32,6 +32,9 @@ from polar_kit.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
+# Calls a server holds before taking them (see start_server); past it, a call is CANCELLED.
+MAX_PENDING_CALLS = 20_000
+
 
 @dataclass(frozen=True)
 class ServiceSpec:
@@ -86,8 +89,16 @@ async def start_server(
             FieldBehaviorInterceptor(),
             UnitOfWorkInterceptor(sessionmaker),
         ],
-        # A second process on the same port must fail, not silently share it.
-        options=[("grpc.so_reuseport", 0)],
+        options=[
+            # A second process on the same port must fail, not silently share it.
+            ("grpc.so_reuseport", 0),
+            # Calls wait in grpc-core until the aio server takes them, one at a time. Past
+            # 1,000 waiting, core's default drops calls at random as CANCELLED, which no
+            # caller retries: a burst (a gateway opening 2,000 streams) lost some. They
+            # wait their turn instead, bounded by their deadlines (decision 0031).
+            ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
+        ],
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
