@@ -84,3 +84,29 @@ async def test_an_untraced_task_makes_no_instrumentation_spans() -> None:
     with testing.recorded_spans():
         assert await asyncio.create_task(worker()) == (True, False)
         assert is_instrumentation_enabled()  # the caller's context is untouched
+
+
+def test_a_batch_follows_its_first_sampled_message() -> None:
+    # At 1% sampling a sampled delivery is rarely first in its batch: its trace must still
+    # go through the batch's span, or it ends at the consumer.
+    other = {"traceparent": f"00-{'1' * 32}-{'2' * 16}-00"}
+    with testing.recorded_spans() as spans:
+        items = [("polar.x", other), ("polar.x", SAMPLED), ("polar.x", UNSAMPLED)]
+        with tracing.consuming_batch(items, consumer="c"):
+            headers = tracing.outgoing_headers()
+        (span,) = spans.get_finished_spans()
+    assert span.kind == SpanKind.CONSUMER
+    assert format(span.context.trace_id, "032x") == TRACE
+    assert span.parent is not None
+    assert format(span.parent.span_id, "016x") == "00f067aa0ba902b7"
+    assert headers is not None
+    assert headers["traceparent"] == f"00-{TRACE}-{span.context.span_id:016x}-01"
+
+
+def test_a_batch_of_unsampled_messages_makes_no_span() -> None:
+    with testing.recorded_spans() as spans:
+        with tracing.consuming_batch([("polar.x", UNSAMPLED)] * 2, consumer="c"):
+            headers = tracing.outgoing_headers()
+        assert spans.get_finished_spans() == ()
+    assert headers is not None
+    assert headers["traceparent"] == UNSAMPLED["traceparent"]

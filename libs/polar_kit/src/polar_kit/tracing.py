@@ -225,8 +225,9 @@ def consuming_batch(
     items: Sequence[tuple[str, Mapping[str, str]]], *, consumer: str
 ) -> Iterator[None]:
     """Handling a batch of (subject, headers) in one transaction. One message: as
-    consuming(). Several: the span is a child of the first message's producer and links to
-    every message; outbox rows written meanwhile carry the batch span (decision 0023)."""
+    consuming(). Several: the span is a child of the producer of the first message whose
+    trace is sampled and links to every message; outbox rows written meanwhile carry the
+    batch span (decision 0023)."""
     if len(items) == 1:
         with consuming(*items[0], consumer=consumer):
             yield
@@ -239,13 +240,17 @@ def consuming_batch(
         if not _enabled:
             yield
             return
-        parent = _W3C.extract(items[0][1]) if items else otel_context.Context()
-        if _unsampled(parent):
-            # The span would not be recorded (the sampler follows its parent): nothing to
-            # link, and its queries make none either.
-            with _quiet(parent):
+        # The span follows the first message whose trace is sampled (a string test per
+        # message): at 1% a sampled delivery is rarely first in its batch, and its trace
+        # would otherwise end here.
+        first = next((h for _, h in items if _sampled(h)), None)
+        if first is None:
+            # Every trace is unsampled: no span would be recorded (the sampler follows its
+            # parent), nothing to link, and its queries make none either.
+            with _quiet(_W3C.extract(items[0][1] if items else {})):
                 yield
             return
+        parent = _W3C.extract(first)
         span = _tracer.start_span(
             f"process {consumer} batch",
             context=parent,
