@@ -142,6 +142,30 @@ def delivery(message: organization_events.OrganizationUpdated) -> Delivery:
     )
 
 
+async def apply_after_gap(
+    sessionmaker: Sessionmaker,
+    repairer: Repairer,
+    base: organization_pb2.Organization,
+    ahead: int,
+    name: str | None = None,
+) -> None:
+    """`base`, `ahead` versions on (a gap when more than one), through the consumer with
+    `repairer` on call; returns once the repair it triggers has ended."""
+    skipped = organization_pb2.Organization()
+    skipped.CopyFrom(base)
+    skipped.version = base.version + ahead
+    if name is not None:
+        skipped.name = name
+    async with sessionmaker.begin() as session:
+        outcome = await on_organization_events(
+            session,
+            [delivery(organization_events.OrganizationUpdated(organization=skipped))],
+            repair=repairer.schedule,
+        )
+    assert outcome == {}
+    await repairer.close()
+
+
 def repairs(outcome: str) -> float:
     return float(REPAIRS.labels("known_organizations", outcome)._value.get())
 
@@ -250,21 +274,10 @@ async def test_a_gap_asks_the_organization_service(
     base = (await org_stub.GetOrganization(org_pb.GetOrganizationRequest(id=str(id)))).organization
     # The organization service moved on twice more than the event that reaches us says.
     await set_upstream(org_sessionmaker, id, version=base.version + 4, name="upstream-latest")
-    skipped = organization_pb2.Organization()
-    skipped.CopyFrom(base)
-    skipped.version = base.version + 2
-    skipped.name = "event-after-a-gap"
-    repairer = Repairer(sessionmaker, repair_settings)
     before = repairs("applied")
-
-    async with sessionmaker.begin() as session:
-        outcome = await on_organization_events(
-            session,
-            [delivery(organization_events.OrganizationUpdated(organization=skipped))],
-            repair=repairer.schedule,
-        )
-    assert outcome == {}
-    await repairer.close()
+    await apply_after_gap(
+        sessionmaker, Repairer(sessionmaker, repair_settings), base, 2, "event-after-a-gap"
+    )
 
     assert repairs("applied") == before + 1
     assert await held(sessionmaker, id) == await upstream(org_stub, id)
@@ -282,24 +295,12 @@ async def test_a_failed_repair_is_counted_and_the_event_still_applied(
     id = await make_organization(org_sessionmaker)
     assert await read_model.refresh_organization(sessionmaker, org_stub, id, deadline=5)
     base = (await org_stub.GetOrganization(org_pb.GetOrganizationRequest(id=str(id)))).organization
-    skipped = organization_pb2.Organization()
-    skipped.CopyFrom(base)
-    skipped.version = base.version + 3
     # Nobody listens on port 1: the repair fails, the consumer does not.
     unreachable = repair_settings.model_copy(
         update={"organization_grpc_target": "127.0.0.1:1", "grpc_deadline_seconds": 0.5}
     )
-    repairer = Repairer(sessionmaker, unreachable)
     before = repairs("failed")
-
-    async with sessionmaker.begin() as session:
-        outcome = await on_organization_events(
-            session,
-            [delivery(organization_events.OrganizationUpdated(organization=skipped))],
-            repair=repairer.schedule,
-        )
-    assert outcome == {}
-    await repairer.close()
+    await apply_after_gap(sessionmaker, Repairer(sessionmaker, unreachable), base, 3)
 
     assert repairs("failed") == before + 1
     row = await held(sessionmaker, id)
