@@ -161,8 +161,8 @@ def hooks(deliveries: int, rounds: int = 7) -> dict[str, float]:
             delivery, request_id = f"d-{i}", f"r-{i}"
             with tracing.serving("POST", route, {}, request_id=request_id) as span:
                 headers = {"X-GitHub-Delivery": delivery, "X-Request-ID": request_id}
-                with tracing.publishing(subject, headers, delivery=delivery) as published:
-                    tracing.annotate(published, stream_sequence=i)
+                published = tracing.producing(subject, headers, delivery=delivery)
+                tracing.annotate(published, stream_sequence=i)
                 tracing.annotate(span, **{"http.response.status_code": 202})
             pending.append(headers)
             if len(pending) == batch:

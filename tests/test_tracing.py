@@ -198,17 +198,21 @@ async def test_a_delivery_is_one_trace_through_every_hop(
         assert found, f"no {kind.name} span {name!r} {attributes}"
         return found[0]
 
-    # The gateway: the HTTP request is the trace's root; the publish is its child.
-    publish = one(SpanKind.PRODUCER, "publish github.webhook.installation.created")
-    assert attr(publish, "polar.delivery") == delivery
-    http = parent(publish)
-    assert http is not None
-    assert http.kind == SpanKind.SERVER
+    # The gateway: the HTTP request is the trace's root and the message's producer (no
+    # separate publish span, decision 0023).
+    http = one(
+        SpanKind.SERVER,
+        "POST /integrations/github/webhook",
+        **{"polar.delivery": delivery, "messaging.system": "nats"},
+    )
     assert http.parent is None
     assert attr(http, "polar.request_id") == request_id
+    assert attr(http, "messaging.destination.name") == "github.webhook.installation.created"
+    assert isinstance(attr(http, "polar.stream_sequence"), int)
+    assert attr(http, "http.response.status_code") == 202
     trace_id = http.context.trace_id
 
-    # Each consumer of the webhook continues the trace as a child of the publish.
+    # Each consumer of the webhook continues the trace as a child of the request.
     organization = one(
         SpanKind.CONSUMER,
         "process github.webhook.installation.created",
@@ -219,8 +223,8 @@ async def test_a_delivery_is_one_trace_through_every_hop(
         "process github.webhook.installation.created",
         **{"messaging.consumer.group.name": "repository-webhooks"},
     )
-    assert parent(organization) is publish
-    assert parent(repository) is publish
+    assert parent(organization) is http
+    assert parent(repository) is http
     assert attr(organization, "polar.delivery") == delivery
     assert attr(organization, "polar.request_id") == request_id
 
@@ -245,7 +249,7 @@ async def test_a_delivery_is_one_trace_through_every_hop(
     writer = parent(relayed)
     assert writer is not None
     assert attr(writer, "messaging.consumer.group.name") == "repository-webhooks"
-    assert parent(writer) is publish
+    assert parent(writer) is http
     nxt = one(SpanKind.CONSUMER, f"process {REPOSITORY_CREATED}")
     assert parent(nxt) is relayed
 

@@ -49,7 +49,8 @@ def test_a_trace_not_sampled_goes_on_without_spans() -> None:
         with tracing.consuming("polar.x", UNSAMPLED, consumer="c"):
             headers = tracing.outgoing_headers()
             relayed: dict[str, str] = {}
-            with tracing.publishing("polar.y", relayed), tracing.span("work"):
+            assert tracing.producing("polar.y", relayed) is None
+            with tracing.span("work"):
                 pass
         with tracing.relaying("polar.x", headers, {}):
             pass
@@ -57,6 +58,33 @@ def test_a_trace_not_sampled_goes_on_without_spans() -> None:
     assert headers is not None
     assert headers["traceparent"] == UNSAMPLED["traceparent"]  # same trace, still not sampled
     assert relayed["traceparent"] == UNSAMPLED["traceparent"]
+
+
+def test_a_message_published_from_a_request_is_its_child() -> None:
+    # The gateway's webhook request is the producer itself: no PRODUCER span of its own.
+    with testing.recorded_spans() as spans:
+        with tracing.serving("POST", "/hook", {}) as request:
+            headers: dict[str, str] = {}
+            span = tracing.producing("github.webhook.x", headers, delivery="d-1")
+            assert span is request
+            tracing.annotate(span, stream_sequence=7)
+        (served,) = spans.get_finished_spans()
+    assert served.kind == SpanKind.SERVER
+    _, trace_id, span_id, flags = headers["traceparent"].split("-")
+    assert int(trace_id, 16) == served.context.trace_id
+    assert int(span_id, 16) == served.context.span_id
+    assert int(flags, 16) & 1  # sampled
+    attributes = dict(served.attributes or {})
+    assert (
+        attributes
+        | {
+            "messaging.system": "nats",
+            "messaging.destination.name": "github.webhook.x",
+            "polar.delivery": "d-1",
+            "polar.stream_sequence": 7,
+        }
+        == attributes
+    )
 
 
 def test_a_query_outside_any_request_or_message_is_no_trace() -> None:

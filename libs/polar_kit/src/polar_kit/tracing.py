@@ -161,22 +161,20 @@ def serving(
     return _Current(span)
 
 
-def publishing(
-    subject: str, headers: MutableMapping[str, str], **attributes: Any
-) -> AbstractContextManager[Span | None]:
-    """A PRODUCER span around a JetStream publish; its context goes into `headers`. Gives
-    the span (set the stream sequence on it), or None when tracing is off or the trace is
-    not sampled."""
+def producing(subject: str, headers: MutableMapping[str, str], **attributes: Any) -> Span | None:
+    """A message published from within the current span (the gateway's webhook request):
+    that span is its producer. Its context goes into `headers` and the messaging attributes
+    onto it. Gives the span (set the stream sequence on it), or None when tracing is off or
+    it is not recorded. No PRODUCER span of its own: one would cost the SDK as much as the
+    request's own span, start to export, for what its attributes say (decision 0023)."""
     if not _enabled:
-        return _NOTHING
-    if _unsampled(otel_context.get_current()):
-        _W3C.inject(headers)  # the trace id and "not sampled" go on, no span needed
-        return _NOTHING
-    span = _tracer.start_span(f"publish {subject}", kind=SpanKind.PRODUCER)
-    if span.is_recording():
-        span.set_attributes(_messaging(subject, attributes))
-    _W3C.inject(headers, trace.set_span_in_context(span))
-    return _Current(span)
+        return None
+    _W3C.inject(headers)  # sampled or not, the trace id goes on
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return None
+    span.set_attributes(_messaging(subject, attributes))
+    return span
 
 
 def relaying(

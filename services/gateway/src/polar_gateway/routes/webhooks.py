@@ -159,16 +159,17 @@ async def _ingest(
         message_headers["X-Request-ID"] = request_id
     try:
         js = gateway.bus.jetstream()
-        with tracing.publishing(subject, message_headers, delivery=delivery) as span:
-            ack = await publish(
-                js,
-                subject_for(gateway.settings, subject),
-                body,
-                msg_id=delivery,
-                headers=message_headers,
-                timeout=gateway.settings.webhook_publish_timeout_seconds,
-            )
-            tracing.annotate(span, stream_sequence=ack.seq)
+        # The request's span is the message's producer: its consumers are its children.
+        span = tracing.producing(subject, message_headers, delivery=delivery)
+        ack = await publish(
+            js,
+            subject_for(gateway.settings, subject),
+            body,
+            msg_id=delivery,
+            headers=message_headers,
+            timeout=gateway.settings.webhook_publish_timeout_seconds,
+        )
+        tracing.annotate(span, stream_sequence=ack.seq)
     except NatsUnavailable:
         UNAVAILABLE.inc()
         raise
