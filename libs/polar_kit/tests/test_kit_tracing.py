@@ -138,3 +138,24 @@ def test_a_batch_of_unsampled_messages_makes_no_span() -> None:
         assert spans.get_finished_spans() == ()
     assert headers is not None
     assert headers["traceparent"] == UNSAMPLED["traceparent"]
+
+
+def test_a_row_of_a_batch_goes_on_with_its_own_message() -> None:
+    # The batch's span follows SAMPLED; a row written for it carries that span. A row for
+    # another message carries that message's own trace as it came: not sampled stays not
+    # sampled (at 1% nearly every batch holds a sampled message), and its own delivery id.
+    other = {"traceparent": f"00-{'1' * 32}-{'2' * 16}-00", "X-GitHub-Delivery": "d-2"}
+    with testing.recorded_spans() as spans:
+        with tracing.consuming_batch([("polar.x", other), ("polar.x", SAMPLED)], consumer="c"):
+            mine = tracing.outgoing_headers(origin=SAMPLED)
+            theirs = tracing.outgoing_headers(origin=other)
+            common = tracing.outgoing_headers()
+        (span,) = spans.get_finished_spans()
+    assert mine == {
+        "X-GitHub-Delivery": "d-1",
+        "traceparent": f"00-{TRACE}-{span.context.span_id:016x}-01",
+    }
+    assert theirs == other
+    assert common is not None
+    assert "X-GitHub-Delivery" not in common  # the batch shares none
+    assert common["traceparent"] == mine["traceparent"]

@@ -104,13 +104,18 @@ class World:
         return self.ids.setdefault(original, next(_ids))
 
     async def send(
-        self, event: str, payload: dict[str, Any], *, delivery: str | None = None
+        self,
+        event: str,
+        payload: dict[str, Any],
+        *,
+        delivery: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> str:
         delivery = delivery or str(uuid.uuid4())
         await self.js.publish(
             f"{self.settings.nats_prefix}github.webhook.{event}.{payload['action']}",
             json.dumps(payload).encode(),
-            headers={"Nats-Msg-Id": delivery, "X-GitHub-Delivery": delivery},
+            headers={"Nats-Msg-Id": delivery, "X-GitHub-Delivery": delivery, **(headers or {})},
         )
         return delivery
 
@@ -708,3 +713,36 @@ async def test_pull_request_merged_after_its_review(world: World) -> None:
     assert (pr.state, pr.is_merged) == (IssueState.closed, True)
     assert pr.merged_by["login"] == opened["sender"]["login"]
     assert await world.events(pr.id) == ["pull_request_created"]
+
+
+async def test_each_event_of_a_batch_carries_its_own_delivery_and_trace(world: World) -> None:
+    # Several deliveries handled in one transaction: each outbox row names the delivery it
+    # came from and goes on with that delivery's trace (sampled or not), not the batch's
+    # (decision 0023).
+    issue = world.load("issues", "opened.payload.json")
+    pull = world.load("pull_request", "opened.payload.json")
+    assert issue["repository"]["id"] == pull["repository"]["id"]
+    await world.repo(await world.org_for(issue), issue["repository"])
+    sent = {}
+    for event, payload in (("issues", issue), ("pull_request", pull)):
+        traceparent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-00"
+        delivery = await world.send(event, payload, headers={"traceparent": traceparent})
+        sent[payload[event.removesuffix("s")]["id"]] = {
+            "X-GitHub-Delivery": delivery,
+            "traceparent": traceparent,
+        }
+    assert await world.fetch_once() == ["acked", "acked"]  # one batch
+    rows = {}
+    written = ((Issue, issue["issue"]["id"]), (PullRequest, pull["pull_request"]["id"]))
+    for model, external_id in written:
+        row = await world.get(model, external_id)
+        async with world.sessionmaker() as session:
+            [headers] = (
+                await session.scalars(
+                    sa.select(OutboxEvent.headers).where(
+                        OutboxEvent.payload.contains(str(row.id).encode())
+                    )
+                )
+            ).all()
+        rows[external_id] = headers
+    assert rows == sent

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -71,14 +71,20 @@ async def record_event(
 
 
 async def record_events(
-    session: AsyncSession, events: Iterable[tuple[str, Message]], *, source: str
+    session: AsyncSession,
+    events: Iterable[tuple[str, Message] | tuple[str, Message, Mapping[str, str] | None]],
+    *,
+    source: str,
 ) -> list[uuid.UUID]:
     """Many events in one multi-row INSERT (batch upserts, webhook batches, syncs); returns
-    their ids in order, which is also their publish (seq) order."""
+    their ids in order, which is also their publish (seq) order. An event may name the
+    headers of the message it comes from (a batch's): it then carries that message's
+    correlation and trace rather than the batch's (tracing.outgoing_headers)."""
     ids = []
     rows = []
-    headers = outgoing_headers()  # one context for the batch
-    for subject, message in events:
+    common = outgoing_headers()  # one context for the batch
+    for subject, message, *origin in events:
+        headers = outgoing_headers(origin=origin[0]) if origin and origin[0] else common
         ids.append(uuid.uuid4())
         rows.append(
             {

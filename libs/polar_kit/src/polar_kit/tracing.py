@@ -52,6 +52,9 @@ _enabled = False
 _SUPPRESS = "suppress_instrumentation"
 # The correlation headers of the message (or RPC) being handled; outbox rows copy them.
 _carried: ContextVar[Mapping[str, str] | None] = ContextVar("polar_carried", default=None)
+# The `traceparent` of the message the current consumer span follows (a batch's span follows
+# one of its messages): what a row written for that message carries is that span.
+_following: ContextVar[str | None] = ContextVar("polar_following", default=None)
 
 
 def enabled() -> bool:
@@ -212,8 +215,12 @@ def consuming(subject: str, headers: Mapping[str, str], *, consumer: str) -> Ite
         if span.is_recording():
             attributes = {"messaging.consumer.group.name": consumer, **_ids(carried)}
             span.set_attributes(_messaging(subject, attributes))
-        with _Current(span):
-            yield
+        following = _following.set(headers.get("traceparent"))
+        try:
+            with _Current(span):
+                yield
+        finally:
+            _following.reset(following)
     finally:
         _carried.reset(token)
 
@@ -224,8 +231,9 @@ def consuming_batch(
 ) -> Iterator[None]:
     """Handling a batch of (subject, headers) in one transaction. One message: as
     consuming(). Several: the span is a child of the producer of the first message whose
-    trace is sampled and links to every message; outbox rows written meanwhile carry the
-    batch span (decision 0023)."""
+    trace is sampled and links to every message. Outbox rows written meanwhile carry the
+    batch span and the correlation its messages share, or, given the message they come from
+    (outgoing_headers(origin=...)), that message's own (decision 0023)."""
     if len(items) == 1:
         with consuming(*items[0], consumer=consumer):
             yield
@@ -257,8 +265,12 @@ def consuming_batch(
         )
         if span.is_recording():
             span.set_attribute("messaging.batch.message_count", len(items))
-        with _Current(span):
-            yield
+        following = _following.set(first.get("traceparent"))
+        try:
+            with _Current(span):
+                yield
+        finally:
+            _following.reset(following)
     finally:
         _carried.reset(token)
 
@@ -289,9 +301,20 @@ def untraced_task() -> None:
         otel_context.attach(otel_context.set_value(_SUPPRESS, True))
 
 
-def outgoing_headers(request_id: str | None = None) -> dict[str, str] | None:
+def outgoing_headers(
+    request_id: str | None = None, *, origin: Mapping[str, str] | None = None
+) -> dict[str, str] | None:
     """What an outbox row carries to its message: the current trace context and the
-    correlation of the message or RPC being handled. None when there is nothing."""
+    correlation of the message or RPC being handled. None when there is nothing.
+
+    `origin`: the headers of the message, among a batch's, that the row comes from. The
+    row then carries that message's delivery and request ids, and its trace: the batch's
+    span when the span follows that message, else the message's own `traceparent` as it
+    came. So a delivery not sampled stays not sampled downstream (at 1%, nearly every batch
+    of 100 holds a sampled delivery: its span would otherwise make every row's trace
+    sampled), and each downstream log line names its own delivery."""
+    if origin is not None:
+        return _from_origin(origin)
     headers = dict(_carried.get() or {})
     if request_id:
         headers[REQUEST_ID] = request_id
@@ -299,6 +322,18 @@ def outgoing_headers(request_id: str | None = None) -> dict[str, str] | None:
         headers[REQUEST_ID] = rid
     if _enabled:
         _W3C.inject(headers)
+    return headers or None
+
+
+def _from_origin(origin: Mapping[str, str]) -> dict[str, str] | None:
+    headers = {k: origin[k] for k in CARRIED if k in origin}
+    parent = origin.get("traceparent")
+    if _enabled and parent is not None and parent == _following.get():
+        _W3C.inject(headers)  # the consumer's span, which follows this message
+    elif parent is not None:
+        headers["traceparent"] = parent
+        if "tracestate" in origin:
+            headers["tracestate"] = origin["tracestate"]
     return headers or None
 
 

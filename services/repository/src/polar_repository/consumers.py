@@ -271,8 +271,12 @@ async def on_items(
     issues: list[ingest.Row] = []
     deleted_issues: list[ingest.Row] = []
     pulls: list[ingest.Row] = []
+    # Each event carries the delivery it came from, not the whole batch's (decision 0023).
+    issue_origins: dict[int, Mapping[str, str]] = {}
+    pull_origins: dict[int, Mapping[str, str]] = {}
     for webhook in webhooks:
         message_id = webhook.delivery.message_id
+        origin = webhook.delivery.headers
         try:
             repository_id = _id(webhook.payload["repository"])
             repo = known.get(repository_id) if repository_id else None
@@ -284,10 +288,12 @@ async def on_items(
             ids = {"organization_id": repo.organization_id, "repository_id": repo.id}
             if webhook.event == "pull_request":
                 pulls.append(ingest.pull_request_row(webhook.payload["pull_request"], **ids))
+                pull_origins[pulls[-1]["external_id"]] = origin
                 continue
             if ingest.is_pull_request(webhook.payload["issue"]):
                 continue  # GitHub's issue view of a pull request: pull_request.* carries it
             row = ingest.issue_row(webhook.payload["issue"], **ids)
+            issue_origins[row["external_id"]] = origin
             if webhook.action == "deleted":
                 deleted_issues.append(row)
             elif webhook.action == "transferred":
@@ -304,17 +310,22 @@ async def on_items(
                             repository_id=target.id,
                         )
                     )
+                    issue_origins[issues[-1]["external_id"]] = origin
             else:
                 issues.append(row)
         except MALFORMED as e:
             failures[message_id] = Reject(f"malformed {webhook.event} webhook: {e!r}")
     ties: dict[str, list[ingest.Row]] | None = {"issues": [], "pulls": []} if refresh else None
     if issues:
-        await ingest.upsert_issues(session, issues, ties=ties["issues"] if ties else None)
+        await ingest.upsert_issues(
+            session, issues, ties=ties["issues"] if ties else None, origins=issue_origins
+        )
     if deleted_issues:
-        await ingest.delete_issues(session, deleted_issues)
+        await ingest.delete_issues(session, deleted_issues, issue_origins)
     if pulls:
-        await ingest.upsert_pull_requests(session, pulls, ties=ties["pulls"] if ties else None)
+        await ingest.upsert_pull_requests(
+            session, pulls, ties=ties["pulls"] if ties else None, origins=pull_origins
+        )
     if refresh is not None and ties is not None:
         for kind, rows in ties.items():
             for row in rows:

@@ -39,11 +39,17 @@ SYNC_COMPLETED = catalog.REPOSITORY_SYNC_COMPLETED.subject
 SYNC_FAILED = catalog.REPOSITORY_SYNC_FAILED.subject
 
 Event = tuple[str, Message]  # (subject, payload)
+# The headers of the message each row was written for, by GitHub id (a webhook batch's):
+# its event carries that message's correlation and trace (polar_kit.outbox.record_events).
+Origins = Mapping[int, Mapping[str, str]]
 # What a deletion event says of an issue or pull request: (id, repository_id, organization_id).
 Deleted = tuple[uuid.UUID, uuid.UUID, uuid.UUID]
 
 
-async def record_events(session: AsyncSession, events: Iterable[Event]) -> list[uuid.UUID]:
+async def record_events(
+    session: AsyncSession,
+    events: Iterable[Event | tuple[str, Message, Mapping[str, str] | None]],
+) -> list[uuid.UUID]:
     """Add many events to the outbox in one statement; returns their ids in publish order."""
     return await outbox.record_events(session, events, source=SOURCE)
 
@@ -122,12 +128,30 @@ async def issue_deleted(session: AsyncSession, issue: Issue) -> None:
     await record_event(session, *issue_deleted_event(issue), source=SOURCE)
 
 
-async def issues_upserted(session: AsyncSession, upserted: Sequence[Upserted[Issue]]) -> None:
-    await record_events(session, (issue_event(u.row, created=u.created) for u in upserted))
+async def issues_upserted(
+    session: AsyncSession, upserted: Sequence[Upserted[Issue]], origins: Origins | None = None
+) -> None:
+    origins = origins or {}
+    await record_events(
+        session,
+        (
+            (*issue_event(u.row, created=u.created), origins.get(u.row.external_id))
+            for u in upserted
+        ),
+    )
 
 
-async def issues_deleted(session: AsyncSession, issues: Iterable[Issue | Deleted]) -> None:
-    await record_events(session, map(issue_deleted_event, issues))
+async def issues_deleted(
+    session: AsyncSession, issues: Iterable[Issue | Deleted], origins: Origins | None = None
+) -> None:
+    origins = origins or {}
+    await record_events(
+        session,
+        (
+            (*issue_deleted_event(i), origins.get(i.external_id) if isinstance(i, Issue) else None)
+            for i in issues
+        ),
+    )
 
 
 # --- pull requests ---------------------------------------------------------------------------
@@ -165,9 +189,16 @@ async def pull_requests_deleted(session: AsyncSession, deleted: Iterable[Deleted
 
 
 async def pull_requests_upserted(
-    session: AsyncSession, upserted: Sequence[Upserted[PullRequest]]
+    session: AsyncSession, upserted: Sequence[Upserted[PullRequest]], origins: Origins | None = None
 ) -> None:
-    await record_events(session, (pull_request_event(u.row, created=u.created) for u in upserted))
+    origins = origins or {}
+    await record_events(
+        session,
+        (
+            (*pull_request_event(u.row, created=u.created), origins.get(u.row.external_id))
+            for u in upserted
+        ),
+    )
 
 
 # --- sync ------------------------------------------------------------------------------------

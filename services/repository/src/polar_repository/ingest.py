@@ -531,7 +531,11 @@ def _values(item: Issue | PullRequest) -> Row:
 
 
 async def upsert_issues(
-    session: AsyncSession, rows: Sequence[Row], *, ties: list[Row] | None = None
+    session: AsyncSession,
+    rows: Sequence[Row],
+    *,
+    ties: list[Row] | None = None,
+    origins: events.Origins | None = None,
 ) -> list[Upserted[Issue]]:
     """Insert or update issues (rows from issue_row / issue_rows); events for those written.
 
@@ -539,23 +543,30 @@ async def upsert_issues(
     one second carry the same time and their order is unknown. Objects read from the REST
     API are GitHub's current state: on a tie they are written. Webhook deliveries pass
     `ties`: on a tie they are not written but added to it, for the caller to re-read the
-    object from GitHub (refresh.Refresher), whose answer then wins."""
+    object from GitHub (refresh.Refresher), whose answer then wins. `origins`: the webhook
+    each row came from, by GitHub id (events.Origins)."""
     written = await _upsert_items(session, Issue, rows, ties)
-    await events.issues_upserted(session, written)
+    await events.issues_upserted(session, written, origins)
     return written
 
 
 async def upsert_pull_requests(
-    session: AsyncSession, rows: Sequence[Row], *, ties: list[Row] | None = None
+    session: AsyncSession,
+    rows: Sequence[Row],
+    *,
+    ties: list[Row] | None = None,
+    origins: events.Origins | None = None,
 ) -> list[Upserted[PullRequest]]:
     """Insert or update pull requests (rows from pull_request_row); events for those
-    written. `ties`: as for upsert_issues."""
+    written. `ties`, `origins`: as for upsert_issues."""
     written = await _upsert_items(session, PullRequest, rows, ties)
-    await events.pull_requests_upserted(session, written)
+    await events.pull_requests_upserted(session, written, origins)
     return written
 
 
-async def delete_issues(session: AsyncSession, rows: Sequence[Row]) -> list[Issue]:
+async def delete_issues(
+    session: AsyncSession, rows: Sequence[Row], origins: events.Origins | None = None
+) -> list[Issue]:
     """Soft-delete issues (rows from issue_row of the deleted/transferred issue): a tombstone
     is written even for an issue not seen yet, so its late `opened` cannot create it.
     issue_deleted events for the issues deleted now; deleting twice changes nothing."""
@@ -575,7 +586,7 @@ async def delete_issues(session: AsyncSession, rows: Sequence[Row]) -> list[Issu
         )
         result = await session.scalars(stmt, execution_options={"populate_existing": True})
         deleted += result.all()
-    await events.issues_deleted(session, deleted)
+    await events.issues_deleted(session, deleted, origins)
     return deleted
 
 
