@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
 from polar_kit import testing, tracing, tracing_setup
 from polar_kit.grpc.context import request_id_var
@@ -159,3 +162,48 @@ def test_a_row_of_a_batch_goes_on_with_its_own_message() -> None:
     assert common is not None
     assert "X-GitHub-Delivery" not in common  # the batch shares none
     assert common["traceparent"] == mine["traceparent"]
+
+
+def ratio_provider(ratio: float) -> tuple[TracerProvider, InMemorySpanExporter]:
+    """A provider sampling new traces at `ratio`, as configure_tracing() makes it."""
+    exporter = InMemorySpanExporter()
+    sampler = ParentBased(tracing_setup.NoLoneClientSpans(TraceIdRatioBased(ratio)))
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def test_a_new_trace_not_sampled_gets_ids_but_no_span() -> None:
+    provider, exporter = ratio_provider(0.0)
+    tracing.install(provider, root_ratio=0.0)
+    try:
+        with tracing.serving("POST", "/hook", {}) as span:
+            assert span is None
+            headers: dict[str, str] = {}
+            assert tracing.producing("github.webhook.x", headers) is None
+            event = tracing.add_trace_ids(None, "info", {})
+        assert tracing.add_trace_ids(None, "info", {}) == {}  # the request is over
+    finally:
+        tracing.uninstall()
+    assert exporter.get_finished_spans() == ()
+    _, trace_id, span_id, flags = headers["traceparent"].split("-")
+    assert flags == "00"
+    assert int(trace_id, 16)
+    assert int(span_id, 16)
+    assert event == {"trace_id": trace_id, "span_id": span_id}
+
+
+def test_a_new_trace_is_sampled_at_the_ratio_once() -> None:
+    # serving() decides a new trace itself; the SDK, told so, must not decide again (that
+    # would sample at ratio squared).
+    provider, exporter = ratio_provider(0.5)
+    tracing.install(provider, root_ratio=0.5)
+    try:
+        for _ in range(4000):
+            with tracing.serving("POST", "/hook", {}):
+                pass
+    finally:
+        tracing.uninstall()
+    sampled = exporter.get_finished_spans()
+    assert 1800 <= len(sampled) <= 2200, len(sampled)  # 2,000 +- 6 standard deviations
+    assert all(s.kind == SpanKind.SERVER and s.parent is None for s in sampled)

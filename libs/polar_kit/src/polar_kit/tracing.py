@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
@@ -55,6 +56,14 @@ _carried: ContextVar[Mapping[str, str] | None] = ContextVar("polar_carried", def
 # The `traceparent` of the message the current consumer span follows (a batch's span follows
 # one of its messages): what a row written for that message carries is that span.
 _following: ContextVar[str | None] = ContextVar("polar_following", default=None)
+# A request's trace decided "not sampled" at its root without the SDK (serving()): its
+# `traceparent`, which messages published for it and its log lines carry.
+_unsampled_root: ContextVar[str | None] = ContextVar("polar_unsampled_root", default=None)
+# The root sampler's ratio when it is a plain ratio (OTEL_TRACES_SAMPLER *traceidratio or
+# *always_off), which lets serving() decide a new trace without the SDK; None: ask the SDK.
+_root_ratio: float | None = None
+# In a start_span context: the caller decided "sampled" (tracing_setup's sampler obeys).
+SAMPLED_AT_ROOT = "polar.sampled_at_root"
 
 
 def enabled() -> bool:
@@ -75,7 +84,7 @@ def configure_tracing(service_name: str, trace_dir: str = "") -> bool:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-    from polar_kit.tracing_setup import JsonLinesExporter, sampler_from_env
+    from polar_kit.tracing_setup import JsonLinesExporter, root_ratio_from_env, sampler_from_env
 
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
@@ -95,17 +104,20 @@ def configure_tracing(service_name: str, trace_dir: str = "") -> bool:
     )
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    install(provider)
+    install(provider, root_ratio=root_ratio_from_env())
     return True
 
 
-def install(provider: TracerProvider) -> None:
+def install(provider: TracerProvider, *, root_ratio: float | None = None) -> None:
     """Make `provider` the global one and instrument grpc.aio, asyncpg and httpx (tests
-    call this with an in-memory exporter). Channels and servers made before are not traced."""
-    global _enabled, _tracer
+    call this with an in-memory exporter). Channels and servers made before are not traced.
+    `root_ratio`: the provider's root sampling ratio, when its sampler is
+    tracing_setup.sampler_from_env() with a ratio (see serving())."""
+    global _enabled, _tracer, _root_ratio
     if trace.get_tracer_provider() is not provider:
         trace.set_tracer_provider(provider)
     _tracer = provider.get_tracer("polar_kit")
+    _root_ratio = root_ratio
     for cls in _instrumentors():
         instrumentor = cls()
         if not instrumentor.is_instrumented_by_opentelemetry:
@@ -151,11 +163,24 @@ def serving(
 ) -> AbstractContextManager[Span | None]:
     """A SERVER span for a request served on a fast path, without the ASGI instrumentation
     (whose generic work costs more than the webhook ingress itself); an incoming
-    `traceparent` is continued. Gives the span, or None when tracing is off."""
+    `traceparent` is continued. Gives the span, or None when tracing is off or the request
+    is not sampled.
+
+    A new trace under a ratio sampler is decided here, from the trace id as the SDK's
+    TraceIdRatioBased does: not sampled (99 in 100 at 1%), it gets no SDK span at all, only
+    ids and a `traceparent` for its messages and log lines. The SDK's span, made current
+    for the request, cost about 2.5 times the rest of the tracing a delivery is given at 1%.
+    Sampled, the SDK makes the span and is told the decision (SAMPLED_AT_ROOT)."""
     if not _enabled:
         return _NOTHING
+    context = None
+    if _root_ratio is not None and "traceparent" not in headers:
+        trace_id = _random.getrandbits(128)
+        if (trace_id & _LOW_64) >= _root_ratio * _BOUND:
+            return _UnsampledRoot(f"00-{trace_id:032x}-{_random.getrandbits(64):016x}-00")
+        context = otel_context.set_value(SAMPLED_AT_ROOT, True, otel_context.Context())
     span = _tracer.start_span(
-        f"{method} {route}", context=_W3C.extract(headers), kind=SpanKind.SERVER
+        f"{method} {route}", context=context or _W3C.extract(headers), kind=SpanKind.SERVER
     )
     if span.is_recording():
         span.set_attributes(
@@ -171,6 +196,9 @@ def producing(subject: str, headers: MutableMapping[str, str], **attributes: Any
     it is not recorded. No PRODUCER span of its own: one would cost the SDK as much as the
     request's own span, start to export, for what its attributes say (decision 0023)."""
     if not _enabled:
+        return None
+    if unsampled := _unsampled_root.get():
+        headers["traceparent"] = unsampled
         return None
     _W3C.inject(headers)  # sampled or not, the trace id goes on
     span = trace.get_current_span()
@@ -360,6 +388,9 @@ def add_trace_ids(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     if ctx.is_valid:
         event.setdefault("trace_id", format(ctx.trace_id, "032x"))
         event.setdefault("span_id", format(ctx.span_id, "016x"))
+    elif unsampled := _unsampled_root.get():  # 00-<trace id>-<span id>-00
+        event.setdefault("trace_id", unsampled[3:35])
+        event.setdefault("span_id", unsampled[36:52])
     return event
 
 
@@ -412,6 +443,24 @@ class _Current:
 
 
 _NOTHING: contextlib.nullcontext[None] = contextlib.nullcontext()
+_random = random.Random()  # (as the SDK's id generator: the module's generator, not a CSPRNG)
+_LOW_64 = (1 << 64) - 1
+_BOUND = 1 << 64
+
+
+class _UnsampledRoot:
+    """A request whose new trace is not sampled: its `traceparent` current for the block."""
+
+    __slots__ = ("_token", "traceparent")
+
+    def __init__(self, traceparent: str) -> None:
+        self.traceparent = traceparent
+
+    def __enter__(self) -> None:
+        self._token = _unsampled_root.set(self.traceparent)
+
+    def __exit__(self, *_: object) -> None:
+        _unsampled_root.reset(self._token)
 
 
 @contextlib.contextmanager

@@ -29,6 +29,23 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
 
+from polar_kit.tracing import SAMPLED_AT_ROOT
+
+
+def root_ratio_from_env() -> float | None:
+    """The ratio sampler_from_env()'s root sampler samples new traces at, when it is a plain
+    ratio (tracing.serving() then decides a new trace itself); None otherwise."""
+    name = os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+    if name in ("always_off", "parentbased_always_off"):
+        return 0.0
+    if name not in ("traceidratio", "parentbased_traceidratio"):
+        return None
+    try:
+        ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
+    except ValueError:
+        ratio = 1.0
+    return min(max(ratio, 0.0), 1.0)
+
 
 def sampler_from_env() -> Sampler:
     """OTEL_TRACES_SAMPLER(_ARG) as the SDK reads them (default parentbased_always_on), with
@@ -54,7 +71,8 @@ def sampler_from_env() -> Sampler:
 
 class NoLoneClientSpans(Sampler):
     """Drops a root span of kind CLIENT (a query or call with no request or message around
-    it); asks `root` about every other root span."""
+    it); samples a root span its caller decided to sample (tracing.SAMPLED_AT_ROOT in its
+    context: tracing.serving()); asks `root` about every other root span."""
 
     def __init__(self, root: Sampler) -> None:
         self._root = root
@@ -74,6 +92,8 @@ class NoLoneClientSpans(Sampler):
             and not trace.get_current_span(parent_context).get_span_context().is_valid
         ):
             return SamplingResult(Decision.DROP)
+        if otel_context.get_value(SAMPLED_AT_ROOT, parent_context):
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
         return self._root.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
