@@ -145,7 +145,7 @@ def report(runs: dict[str, list[dict[str, float]]], rounds: int) -> dict[str, di
     """Prints each mode's median and its cost against off; returns the medians."""
     medians = {
         mode: {
-            key: statistics.median(r.get(key, 0.0) for r in results)
+            key: round(statistics.median(r.get(key, 0.0) for r in results), 4)
             for key in dict.fromkeys(k for r in results for k in r)
         }
         for mode, results in runs.items()
@@ -231,8 +231,8 @@ def hooks(deliveries: int, rounds: int = 7) -> dict[str, float]:
             pending.append(headers)
             if len(pending) == batch:
                 with tracing.consuming_batch([(subject, h) for h in pending], consumer="c"):
-                    stored = tracing.outgoing_headers()
-                for _ in pending:
+                    rows = [tracing.outgoing_headers(origin=h) for h in pending]
+                for stored in rows:  # each row carries its own delivery's trace
                     with tracing.relaying("polar.repository.v1.issue_created", stored, {}):
                         pass
                 pending = []
@@ -240,10 +240,13 @@ def hooks(deliveries: int, rounds: int = 7) -> dict[str, float]:
     # install() sets the process's provider the first time only and says so after: known.
     logging.getLogger("opentelemetry.trace").setLevel(logging.ERROR)
     providers: dict[str, TracerProvider] = {}
+    ratios: dict[str, float | None] = {}
     with tempfile.TemporaryDirectory() as folder:
         for mode, env in MODES.items():
             if env:
                 ratio = float(env.get("OTEL_TRACES_SAMPLER_ARG", "1"))
+                # As configure_tracing(): a ratio lets serving() decide new traces itself.
+                ratios[mode] = ratio if "OTEL_TRACES_SAMPLER_ARG" in env else None
                 provider = TracerProvider(
                     sampler=ParentBased(NoLoneClientSpans(TraceIdRatioBased(ratio)))
                 )
@@ -254,7 +257,8 @@ def hooks(deliveries: int, rounds: int = 7) -> dict[str, float]:
         for _ in range(rounds):
             for mode in MODES:
                 if mode in providers:
-                    tracing.install(providers[mode])  # (the hooks use this provider's tracer)
+                    # (the hooks use this provider's tracer)
+                    tracing.install(providers[mode], root_ratio=ratios[mode])
                 start = time.process_time()  # the exporter's thread included
                 path(deliveries)
                 if mode in providers:

@@ -40,6 +40,7 @@ SUITES = {
     "organizations": ("gateway", "--only", "organizations", "--duration", "1", "--warmup", "0"),
     "end_to_end": ("gateway", "--only", "end_to_end", "--deliveries", "200"),
     "tracing_hooks": ("tracing", "--hooks", "--deliveries", "200"),
+    "tracing": ("tracing", "--deliveries", "200", "--duration", "1", "--rounds", "1"),
     "stream": ("stream", "--clients", "20", "--rate", "10", "--duration", "2", "--warmup", "1"),
 }
 
@@ -59,3 +60,7 @@ def test_benchmark_suite_runs(suite: str, tmp_path: Path) -> None:
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     written = {p.name: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
     assert written, f"bench.{module} wrote no results:\n{done.stdout[-3000:]}"
+    if suite == "tracing":  # the spans did reach the stand-in collector, over OTLP
+        medians = written["tracing.json"]["medians"]
+        assert medians["off"]["spans_per_delivery"] == 0
+        assert medians["100%"]["spans_per_delivery"] >= 2  # the gateway's and the relay's

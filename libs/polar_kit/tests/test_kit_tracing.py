@@ -130,6 +130,8 @@ def test_a_batch_follows_its_first_sampled_message() -> None:
     assert format(span.context.trace_id, "032x") == TRACE
     assert span.parent is not None
     assert format(span.parent.span_id, "016x") == "00f067aa0ba902b7"
+    # Linked to the sampled message only: a trace not sampled is kept nowhere.
+    assert [format(link.context.trace_id, "032x") for link in span.links] == [TRACE]
     assert headers is not None
     assert headers["traceparent"] == f"00-{TRACE}-{span.context.span_id:016x}-01"
 

@@ -259,7 +259,7 @@ def consuming_batch(
 ) -> Iterator[None]:
     """Handling a batch of (subject, headers) in one transaction. One message: as
     consuming(). Several: the span is a child of the producer of the first message whose
-    trace is sampled and links to every message. Outbox rows written meanwhile carry the
+    trace is sampled and links to every sampled message. Outbox rows written meanwhile carry the
     batch span and the correlation its messages share, or, given the message they come from
     (outgoing_headers(origin=...)), that message's own (decision 0023)."""
     if len(items) == 1:
@@ -289,7 +289,8 @@ def consuming_batch(
             f"process {consumer} batch",
             context=parent,
             kind=SpanKind.CONSUMER,
-            links=[Link(c) for c in (_remote(h) for _, h in items) if c.is_valid],
+            # Links to the traces that are kept: one not sampled exists nowhere.
+            links=[Link(c) for c in (_remote(h) for _, h in items if _sampled(h)) if c.is_valid],
         )
         if span.is_recording():
             span.set_attribute("messaging.batch.message_count", len(items))
