@@ -2,6 +2,8 @@
 sampling 1% and sampling 100%, in one run; off is the baseline.
 
     uv run python -m bench.tracing [--deliveries 4000] [--duration 5] [--rounds 2]
+    uv run python -m bench.tracing --rate 1500 [--duration 6] [--rounds 3]   # fixed rate
+    uv run python -m bench.tracing --hooks [--deliveries 3000]               # in process
 
 Each mode runs bench.gateway's `ingress` (32 senders POSTing signed issues.opened deliveries
 to `python -m polar_gateway` alone, `--duration` seconds) and `end_to_end` (`--deliveries`
@@ -21,27 +23,45 @@ spans it receives; `--exporter file` writes JSON-lines files instead (POLAR_TRAC
 round (off, 1%, 100%, off, ...) so that a noisy neighbour hits them alike, and each mode's
 median over the rounds is reported. Targets: 1% costs <= 5% of the baseline's throughput,
 100% <= 25%.
+
+`--rate` measures the gateway alone at a fixed offered rate instead (its CPU per delivery,
+the same load in every mode); `--hooks` the hooks' CPU in this process, without servers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import statistics
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 from polar_dev.infra import free_port, infra
+from polar_dev.paths import github_fixtures_dir
 
-from bench.common import HOST, table, write_results
-from bench.gateway import Config, Process, end_to_end, ingress, processes
+from bench.common import HOST, bench_prefix, process_cpu, table, write_results
+from bench.gateway import (
+    SECRET,
+    Config,
+    Process,
+    end_to_end,
+    gateway_process,
+    ingress,
+    processes,
+    wait_http,
+)
 from bench.otlp_sink import spans_received
 
 MODES: dict[str, dict[str, str]] = {
@@ -139,6 +159,88 @@ async def wait_for_sink(port: int, sink: Process) -> None:
         except grpc.RpcError:
             await asyncio.sleep(0.1)
     raise RuntimeError(f"the OTLP sink did not start:\n{sink.tail()}")
+
+
+async def at_fixed_rate(nats_url: str, rate: float, duration: float) -> float:
+    """`--rate`: the gateway alone at a fixed offered rate (an open loop, below saturation):
+    its CPU µs per delivery. At saturation a mode that runs slower batches more (nats-py
+    coalesces its writes), so CPU per request moves with throughput; at one rate it does
+    not, and the cost of the mode itself shows."""
+    body = (github_fixtures_dir() / "webhooks/issues/opened.payload.json").read_bytes()
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+
+    def headers() -> dict[str, str]:
+        return {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "issues",
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "X-Hub-Signature-256": signature,
+        }
+
+    connector = aiohttp.TCPConnector(limit=256)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        bench_prefix(nats_url) as prefix,
+    ):
+        port = free_port()
+        gateway = gateway_process(port, nats_url, prefix)
+        url = f"http://{HOST}:{port}/api/v2/integrations/github/webhook"
+
+        async def post() -> None:
+            async with session.post(url, data=body, headers=headers()) as response:
+                await response.read()
+                if response.status != 202:
+                    raise RuntimeError(f"status {response.status}")
+
+        async def drive(seconds: float) -> int:
+            sent: list[asyncio.Task[None]] = []
+            start = time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < seconds:
+                while len(sent) < int(elapsed * rate):
+                    sent.append(asyncio.create_task(post()))
+                await asyncio.sleep(0.002)
+            await asyncio.gather(*sent)
+            return len(sent)
+
+        async with processes(gateway):
+            await wait_http(session, f"http://{HOST}:{port}/healthz", gateway)
+            for _ in range(300):  # NATS connected and the streams exist
+                with contextlib.suppress(RuntimeError):
+                    await post()
+                    break
+                await asyncio.sleep(0.1)
+            await drive(1.0)  # warm-up
+            before = process_cpu(gateway.pid)
+            n = await drive(duration)
+            return (process_cpu(gateway.pid) - before) / n * 1e6
+
+
+async def run_fixed_rate(rate: float, duration: float, rounds: int) -> dict[str, Any]:
+    runs: dict[str, list[float]] = {mode: [] for mode in MODES}
+    port = free_port()
+    sink = Process("otlp-sink", ["-m", "bench.otlp_sink", "--port", str(port)], {})
+    with infra(ephemeral=True) as servers:
+        async with processes(sink):
+            await wait_for_sink(port, sink)
+            for round_ in range(rounds):
+                for mode in MODES:
+                    for key in (*TRACING_ENV, "OTEL_SDK_DISABLED"):
+                        os.environ.pop(key, None)
+                    os.environ.update(MODES[mode])
+                    if MODES[mode]:
+                        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{HOST}:{port}"
+                    try:
+                        cpu = await at_fixed_rate(servers.nats_url, rate, duration)
+                    finally:
+                        for key in TRACING_ENV:
+                            os.environ.pop(key, None)
+                    runs[mode].append(round(cpu, 1))
+                    print(f"round {round_ + 1}/{rounds}, tracing {mode}: {cpu:.1f} µs", flush=True)
+    medians = {mode: statistics.median(values) for mode, values in runs.items()}
+    print(f"\ngateway CPU µs per delivery at {rate:,.0f} deliveries/s (median of {rounds}):")
+    for mode, value in medians.items():
+        print(f"  {mode:>4}  {value:7.1f}  {value / medians['off'] - 1:+.1%}  {runs[mode]}")
+    return {"rate": rate, "rounds": runs, "medians": medians}
 
 
 def report(runs: dict[str, list[dict[str, float]]], rounds: int) -> dict[str, dict[str, float]]:
@@ -277,6 +379,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--hooks", action="store_true", help="only the hooks' CPU, in process")
     parser.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        help="only the gateway's CPU per delivery at this fixed rate (deliveries/s)",
+    )
+    parser.add_argument(
         "--exporter",
         choices=("otlp", "file"),
         default="otlp",
@@ -285,6 +393,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.hooks:
         write_results("tracing_hooks", hooks(args.deliveries))
+        return
+    if args.rate:
+        fixed = asyncio.run(run_fixed_rate(args.rate, args.duration, args.rounds))
+        write_results("tracing_fixed_rate", fixed)
         return
     result = asyncio.run(run(args.deliveries, args.duration, args.rounds, args.exporter))
     write_results("tracing", result)

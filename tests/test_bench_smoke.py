@@ -41,6 +41,7 @@ SUITES = {
     "end_to_end": ("gateway", "--only", "end_to_end", "--deliveries", "200"),
     "tracing_hooks": ("tracing", "--hooks", "--deliveries", "200"),
     "tracing": ("tracing", "--deliveries", "200", "--duration", "1", "--rounds", "1"),
+    "tracing_fixed_rate": ("tracing", "--rate", "50", "--duration", "1", "--rounds", "1"),
     "stream": ("stream", "--clients", "20", "--rate", "10", "--duration", "2", "--warmup", "1"),
 }
 
