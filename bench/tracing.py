@@ -1,7 +1,7 @@
 """What tracing costs (issue 12): webhook ingress and end-to-end throughput with tracing off,
 sampling 1% and sampling 100%, in one run; off is the baseline.
 
-    uv run python -m bench.tracing [--deliveries 4000] [--duration 5] [--rounds 2]
+    uv run python -m bench.tracing [--deliveries 6000] [--duration 5] [--rounds 4]
     uv run python -m bench.tracing --rate 1500 [--duration 6] [--rounds 3]   # fixed rate
     uv run python -m bench.tracing --hooks [--deliveries 3000]               # in process
 
@@ -374,9 +374,9 @@ def hooks(deliveries: int, rounds: int = 7) -> dict[str, float]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.tracing", description=__doc__)
-    parser.add_argument("--deliveries", type=int, default=4000, help="end to end, per mode")
+    parser.add_argument("--deliveries", type=int, default=6000, help="end to end, per mode")
     parser.add_argument("--duration", type=float, default=5.0, help="ingress, seconds per mode")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--hooks", action="store_true", help="only the hooks' CPU, in process")
     parser.add_argument(
         "--rate",
