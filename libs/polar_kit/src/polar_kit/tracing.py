@@ -175,9 +175,9 @@ def serving(
         return _NOTHING
     context = None
     if _root_ratio is not None and "traceparent" not in headers:
-        trace_id = _random.getrandbits(128)
+        trace_id = random.getrandbits(128)  # the module's generator, as the SDK's ids
         if (trace_id & _LOW_64) >= _root_ratio * _BOUND:
-            return _UnsampledRoot(f"00-{trace_id:032x}-{_random.getrandbits(64):016x}-00")
+            return _UnsampledRoot(f"00-{trace_id:032x}-{random.getrandbits(64):016x}-00")
         context = otel_context.set_value(SAMPLED_AT_ROOT, True, otel_context.Context())
     span = _tracer.start_span(
         f"{method} {route}", context=context or _W3C.extract(headers), kind=SpanKind.SERVER
@@ -444,7 +444,6 @@ class _Current:
 
 
 _NOTHING: contextlib.nullcontext[None] = contextlib.nullcontext()
-_random = random.Random()  # (as the SDK's id generator: the module's generator, not a CSPRNG)
 _LOW_64 = (1 << 64) - 1
 _BOUND = 1 << 64
 
