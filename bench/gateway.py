@@ -30,7 +30,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -282,7 +282,9 @@ HEADERS = ["run", "req/s", "p50 ms", "p99 ms", "errors", "vs floor", "server CPU
 # --- ingress ---------------------------------------------------------------------------------
 
 
-async def ingress(nats_url: str, config: Config) -> dict[str, Any]:
+def signed_delivery() -> tuple[bytes, Callable[[], dict[str, str]]]:
+    """The recorded issues.opened delivery, signed with SECRET: its body, and its headers
+    with a new delivery id at each call."""
     body = (github_fixtures_dir() / "webhooks/issues/opened.payload.json").read_bytes()
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
 
@@ -293,6 +295,12 @@ async def ingress(nats_url: str, config: Config) -> dict[str, Any]:
             "X-GitHub-Delivery": str(uuid.uuid4()),
             "X-Hub-Signature-256": signature,
         }
+
+    return body, headers
+
+
+async def ingress(nats_url: str, config: Config) -> dict[str, Any]:
+    body, headers = signed_delivery()
 
     async def load(session: aiohttp.ClientSession, name: str, url: str, pid: int) -> LoadResult:
         async def send(_: int) -> None:

@@ -33,14 +33,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import os
 import statistics
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,17 +46,16 @@ from typing import Any
 import aiohttp
 import grpc
 from polar_dev.infra import free_port, infra
-from polar_dev.paths import github_fixtures_dir
 
 from bench.common import HOST, bench_prefix, process_cpu, table, write_results
 from bench.gateway import (
-    SECRET,
     Config,
     Process,
     end_to_end,
     gateway_process,
     ingress,
     processes,
+    signed_delivery,
     wait_http,
 )
 from bench.otlp_sink import spans_received
@@ -166,17 +162,7 @@ async def at_fixed_rate(nats_url: str, rate: float, duration: float) -> float:
     its CPU µs per delivery. At saturation a mode that runs slower batches more (nats-py
     coalesces its writes), so CPU per request moves with throughput; at one rate it does
     not, and the cost of the mode itself shows."""
-    body = (github_fixtures_dir() / "webhooks/issues/opened.payload.json").read_bytes()
-    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-
-    def headers() -> dict[str, str]:
-        return {
-            "Content-Type": "application/json",
-            "X-GitHub-Event": "issues",
-            "X-GitHub-Delivery": str(uuid.uuid4()),
-            "X-Hub-Signature-256": signature,
-        }
-
+    body, headers = signed_delivery()
     connector = aiohttp.TCPConnector(limit=256)
     async with (
         aiohttp.ClientSession(connector=connector) as session,

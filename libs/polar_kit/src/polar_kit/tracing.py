@@ -243,12 +243,8 @@ def consuming(subject: str, headers: Mapping[str, str], *, consumer: str) -> Ite
         if span.is_recording():
             attributes = {"messaging.consumer.group.name": consumer, **_ids(carried)}
             span.set_attributes(_messaging(subject, attributes))
-        following = _following.set(headers.get("traceparent"))
-        try:
-            with _Current(span):
-                yield
-        finally:
-            _following.reset(following)
+        with _following_message(span, headers.get("traceparent")):
+            yield
     finally:
         _carried.reset(token)
 
@@ -294,12 +290,8 @@ def consuming_batch(
         )
         if span.is_recording():
             span.set_attribute("messaging.batch.message_count", len(items))
-        following = _following.set(first.get("traceparent"))
-        try:
-            with _Current(span):
-                yield
-        finally:
-            _following.reset(following)
+        with _following_message(span, first.get("traceparent")):
+            yield
     finally:
         _carried.reset(token)
 
@@ -461,6 +453,18 @@ class _UnsampledRoot:
 
     def __exit__(self, *_: object) -> None:
         _unsampled_root.reset(self._token)
+
+
+@contextlib.contextmanager
+def _following_message(span: Span, traceparent: str | None) -> Iterator[None]:
+    """`span` current, continuing the message whose `traceparent` is given: outbox rows
+    written for that message carry the span (outgoing_headers(origin=...))."""
+    token = _following.set(traceparent)
+    try:
+        with _Current(span):
+            yield
+    finally:
+        _following.reset(token)
 
 
 @contextlib.contextmanager
