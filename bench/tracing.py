@@ -95,10 +95,11 @@ async def one_mode(
     sink = export_to if isinstance(export_to, int) else None
     try:
         alone = await ingress(nats_url, config)
-        before = spans_received(sink) if sink else Counter[str]()
+        before = await asyncio.to_thread(spans_received, sink) if sink else Counter[str]()
         through = await end_to_end(server_url, nats_url, config, deliveries)
-        # Every process has stopped, and flushed its spans on the way out.
-        spans = (spans_received(sink) if sink else Counter[str]()) - before
+        # Every process has stopped, and flushed its spans on the way out (at exit).
+        after = await asyncio.to_thread(spans_received, sink) if sink else Counter[str]()
+        spans = after - before
     finally:
         for key in TRACING_ENV:
             os.environ.pop(key, None)
@@ -150,7 +151,7 @@ async def run(deliveries: int, duration: float, rounds: int, exporter: str) -> d
 async def wait_for_sink(port: int, sink: Process) -> None:
     for _ in range(100):
         try:
-            spans_received(port)
+            await asyncio.to_thread(spans_received, port)
             return
         except grpc.RpcError:
             await asyncio.sleep(0.1)

@@ -526,6 +526,24 @@ async def state(database_url: str) -> dict[str, Any]:
 
 
 async def stream_ids(servers: list[str], stream: str) -> list[str]:
+    """The message ids in `stream`, read again while the cluster answers "timeout" or "no
+    responders": right after the last fault a restarted node may still be electing its
+    stream's leader, which the services ride out and a one-shot read must too."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return await _stream_ids(servers, stream)
+        except (
+            nats.errors.TimeoutError,
+            nats.errors.NoRespondersError,
+            nats.js.errors.ServiceUnavailableError,
+        ):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
+
+
+async def _stream_ids(servers: list[str], stream: str) -> list[str]:
     nc = await nats.connect(servers=servers)
     try:
         js = nc.jetstream()
