@@ -39,7 +39,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,25 @@ TRACING_ENV = (
 )
 
 
+@contextlib.contextmanager
+def mode_environment(mode: str, export_to: str | int) -> Iterator[None]:
+    """This process's environment says `mode` for the block (bench.gateway's processes
+    inherit it); spans go to the sink's port (OTLP) or a folder of JSON-lines files."""
+    for key in (*TRACING_ENV, "OTEL_SDK_DISABLED"):
+        os.environ.pop(key, None)
+    os.environ.update(MODES[mode])
+    if MODES[mode] and isinstance(export_to, int):
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{HOST}:{export_to}"
+    elif MODES[mode]:
+        assert isinstance(export_to, str)
+        os.environ["POLAR_TRACE_DIR"] = os.path.join(export_to, mode.rstrip("%"))
+    try:
+        yield
+    finally:
+        for key in TRACING_ENV:
+            os.environ.pop(key, None)
+
+
 async def one_mode(
     mode: str,
     server_url: str,
@@ -83,26 +102,14 @@ async def one_mode(
     export_to: str | int,
 ) -> dict[str, float]:
     """`export_to`: the sink's port (OTLP), or a folder for JSON-lines files."""
-    # bench.gateway's processes inherit this process's environment.
-    for key in (*TRACING_ENV, "OTEL_SDK_DISABLED"):
-        os.environ.pop(key, None)
-    os.environ.update(MODES[mode])
-    if MODES[mode] and isinstance(export_to, int):
-        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{HOST}:{export_to}"
-    elif MODES[mode]:
-        assert isinstance(export_to, str)
-        os.environ["POLAR_TRACE_DIR"] = os.path.join(export_to, mode.rstrip("%"))
     sink = export_to if isinstance(export_to, int) else None
-    try:
+    with mode_environment(mode, export_to):
         alone = await ingress(nats_url, config)
         before = await asyncio.to_thread(spans_received, sink) if sink else Counter[str]()
         through = await end_to_end(server_url, nats_url, config, deliveries)
         # Every process has stopped, and flushed its spans on the way out (at exit).
         after = await asyncio.to_thread(spans_received, sink) if sink else Counter[str]()
         spans = after - before
-    finally:
-        for key in TRACING_ENV:
-            os.environ.pop(key, None)
     cpu = alone["gateway"]["per_request"].get("cpu server") or 0.0
     return {
         "ingress_per_second": alone["gateway"]["rps"],
@@ -211,16 +218,8 @@ async def run_fixed_rate(rate: float, duration: float, rounds: int) -> dict[str,
             await wait_for_sink(port, sink)
             for round_ in range(rounds):
                 for mode in MODES:
-                    for key in (*TRACING_ENV, "OTEL_SDK_DISABLED"):
-                        os.environ.pop(key, None)
-                    os.environ.update(MODES[mode])
-                    if MODES[mode]:
-                        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{HOST}:{port}"
-                    try:
+                    with mode_environment(mode, port):
                         cpu = await at_fixed_rate(servers.nats_url, rate, duration)
-                    finally:
-                        for key in TRACING_ENV:
-                            os.environ.pop(key, None)
                     runs[mode].append(round(cpu, 1))
                     print(f"round {round_ + 1}/{rounds}, tracing {mode}: {cpu:.1f} µs", flush=True)
     medians = {mode: statistics.median(values) for mode, values in runs.items()}

@@ -173,15 +173,14 @@ def serving(
     Sampled, the SDK makes the span and is told the decision (SAMPLED_AT_ROOT)."""
     if not _enabled:
         return _NOTHING
-    context = None
     if _root_ratio is not None and "traceparent" not in headers:
         trace_id = random.getrandbits(128)  # the module's generator, as the SDK's ids
         if (trace_id & _LOW_64) >= _root_ratio * _BOUND:
             return _UnsampledRoot(f"00-{trace_id:032x}-{random.getrandbits(64):016x}-00")
         context = otel_context.set_value(SAMPLED_AT_ROOT, True, otel_context.Context())
-    span = _tracer.start_span(
-        f"{method} {route}", context=context or _W3C.extract(headers), kind=SpanKind.SERVER
-    )
+    else:
+        context = _W3C.extract(headers)
+    span = _tracer.start_span(f"{method} {route}", context=context, kind=SpanKind.SERVER)
     if span.is_recording():
         span.set_attributes(
             {"http.request.method": method, "http.route": route, **_named(attributes)}

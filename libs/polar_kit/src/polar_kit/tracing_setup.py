@@ -32,18 +32,25 @@ from opentelemetry.util.types import Attributes
 from polar_kit.tracing import SAMPLED_AT_ROOT
 
 
-def root_ratio_from_env() -> float | None:
-    """The ratio sampler_from_env()'s root sampler samples new traces at, when it is a plain
-    ratio (tracing.serving() then decides a new trace itself); None otherwise."""
+def _sampler_env() -> tuple[str, float]:
+    """OTEL_TRACES_SAMPLER (default parentbased_always_on) and OTEL_TRACES_SAMPLER_ARG (1.0
+    when missing or not a number), as the SDK reads them."""
     name = os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
-    if name in ("always_off", "parentbased_always_off"):
-        return 0.0
-    if name not in ("traceidratio", "parentbased_traceidratio"):
-        return None
     try:
         ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
     except ValueError:
         ratio = 1.0
+    return name, ratio
+
+
+def root_ratio_from_env() -> float | None:
+    """The ratio sampler_from_env()'s root sampler samples new traces at, when it is a plain
+    ratio (tracing.serving() then decides a new trace itself); None otherwise."""
+    name, ratio = _sampler_env()
+    if name in ("always_off", "parentbased_always_off"):
+        return 0.0
+    if name not in ("traceidratio", "parentbased_traceidratio"):
+        return None
     return min(max(ratio, 0.0), 1.0)
 
 
@@ -51,11 +58,7 @@ def sampler_from_env() -> Sampler:
     """OTEL_TRACES_SAMPLER(_ARG) as the SDK reads them (default parentbased_always_on), with
     database and outgoing calls made outside any request or message not traced: a relay's
     or a poller's query alone is no trace worth keeping."""
-    name = os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
-    try:
-        ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
-    except ValueError:
-        ratio = 1.0
+    name, ratio = _sampler_env()
     root: Sampler = {
         "always_on": ALWAYS_ON,
         "always_off": ALWAYS_OFF,

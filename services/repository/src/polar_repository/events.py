@@ -46,6 +46,10 @@ Origins = Mapping[int, Mapping[str, str]]
 Deleted = tuple[uuid.UUID, uuid.UUID, uuid.UUID]
 
 
+def _origin(origins: Origins | None, external_id: int) -> Mapping[str, str] | None:
+    return origins.get(external_id) if origins else None
+
+
 async def record_events(
     session: AsyncSession,
     events: Iterable[Event | tuple[str, Message, Mapping[str, str] | None]],
@@ -131,11 +135,10 @@ async def issue_deleted(session: AsyncSession, issue: Issue) -> None:
 async def issues_upserted(
     session: AsyncSession, upserted: Sequence[Upserted[Issue]], origins: Origins | None = None
 ) -> None:
-    origins = origins or {}
     await record_events(
         session,
         (
-            (*issue_event(u.row, created=u.created), origins.get(u.row.external_id))
+            (*issue_event(u.row, created=u.created), _origin(origins, u.row.external_id))
             for u in upserted
         ),
     )
@@ -144,11 +147,13 @@ async def issues_upserted(
 async def issues_deleted(
     session: AsyncSession, issues: Iterable[Issue | Deleted], origins: Origins | None = None
 ) -> None:
-    origins = origins or {}
     await record_events(
         session,
         (
-            (*issue_deleted_event(i), origins.get(i.external_id) if isinstance(i, Issue) else None)
+            (
+                *issue_deleted_event(i),
+                _origin(origins, i.external_id) if isinstance(i, Issue) else None,
+            )
             for i in issues
         ),
     )
@@ -191,11 +196,10 @@ async def pull_requests_deleted(session: AsyncSession, deleted: Iterable[Deleted
 async def pull_requests_upserted(
     session: AsyncSession, upserted: Sequence[Upserted[PullRequest]], origins: Origins | None = None
 ) -> None:
-    origins = origins or {}
     await record_events(
         session,
         (
-            (*pull_request_event(u.row, created=u.created), origins.get(u.row.external_id))
+            (*pull_request_event(u.row, created=u.created), _origin(origins, u.row.external_id))
             for u in upserted
         ),
     )
