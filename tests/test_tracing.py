@@ -280,3 +280,25 @@ async def test_a_delivery_is_one_trace_through_every_hop(
     for line in lines:
         assert line.get("delivery") == delivery or delivery in line.get("deliveries", []), line
         assert line["trace_id"] == hex_trace, line
+
+
+async def test_an_api_request_is_one_server_span(cluster: Cluster) -> None:
+    """An API request served by FastAPI gets one SERVER span (the ASGI instrumentation's,
+    around every middleware). FastAPI's own telemetry, on by default since 0.16x whenever a
+    tracer provider is set, would add a second request span and one per dependency,
+    endpoint and serialisation: four times the spans for the same request."""
+    trace_id = secrets.randbits(128)
+    traceparent = f"00-{trace_id:032x}-{secrets.randbits(64):016x}-01"
+    with suppress_instrumentation():
+        async with httpx.AsyncClient(base_url=cluster.gateway_url, timeout=15) as http:
+            response = await http.get("/api/v2/users/me", headers={"traceparent": traceparent})
+    assert response.status_code == 401, response.text
+
+    async def ended() -> list[ReadableSpan]:
+        return [s for s in cluster.exporter.get_finished_spans() if s.context.trace_id == trace_id]
+
+    await eventually(ended, within=10)
+    await asyncio.sleep(0.2)  # any span ending after the first would be in by now
+    spans = await ended()
+    assert [(s.kind, s.name) for s in spans] == [(SpanKind.SERVER, "GET /api/v2/users/me")], spans
+    assert attr(spans[0], "http.status_code") == 401  # (the instrumentation's attribute names)

@@ -53,7 +53,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         finally:
             await gateway.close()
 
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        # FastAPI's own telemetry, on whenever a tracer provider is set, would trace each
+        # request a second time (plus a span per dependency, endpoint and serialisation):
+        # the request's one span is the ASGI instrumentation's, around every middleware
+        # (asgi()); metrics are Prometheus', logs structlog's.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     # Routes are matched in order: the busiest (webhook ingress) first.
     modules = (webhooks, auth, users, organizations, repositories, stream)
     for module in modules:
