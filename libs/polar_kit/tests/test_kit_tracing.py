@@ -4,13 +4,15 @@ make, and that a trace not sampled is carried on without any."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
+import pytest
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatioBased
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from polar_kit import testing, tracing, tracing_setup
 from polar_kit.grpc.context import request_id_var
 
@@ -209,3 +211,96 @@ def test_a_new_trace_is_sampled_at_the_ratio_once() -> None:
     sampled = exporter.get_finished_spans()
     assert 1800 <= len(sampled) <= 2200, len(sampled)  # 2,000 +- 6 standard deviations
     assert all(s.kind == SpanKind.SERVER and s.parent is None for s in sampled)
+
+
+def processed_provider() -> tuple[TracerProvider, InMemorySpanExporter, SimpleSpanProcessor]:
+    """A provider sampling every new trace, as configure_tracing() makes it, and its span
+    processor (configure_tracing() gives install() its processors)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=tracing_setup.sampler_from_env())
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    return provider, exporter, processor
+
+
+def test_a_sampled_new_trace_is_recorded_without_the_sdk_span_as_the_sdk_would() -> None:
+    """With the span processors given to install() (as configure_tracing() does), a sampled
+    new trace's request span is tracing_setup.RootSpan: what the processors receive must be
+    what the SDK's span would have given them."""
+    provider, exporter, processor = processed_provider()
+    tracing.install(provider, root_ratio=1.0, processors=[processor])
+    try:
+        with tracing.serving("POST", "/hook", {}, request_id="r-1") as request:
+            assert isinstance(request, tracing_setup.RootSpan)
+            headers: dict[str, str] = {}
+            assert tracing.producing("github.webhook.x", headers, delivery="d-1") is request
+            tracing.annotate(request, stream_sequence=7, empty=None)
+            with tracing.span("inside"):
+                pass
+            event = tracing.add_trace_ids(None, "info", {})
+        with tracing.span("outside"):  # an SDK span of the same provider
+            pass
+    finally:
+        tracing.uninstall()
+    # Ended once, given to the processors once.
+    inside, served, outside = exporter.get_finished_spans()
+    assert (served.name, inside.name, outside.name) == ("POST /hook", "inside", "outside")
+    assert served.kind == SpanKind.SERVER
+    assert served.parent is None
+    assert served.context.trace_flags.sampled
+    assert not served.context.is_remote
+    assert inside.parent == served.context  # its children are its children
+    # Grouped with every other span of the process by the OTLP encoder.
+    assert served.resource == outside.resource
+    assert served.instrumentation_scope == outside.instrumentation_scope
+    assert served.start_time is not None
+    assert served.end_time is not None
+    assert inside.start_time is not None
+    assert inside.end_time is not None
+    assert served.start_time <= inside.start_time
+    assert served.end_time >= inside.end_time
+    assert dict(served.attributes or {}) == {
+        "http.request.method": "POST",
+        "http.route": "/hook",
+        "polar.request_id": "r-1",
+        "messaging.system": "nats",
+        "messaging.destination.name": "github.webhook.x",
+        "polar.delivery": "d-1",
+        "polar.stream_sequence": 7,
+    }
+    trace_id, span_id = f"{served.context.trace_id:032x}", f"{served.context.span_id:016x}"
+    assert headers["traceparent"] == f"00-{trace_id}-{span_id}-01"
+    assert event == {"trace_id": trace_id, "span_id": span_id}
+
+
+def test_a_request_that_fails_is_recorded_as_an_error() -> None:
+    provider, exporter, processor = processed_provider()
+    tracing.install(provider, root_ratio=1.0, processors=[processor])
+    try:
+        with contextlib.suppress(ValueError), tracing.serving("POST", "/hook", {}):
+            raise ValueError("no such thing")
+    finally:
+        tracing.uninstall()
+    (served,) = exporter.get_finished_spans()
+    assert served.status.status_code == StatusCode.ERROR
+    assert served.status.description == "ValueError: no such thing"
+    (event,) = served.events
+    assert event.name == "exception"
+    attributes = dict(event.attributes or {})
+    assert attributes["exception.type"] == "ValueError"
+    assert attributes["exception.message"] == "no such thing"
+    assert "raise ValueError" in str(attributes["exception.stacktrace"])
+
+
+def test_always_on_is_a_ratio_of_one() -> None:
+    with pytest.MonkeyPatch.context() as env:
+        for name, ratio in (
+            ("parentbased_always_on", 1.0),
+            ("always_on", 1.0),
+            ("parentbased_always_off", 0.0),
+            ("parentbased_traceidratio", 0.25),
+            ("parentbased_jaeger_remote", None),
+        ):
+            env.setenv("OTEL_TRACES_SAMPLER", name)
+            env.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+            assert tracing_setup.root_ratio_from_env() == ratio, name

@@ -67,6 +67,7 @@ def log_lines() -> Iterator[list[str]]:
 
 _spans: InMemorySpanExporter | None = None
 _provider: TracerProvider | None = None
+_processor: SimpleSpanProcessor | None = None
 
 
 @contextlib.contextmanager
@@ -74,12 +75,16 @@ def recorded_spans() -> Iterator[InMemorySpanExporter]:
     """Tracing on for the block (the servers, channels and engines made in it are traced),
     every finished span kept in memory. One provider for the whole process: OpenTelemetry
     lets a process set its provider once."""
-    global _spans, _provider
-    if _provider is None or _spans is None:
+    global _spans, _provider, _processor
+    if _provider is None or _spans is None or _processor is None:
         _spans = InMemorySpanExporter()
         _provider = TracerProvider(sampler=tracing_setup.sampler_from_env())
-        _provider.add_span_processor(SimpleSpanProcessor(_spans))
-    tracing.install(_provider)
+        _processor = SimpleSpanProcessor(_spans)
+        _provider.add_span_processor(_processor)
+    # As configure_tracing() does: the gateway's new traces are decided and recorded by
+    # tracing.serving() itself.
+    ratio = tracing_setup.root_ratio_from_env()
+    tracing.install(_provider, root_ratio=ratio, processors=[_processor])
     try:
         yield _spans
     finally:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from pathlib import Path
@@ -35,7 +35,7 @@ from structlog.typing import EventDict, WrappedLogger
 from polar_kit.grpc.context import current_request_id
 
 if TYPE_CHECKING:  # the SDK is imported only when tracing is on (it costs ~4 MB a process)
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 REQUEST_ID = "X-Request-ID"
 DELIVERY = "X-GitHub-Delivery"
@@ -64,6 +64,10 @@ _unsampled_root: ContextVar[str | None] = ContextVar("polar_unsampled_root", def
 _root_ratio: float | None = None
 # In a start_span context: the caller decided "sampled" (tracing_setup's sampler obeys).
 SAMPLED_AT_ROOT = "polar.sampled_at_root"
+# Set by install() when it is given the provider's span processors: makes the span of a new
+# trace serving() decided to sample (tracing_setup.RootSpan) from its trace id, span id, name
+# and attributes. None: the SDK makes it.
+_root_span: Callable[[int, int, str, dict[str, Any]], Span] | None = None
 
 
 def enabled() -> bool:
@@ -102,22 +106,35 @@ def configure_tracing(service_name: str, trace_dir: str = "") -> bool:
     provider = TracerProvider(
         resource=Resource.create({SERVICE_NAME: service_name}), sampler=sampler_from_env()
     )
-    for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    install(provider, root_ratio=root_ratio_from_env())
+    processors = [BatchSpanProcessor(exporter) for exporter in exporters]
+    for processor in processors:
+        provider.add_span_processor(processor)
+    install(provider, root_ratio=root_ratio_from_env(), processors=processors)
     return True
 
 
-def install(provider: TracerProvider, *, root_ratio: float | None = None) -> None:
+def install(
+    provider: TracerProvider,
+    *,
+    root_ratio: float | None = None,
+    processors: Sequence[SpanProcessor] = (),
+) -> None:
     """Make `provider` the global one and instrument grpc.aio, asyncpg and httpx (tests
     call this with an in-memory exporter). Channels and servers made before are not traced.
     `root_ratio`: the provider's root sampling ratio, when its sampler is
-    tracing_setup.sampler_from_env() with a ratio (see serving())."""
-    global _enabled, _tracer, _root_ratio
+    tracing_setup.sampler_from_env() with a ratio (see serving()). `processors`: the span
+    processors added to `provider`; serving() then records the spans of the new traces it
+    samples itself and hands them to these (tracing_setup.RootSpan)."""
+    global _enabled, _tracer, _root_ratio, _root_span
     if trace.get_tracer_provider() is not provider:
         trace.set_tracer_provider(provider)
     _tracer = provider.get_tracer("polar_kit")
     _root_ratio = root_ratio
+    _root_span = None
+    if processors:
+        from polar_kit.tracing_setup import RootSpan
+
+        _root_span = RootSpan.maker(processors, provider.resource, "polar_kit")
     for cls in _instrumentors():
         instrumentor = cls()
         if not instrumentor.is_instrumented_by_opentelemetry:
@@ -170,13 +187,19 @@ def serving(
     TraceIdRatioBased does: not sampled (99 in 100 at 1%), it gets no SDK span at all, only
     ids and a `traceparent` for its messages and log lines. The SDK's span, made current
     for the request, cost about 2.5 times the rest of the tracing a delivery is given at 1%.
-    Sampled, the SDK makes the span and is told the decision (SAMPLED_AT_ROOT)."""
+    Sampled, the span is recorded without the SDK's Span too when install() was given the
+    span processors (tracing_setup.RootSpan, a quarter of the SDK's cost); otherwise the SDK
+    makes it and is told the decision (SAMPLED_AT_ROOT)."""
     if not _enabled:
         return _NOTHING
     if _root_ratio is not None and "traceparent" not in headers:
         trace_id = random.getrandbits(128)  # the module's generator, as the SDK's ids
         if (trace_id & _LOW_64) >= _root_ratio * _BOUND:
             return _UnsampledRoot(f"00-{trace_id:032x}-{random.getrandbits(64):016x}-00")
+        if _root_span is not None:
+            named = {"http.request.method": method, "http.route": route, **_named(attributes)}
+            name = f"{method} {route}"
+            return _Current(_root_span(trace_id, random.getrandbits(64), name, named))
         context = otel_context.set_value(SAMPLED_AT_ROOT, True, otel_context.Context())
     else:
         context = _W3C.extract(headers)

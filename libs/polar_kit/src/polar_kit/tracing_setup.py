@@ -1,6 +1,7 @@
 """What configure_tracing() installs (polar_kit.tracing): the sampler, read from the standard
-OTEL_TRACES_SAMPLER(_ARG), and the JSON-lines exporter for local viewing. Imported only when
-tracing is on: the OpenTelemetry SDK costs a process about 4 MB.
+OTEL_TRACES_SAMPLER(_ARG), the span of a new trace the gateway samples (RootSpan), and the
+JSON-lines exporter for local viewing. Imported only when tracing is on: the OpenTelemetry
+SDK costs a process about 4 MB.
 """
 
 from __future__ import annotations
@@ -8,14 +9,16 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Sequence
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.resources import SERVICE_NAME
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -26,8 +29,9 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, SpanKind
-from opentelemetry.util.types import Attributes
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.util.types import AnyValue, Attributes
 
 from polar_kit.tracing import SAMPLED_AT_ROOT
 
@@ -45,10 +49,13 @@ def _sampler_env() -> tuple[str, float]:
 
 def root_ratio_from_env() -> float | None:
     """The ratio sampler_from_env()'s root sampler samples new traces at, when it is a plain
-    ratio (tracing.serving() then decides a new trace itself); None otherwise."""
+    ratio, always or never (tracing.serving() then decides a new trace itself); None
+    otherwise."""
     name, ratio = _sampler_env()
     if name in ("always_off", "parentbased_always_off"):
         return 0.0
+    if name in ("always_on", "parentbased_always_on"):
+        return 1.0
     if name not in ("traceidratio", "parentbased_traceidratio"):
         return None
     return min(max(ratio, 0.0), 1.0)
@@ -103,6 +110,117 @@ class NoLoneClientSpans(Sampler):
 
     def get_description(self) -> str:
         return f"NoLoneClientSpans{{{self._root.get_description()}}}"
+
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+class RootSpan(trace.Span):
+    """The SERVER span of a request whose new trace tracing.serving() decided to sample,
+    recorded without the SDK's Span, which costs the webhook ingress four times as much: no
+    sampler asked again, no lock (the request's task alone writes it), attributes in a
+    plain dict (the SDK's limits are not applied: serving() gives a handful, and values of
+    no valid type are the caller's bug). Ended, it goes to the provider's span processors
+    as the SDK's ReadableSpan, as any span does."""
+
+    @classmethod
+    def maker(
+        cls, processors: Sequence[SpanProcessor], resource: Resource, scope: str
+    ) -> Callable[[int, int, str, dict[str, Any]], RootSpan]:
+        """What tracing.serving() calls: (trace id, span id, name, attributes) -> span."""
+        held = tuple(processors)
+        # Equal to the scope of spans from the provider's tracer of that name, which
+        # TracerProvider.get_tracer() gives an empty version: the OTLP encoder groups spans
+        # by scope.
+        instrumentation = InstrumentationScope(scope, "")
+
+        def make(trace_id: int, span_id: int, name: str, attributes: dict[str, Any]) -> RootSpan:
+            context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED)
+            return cls(context, name, attributes, held, resource, instrumentation)
+
+        return make
+
+    def __init__(
+        self,
+        context: SpanContext,
+        name: str,
+        attributes: dict[str, Any],
+        processors: tuple[SpanProcessor, ...],
+        resource: Resource,
+        scope: InstrumentationScope,
+    ) -> None:
+        self._start = time.time_ns()
+        self._end: int | None = None
+        self._context = context
+        self._name = name
+        self._attributes = {k: v for k, v in attributes.items() if v is not None}
+        self._events: list[Event] = []
+        self._status = Status(StatusCode.UNSET)
+        self._processors = processors
+        self._resource = resource
+        self._scope = scope
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._end is None
+
+    def set_attributes(self, attributes: Mapping[str, AnyValue]) -> None:
+        if self._end is None:
+            self._attributes.update((k, v) for k, v in attributes.items() if v is not None)
+
+    def set_attribute(self, key: str, value: AnyValue) -> None:
+        self.set_attributes({key: value})
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        if self._end is None:
+            self._events.append(Event(name, attributes, timestamp))
+
+    def update_name(self, name: str) -> None:
+        self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._status.status_code is StatusCode.OK:  # final, as the SDK has it
+            return
+        self._status = status if isinstance(status, Status) else Status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        # The attributes the SDK's Span gives the event (semantic conventions).
+        recorded: dict[str, Any] = {
+            "exception.type": type(exception).__name__,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        self.add_event("exception", recorded | dict(attributes or {}), timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end is not None:
+            return
+        self._end = end_time or time.time_ns()
+        finished = ReadableSpan(
+            name=self._name,
+            context=self._context,
+            resource=self._resource,
+            attributes=self._attributes,
+            events=tuple(self._events),
+            kind=SpanKind.SERVER,
+            status=self._status,
+            start_time=self._start,
+            end_time=self._end,
+            instrumentation_scope=self._scope,
+        )
+        for processor in self._processors:
+            processor.on_end(finished)
 
 
 # One encoder for every span (json.dumps with an argument makes one a call).
