@@ -25,7 +25,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, T
 from opentelemetry.trace.span import TraceState
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AnyValue, Attributes
-from polar_kit import otlp
+from polar_kit import otlp, tracing_setup
 
 SCHEMA = "https://opentelemetry.io/schemas/1.26.0"
 RESOURCE = Resource({"service.name": "gateway", "service.instance.id": "g-1"}, SCHEMA)
@@ -338,6 +338,27 @@ def test_a_mixed_batch() -> None:
     assert_encoded_like_the_sdk(batch)
     assert_encoded_like_the_sdk(batch[::-1])
     assert_encoded_like_the_sdk([])
+
+
+def test_the_gateways_root_span_grouped_with_the_sdks() -> None:
+    # tracing_setup.RootSpan hands the processors a ReadableSpan of its own making: attributes
+    # in a plain dict, not cleaned (a list stays a list), its own scope object, equal to the
+    # provider's tracer's of that name; the SDK's encoder puts them in one ScopeSpans.
+    spans = Spans()
+    make = tracing_setup.RootSpan.maker(
+        [SimpleSpanProcessor(spans.exported)], spans.provider.resource, "polar_kit"
+    )
+    root = make(TRACE_ID, 0x1234, "POST /integrations/github/webhook", {"http.route": "/x"})
+    root.set_attributes({"polar.stream_sequence": 7, "list": [1, 2], "none": None})
+    root.record_exception(ValueError("bad ☃"))
+    root.set_status(Status(StatusCode.ERROR, "ValueError"))
+    with spans.provider.get_tracer("polar_kit").start_as_current_span("sdk's"):
+        root.end()
+    batch = spans.finished()
+    assert_encoded_like_the_sdk(batch)
+    (resource,) = ExportTraceServiceRequest.FromString(otlp.encode_spans(batch)).resource_spans
+    (scope,) = resource.scope_spans
+    assert [span.name for span in scope.spans] == ["POST /integrations/github/webhook", "sdk's"]
 
 
 class Collector:
