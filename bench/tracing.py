@@ -16,10 +16,10 @@ processes whose environment says the mode:
 - 100%: OTEL_TRACES_SAMPLER=parentbased_always_on.
 
 The traced modes export every sampled span as a deployment does, over OTLP/gRPC (the SDK's
-BatchSpanProcessor and OTLPSpanExporter, from OTEL_EXPORTER_OTLP_ENDPOINT) to a stand-in
-collector (bench.otlp_sink, its own process, not counted with the servers) that counts the
-spans it receives; `--exporter file` writes JSON-lines files instead (POLAR_TRACE_DIR, what
-`make dev` uses; ~3x cheaper a span than OTLP's encoding). Modes are interleaved round after
+BatchSpanProcessor and polar_kit.otlp's exporter, from OTEL_EXPORTER_OTLP_ENDPOINT) to a
+stand-in collector (bench.otlp_sink, its own process, not counted with the servers) that
+counts the spans it receives; `--exporter file` writes JSON-lines files instead
+(POLAR_TRACE_DIR, what `make dev` uses). Modes are interleaved round after
 round (off, 1%, 100%, off, ...) so that a noisy neighbour hits them alike, and each mode's
 median over the rounds is reported. Targets: 1% costs <= 5% of the baseline's throughput,
 100% <= 25%.
@@ -327,30 +327,30 @@ def hooks(deliveries: int, rounds: int = 7) -> dict[str, float]:
 
     # install() sets the process's provider the first time only and says so after: known.
     logging.getLogger("opentelemetry.trace").setLevel(logging.ERROR)
-    providers: dict[str, TracerProvider] = {}
-    ratios: dict[str, float | None] = {}
+    providers: dict[str, tuple[TracerProvider, float, BatchSpanProcessor]] = {}
     with tempfile.TemporaryDirectory() as folder:
         for mode, env in MODES.items():
             if env:
                 ratio = float(env.get("OTEL_TRACES_SAMPLER_ARG", "1"))
-                # As configure_tracing(): a ratio lets serving() decide new traces itself.
-                ratios[mode] = ratio if "OTEL_TRACES_SAMPLER_ARG" in env else None
                 provider = TracerProvider(
                     sampler=ParentBased(NoLoneClientSpans(TraceIdRatioBased(ratio)))
                 )
                 exporter = JsonLinesExporter(Path(folder) / f"{mode.rstrip('%')}.jsonl")
-                provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=1 << 20))
-                providers[mode] = provider
+                processor = BatchSpanProcessor(exporter, max_queue_size=1 << 20)
+                provider.add_span_processor(processor)
+                # As configure_tracing(): serving() decides new traces and records its spans.
+                providers[mode] = provider, ratio, processor
         times: dict[str, list[float]] = {mode: [] for mode in MODES}
         for _ in range(rounds):
             for mode in MODES:
                 if mode in providers:
                     # (the hooks use this provider's tracer)
-                    tracing.install(providers[mode], root_ratio=ratios[mode])
+                    provider, ratio, processor = providers[mode]
+                    tracing.install(provider, root_ratio=ratio, processors=[processor])
                 start = time.process_time()  # the exporter's thread included
                 path(deliveries)
                 if mode in providers:
-                    providers[mode].force_flush()
+                    providers[mode][0].force_flush()
                     tracing.uninstall()
                 times[mode].append((time.process_time() - start) / deliveries * 1e6)
     medians = {mode: round(statistics.median(t), 1) for mode, t in times.items()}

@@ -95,9 +95,11 @@ def configure_tracing(service_name: str, trace_dir: str = "") -> bool:
     )
     exporters: list[SpanExporter] = []
     if endpoint:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from polar_kit.otlp import FastOTLPSpanExporter
 
-        exporters.append(OTLPSpanExporter())  # endpoint, headers, timeout... from OTEL_*
+        # The SDK's OTLP/gRPC exporter (endpoint, headers, timeout... from OTEL_*) with an
+        # encoder four times as fast: its encoding was most of a span's cost at 100%.
+        exporters.append(FastOTLPSpanExporter())
     if trace_dir:
         path = Path(trace_dir) / f"{service_name}.{os.getpid()}.jsonl"
         exporters.append(JsonLinesExporter(path))
