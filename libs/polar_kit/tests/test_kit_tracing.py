@@ -12,7 +12,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatioBased
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanKind, StatusCode, get_current_span
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from polar_kit import testing, tracing, tracing_setup
 from polar_kit.grpc.context import request_id_var
 
@@ -304,3 +305,28 @@ def test_always_on_is_a_ratio_of_one() -> None:
             env.setenv("OTEL_TRACES_SAMPLER", name)
             env.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
             assert tracing_setup.root_ratio_from_env() == ratio, name
+
+
+def test_a_traceparent_is_read_as_the_w3c_propagator_reads_it() -> None:
+    w3c = TraceContextTextMapPropagator()
+    cases: list[dict[str, str]] = [
+        SAMPLED,
+        UNSAMPLED,
+        {"traceparent": f"00-{TRACE}-00f067aa0ba902b7-03"},  # other flags kept
+        {"traceparent": f"00-{TRACE.upper()}-00F067AA0BA902B7-01"},  # not ours: propagator
+        {"traceparent": f"00-{'0' * 32}-00f067aa0ba902b7-01"},  # invalid trace id
+        {"traceparent": f"00-{TRACE}-{'0' * 16}-01"},  # invalid span id
+        {"traceparent": f"ff-{TRACE}-00f067aa0ba902b7-01"},  # invalid version
+        {"traceparent": f"01-{TRACE}-00f067aa0ba902b7-01-future"},  # a later version
+        {"traceparent": f"00-{TRACE}-00f067aa0ba902b7-01", "tracestate": "a=1,b=2"},
+        {"traceparent": f" 00-{TRACE}-00f067aa0ba902b7-01"},
+        {"traceparent": "00-4bf9_2f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+        {"traceparent": ""},
+        {},
+    ]
+    for headers in cases:
+        ours = get_current_span(tracing._extract(headers)).get_span_context()
+        theirs = get_current_span(w3c.extract(headers)).get_span_context()
+        assert ours == theirs, headers
+        assert ours.is_remote == theirs.is_remote, headers
+        assert ours.trace_state == theirs.trace_state, headers
