@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 import secrets
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -367,4 +370,34 @@ def check_observability(
         "every Polar service takes OTEL_EXPORTER_OTLP_ENDPOINT from the environment (the "
         "observability profile's collector; empty without it)",
         str(endpoints),
+    )
+    check_prometheus_files(report)
+
+
+def check_prometheus_files(report: Report) -> None:
+    """Prometheus's own checks of its configuration and alert rules, and the rules' unit
+    tests, by promtool when it is installed (Debian's `prometheus` package; not on PyPI).
+    Without it, tests/test_observability.py checks their structure and metric names."""
+    promtool = tool("promtool")
+    if promtool is None:
+        report.skip("promtool check/test (promtool not installed)")
+        return
+    folder = ROOT / "deploy/observability/prometheus"
+    for command, what in (
+        (["check", "rules", "alerts.yml"], "promtool check rules accepts alerts.yml"),
+        (["test", "rules", "alerts_test.yml"], "promtool test rules passes alerts_test.yml"),
+    ):
+        result = run([promtool, *command], cwd=folder)
+        report.check(result.returncode == 0, what, tail(result.stdout + result.stderr))
+    # The configuration names its rules where the container mounts them (/etc/prometheus):
+    # checked from a copy that names the file beside it.
+    config = (folder / "prometheus.yml").read_text()
+    with tempfile.TemporaryDirectory() as copy:
+        Path(copy, "prometheus.yml").write_text(config.replace("/etc/prometheus/", ""))
+        shutil.copy(folder / "alerts.yml", copy)
+        result = run([promtool, "check", "config", "prometheus.yml"], cwd=copy)
+    report.check(
+        result.returncode == 0 and "/etc/prometheus/alerts.yml" in config,
+        "promtool check config accepts prometheus.yml (its rules included)",
+        tail(result.stdout + result.stderr),
     )
