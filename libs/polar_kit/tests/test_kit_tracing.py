@@ -158,6 +158,11 @@ def test_a_row_of_a_batch_goes_on_with_its_own_message() -> None:
             mine = tracing.outgoing_headers(origin=SAMPLED)
             theirs = tracing.outgoing_headers(origin=other)
             common = tracing.outgoing_headers()
+            # The same when a handler names the message it handles for a block.
+            with tracing.handling_message(SAMPLED):
+                assert tracing.outgoing_headers() == mine
+            with tracing.handling_message(other):
+                assert tracing.outgoing_headers() == theirs
         (span,) = spans.get_finished_spans()
     assert mine == {
         "X-GitHub-Delivery": "d-1",

@@ -119,7 +119,9 @@ class World:
         )
         return delivery
 
-    async def send_organization_deleted(self, org: Organization) -> str:
+    async def send_organization_deleted(
+        self, org: Organization, headers: dict[str, str] | None = None
+    ) -> str:
         event_id = str(uuid.uuid4())
         message = organization_events.OrganizationDeleted(
             organization_id=str(org.id), external_id=org.external_id, name=org.name
@@ -127,7 +129,7 @@ class World:
         await self.js.publish(
             f"{self.settings.nats_prefix}polar.organization.v1.deleted",
             message.SerializeToString(),
-            headers={"Nats-Msg-Id": event_id, "ce-id": event_id},
+            headers={"Nats-Msg-Id": event_id, "ce-id": event_id, **(headers or {})},
         )
         return event_id
 
@@ -628,6 +630,35 @@ async def test_organization_deleted_removes_its_content(world: World) -> None:
         "pull_request_created",
         "pull_request_deleted",
     ]
+
+
+async def test_each_organization_event_of_a_batch_passes_on_its_own_trace(world: World) -> None:
+    # Two organizations deleted, their events handled in one transaction: the events each
+    # causes carry that event's request id and trace, not the batch's (decision 0023).
+    sent = {}
+    for _ in range(2):
+        org = await world.org_for({})
+        repo = await world.repo(org, {"id": next(_ids), "name": "gone", "private": False})
+        headers = {
+            "X-Request-ID": uuid.uuid4().hex,
+            "traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-00",
+        }
+        await world.send_organization_deleted(org, headers)
+        sent[repo.id] = headers
+    batch = await world.org_sub.fetch(256, timeout=2)
+    assert await world.org_events.process_many(batch) == ["acked", "acked"]  # one batch
+    carried = {}
+    for repo_id in sent:
+        async with world.sessionmaker() as session:
+            carried[repo_id] = (
+                await session.scalars(
+                    sa.select(OutboxEvent.headers).where(
+                        OutboxEvent.subject.like("%repository_deleted"),
+                        OutboxEvent.payload.contains(str(repo_id).encode()),
+                    )
+                )
+            ).one()
+    assert carried == sent
 
 
 async def test_malformed_webhook_is_parked_and_the_batch_goes_through(world: World) -> None:

@@ -66,6 +66,8 @@ _carried: ContextVar[Mapping[str, str] | None] = ContextVar("polar_carried", def
 # The `traceparent` of the message the current consumer span follows (a batch's span follows
 # one of its messages): what a row written for that message carries is that span.
 _following: ContextVar[str | None] = ContextVar("polar_following", default=None)
+# Within a batch, the headers of the one message being handled (handling_message()).
+_origin: ContextVar[Mapping[str, str] | None] = ContextVar("polar_origin", default=None)
 # A request's trace decided "not sampled" at its root without the SDK (serving()): its
 # `traceparent`, which messages published for it and its log lines carry.
 _unsampled_root: ContextVar[str | None] = ContextVar("polar_unsampled_root", default=None)
@@ -367,7 +369,10 @@ def outgoing_headers(
     span when the span follows that message, else the message's own `traceparent` as it
     came. So a delivery not sampled stays not sampled downstream (at 1%, nearly every batch
     of 100 holds a sampled delivery: its span would otherwise make every row's trace
-    sampled), and each downstream log line names its own delivery."""
+    sampled), and each downstream log line names its own delivery. Within
+    handling_message(), that message is the origin."""
+    if origin is None:
+        origin = _origin.get()
     if origin is not None:
         return _from_origin(origin)
     headers = dict(_carried.get() or {})
@@ -378,6 +383,18 @@ def outgoing_headers(
     if _enabled:
         _W3C.inject(headers)
     return headers or None
+
+
+@contextlib.contextmanager
+def handling_message(headers: Mapping[str, str]) -> Iterator[None]:
+    """Within a batch handler: the block handles this one message, so the outbox rows
+    written in it carry its ids and trace (outgoing_headers(origin=headers)) rather than
+    the batch's."""
+    token = _origin.set(headers)
+    try:
+        yield
+    finally:
+        _origin.reset(token)
 
 
 def _from_origin(origin: Mapping[str, str]) -> dict[str, str] | None:

@@ -33,6 +33,7 @@ from polar import catalog
 from polar.organization.v1 import events_pb2 as organization_events
 from polar.organization.v1 import organization_pb2
 from polar_db.models.repository import KnownOrganization, Repository
+from polar_kit import tracing
 from polar_kit.consumer import Consumer, Delivery, Reject, Retry
 from polar_kit.errors import UNIQUE_VIOLATION, sqlstate
 from polar_kit.nats import EVENTS, WEBHOOKS
@@ -362,7 +363,9 @@ async def on_organization_events(
     failures: dict[str, Retry | Reject] = {}
     for delivery in deliveries:
         try:
-            await _on_organization_event(session, delivery.subject, delivery.data, repair)
+            # The events it causes carry its own ids and trace, not the batch's.
+            with tracing.handling_message(delivery.headers):
+                await _on_organization_event(session, delivery.subject, delivery.data, repair)
         except (DecodeError, ValueError) as e:
             failures[delivery.message_id] = Reject(f"malformed organization event: {e!r}")
     return failures
