@@ -82,6 +82,14 @@ async def bound(
         await sub.unsubscribe()
 
 
+async def gather(sub: JetStreamContext.PullSubscription, count: int) -> list[Msg]:
+    """`count` messages: one fetch may return the first before the next is available."""
+    messages: list[Msg] = []
+    while len(messages) < count:
+        messages += await sub.fetch(count - len(messages), timeout=5)
+    return messages
+
+
 class World:
     """One test's GitHub: fresh ids, publishing, draining, and reading rows back."""
 
@@ -134,9 +142,9 @@ class World:
         )
         return event_id
 
-    async def fetch_once(self) -> list[str]:
-        """One fetch of the webhooks consumer; the outcomes."""
-        return await self.webhooks.process_many(await self.sub.fetch(256, timeout=2))
+    async def fetch_once(self, count: int = 1) -> list[str]:
+        """`count` messages of the webhooks consumer handled as one batch; the outcomes."""
+        return await self.webhooks.process_many(await gather(self.sub, count))
 
     async def drain(self, within: float = 60) -> None:
         """Process until both consumers have nothing pending (delayed retries included)."""
@@ -646,10 +654,8 @@ async def test_each_organization_event_of_a_batch_passes_on_its_own_trace(world:
         }
         await world.send_organization_deleted(org, headers)
         sent[repo.id] = headers
-    batch: list[Msg] = []
-    while len(batch) < 2:  # a fetch may return the first before the second: one batch here
-        batch += await world.org_sub.fetch(2 - len(batch), timeout=5)
-    assert await world.org_events.process_many(batch) == ["acked", "acked"]
+    batch = await gather(world.org_sub, 2)
+    assert await world.org_events.process_many(batch) == ["acked", "acked"]  # one batch
     carried = {}
     for repo_id in sent:
         async with world.sessionmaker() as session:
@@ -680,7 +686,7 @@ async def test_malformed_webhook_is_parked_and_the_batch_goes_through(world: Wor
     second["issue"] |= {"id": next(_ids), "number": 2}
     await world.send("issues", opened)
     await world.send("issues", second)
-    assert sorted(await world.fetch_once()) == ["acked", "acked", "parked", "parked"]
+    assert sorted(await world.fetch_once(4)) == ["acked", "acked", "parked", "parked"]
     assert await world.get(Issue, opened["issue"]["id"]) is not None
     assert await world.get(Issue, second["issue"]["id"]) is not None
     parked = {p.message_id: p for p in await list_parked(world.js, world.settings)}
@@ -710,7 +716,7 @@ async def test_data_that_can_never_be_stored_is_parked_at_once(world: World) -> 
     )
     fine = variant()
     await world.send("issues", fine)
-    outcomes = await world.fetch_once()
+    outcomes = await world.fetch_once(4)
     assert sorted(outcomes) == ["acked", "parked", "parked", "parked"]
     assert await world.get(Issue, fine["issue"]["id"]) is not None
     parked = {p.message_id: p for p in await list_parked(world.js, world.settings)}
@@ -765,7 +771,7 @@ async def test_each_event_of_a_batch_carries_its_own_delivery_and_trace(world: W
             "X-GitHub-Delivery": delivery,
             "traceparent": traceparent,
         }
-    assert await world.fetch_once() == ["acked", "acked"]  # one batch
+    assert await world.fetch_once(2) == ["acked", "acked"]  # one batch
     rows = {}
     written = ((Issue, issue["issue"]["id"]), (PullRequest, pull["pull_request"]["id"]))
     for model, external_id in written:
