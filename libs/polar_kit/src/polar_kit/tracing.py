@@ -52,8 +52,11 @@ DELIVERY = "X-GitHub-Delivery"
 # Correlation carried from a message (or an RPC) to the events it causes.
 CARRIED = (REQUEST_ID, DELIVERY)
 
+# The instrumentation scope of every span the hooks make (RootSpan's included: the OTLP
+# encoder groups spans by scope).
+_SCOPE = "polar_kit"
 # The provider's own tracer once install() ran (not the API's proxy, one call less a span).
-_tracer = trace.get_tracer("polar_kit")
+_tracer = trace.get_tracer(_SCOPE)
 # W3C trace context only, not the global propagators (OTEL_PROPAGATORS): messages carry
 # `traceparent`/`tracestate` and nothing else, and the baggage propagator's work per hop is
 # as large as this one's.
@@ -142,13 +145,13 @@ def install(
     global _enabled, _tracer, _root_ratio, _root_span
     if trace.get_tracer_provider() is not provider:
         trace.set_tracer_provider(provider)
-    _tracer = provider.get_tracer("polar_kit")
+    _tracer = provider.get_tracer(_SCOPE)
     _root_ratio = root_ratio
     _root_span = None
     if processors:
         from polar_kit.tracing_setup import RootSpan
 
-        _root_span = RootSpan.maker(processors, provider.resource, "polar_kit")
+        _root_span = RootSpan.maker(processors, provider.resource, _SCOPE)
     for cls in _instrumentors():
         instrumentor = cls()
         if not instrumentor.is_instrumented_by_opentelemetry:
